@@ -1,0 +1,491 @@
+"""`TimeSeries`: a validated batch of (possibly irregular, partly missing) series."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["TimeSeries", "Batch"]
+
+
+class Batch(NamedTuple):
+    """The arrays a model's NumPyro program sees (a PyTree; missing values are zeros
+    with `mask == False`).
+
+    - `ts`: `Float[Array, "series time"]`
+    - `ys`: `Float[Array, "series time dim"]`
+    - `mask`: `Bool[Array, "series time dim"]`
+    - `treatments`: `Float[Array, "series time k"]` or `None`
+    - `static`: `Float[Array, "series c"]` or `None`
+    """
+
+    ts: jnp.ndarray
+    ys: jnp.ndarray
+    mask: jnp.ndarray
+    treatments: Optional[jnp.ndarray] = None
+    static: Optional[jnp.ndarray] = None
+
+
+def _as_float_array(field: str, x, fix: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"TimeSeries.{field}: dtype {arr.dtype} is not numeric; {fix}"
+        )
+    return arr.astype(np.float64)
+
+
+def _first_bad(bad: np.ndarray) -> tuple:
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+class TimeSeries:
+    """A batch of `N` series observed at (per-series, possibly irregular) times.
+
+    **Arguments:**
+
+    - `ts`: observation times, shape `(T,)` (shared by every series) or `(N, T)`.
+      Finite and strictly increasing within each series. Series of different lengths
+      are padded at the end with increasing times whose values are all missing.
+    - `ys`: observations, shape `(N, T, D)` (or `(T, D)` / `(T,)` for one series).
+      NaN marks a missing value.
+    - `mask`: optional boolean `(N, T, D)`; `False` marks a missing value (the value in
+      `ys` is then ignored). Default: `~isnan(ys)`.
+    - `treatments`: optional `(N, T, K)` inputs known at every time (doses, controls).
+    - `static`: optional `(N, C)` covariates per series.
+    - `names`, `treatment_names`, `static_names`: column names (defaults `y0, y1, ...`).
+    - `series_ids`: optional labels of the series (defaults `0..N-1`).
+    - `lengths`: optional number of real (non-padding) times per series (defaults `T`).
+
+    Everything is validated on construction; an invalid field raises `ValueError`
+    naming the field, the series/time index and the fix.
+    """
+
+    def __init__(
+        self,
+        ts,
+        ys,
+        mask=None,
+        treatments=None,
+        static=None,
+        *,
+        names: Optional[Sequence[str]] = None,
+        treatment_names: Optional[Sequence[str]] = None,
+        static_names: Optional[Sequence[str]] = None,
+        series_ids: Optional[Sequence] = None,
+        lengths: Optional[Sequence[int]] = None,
+    ):
+        ts = _as_float_array("ts", ts, "pass times as floats, e.g. np.asarray(ts, dtype=float).")
+        ys = _as_float_array("ys", ys, "pass values as floats, with NaN for missing values.")
+        if ys.ndim == 1:
+            ys = ys[None, :, None]
+        elif ys.ndim == 2:
+            ys = ys[None]
+        if ys.ndim != 3:
+            raise ValueError(
+                f"TimeSeries.ys: expected shape (N, T, D), got {ys.shape}; "
+                "reshape to (series, time, dim)."
+            )
+        n, t, d = ys.shape
+        if n == 0 or t == 0 or d == 0:
+            raise ValueError(
+                f"TimeSeries.ys: empty shape {ys.shape}; provide at least one series, "
+                "one time point and one dimension."
+            )
+        if ts.ndim == 1:
+            ts = np.broadcast_to(ts, (n, ts.shape[0])).copy()
+        if ts.ndim != 2 or ts.shape != (n, t):
+            raise ValueError(
+                f"TimeSeries.ts: shape {ts.shape} does not match ys {ys.shape}; "
+                f"expected ({t},) or ({n}, {t})."
+            )
+        if not np.all(np.isfinite(ts)):
+            i, j = _first_bad(~np.isfinite(ts))
+            raise ValueError(
+                f"TimeSeries.ts: series {i} has a non-finite time ({ts[i, j]}) at time index "
+                f"{j}; times must be finite, so drop that row or fill in its time."
+            )
+        if t > 1:
+            step = np.diff(ts, axis=1)
+            if np.any(step <= 0):
+                i, j = _first_bad(step <= 0)
+                raise ValueError(
+                    f"TimeSeries.ts: series {i} is not strictly increasing at time index "
+                    f"{j + 1} (t={ts[i, j + 1]:g} after t={ts[i, j]:g}); sort the times "
+                    "within each series and merge duplicates."
+                )
+        if mask is None:
+            mask = ~np.isnan(ys)
+        else:
+            mask = np.asarray(mask)
+            if mask.dtype != bool:
+                raise ValueError(
+                    f"TimeSeries.mask: dtype {mask.dtype} is not bool; pass a boolean "
+                    "array with True where a value is observed."
+                )
+            if mask.shape != ys.shape:
+                raise ValueError(
+                    f"TimeSeries.mask: shape {mask.shape} does not match ys {ys.shape}."
+                )
+            mask = mask & ~np.isnan(ys)
+        observed = ys[mask]
+        if not np.all(np.isfinite(observed)):
+            i, j, k = _first_bad(mask & ~np.isfinite(np.where(mask, ys, 0.0)))
+            raise ValueError(
+                f"TimeSeries.ys: series {i} has an infinite value at time index {j}, dim "
+                f"{k}; use NaN (or mask=False) for a missing value."
+            )
+        if not mask.any():
+            raise ValueError(
+                "TimeSeries.ys: every value is missing; provide at least one observed value."
+            )
+        ys = np.where(mask, ys, np.nan)
+
+        if treatments is not None:
+            treatments = _as_float_array(
+                "treatments", treatments, "encode treatments as numbers (e.g. 0/1 or doses)."
+            )
+            if treatments.ndim == 2 and n == 1:
+                treatments = treatments[None]
+            if treatments.ndim != 3 or treatments.shape[:2] != (n, t):
+                raise ValueError(
+                    f"TimeSeries.treatments: shape {treatments.shape} does not match ys "
+                    f"{ys.shape}; expected ({n}, {t}, K)."
+                )
+            if not np.all(np.isfinite(treatments)):
+                i, j, k = _first_bad(~np.isfinite(treatments))
+                raise ValueError(
+                    f"TimeSeries.treatments: series {i} has a non-finite value at time index "
+                    f"{j}, channel {k}; treatments must be known at every time (use 0 for none)."
+                )
+        if static is not None:
+            static = _as_float_array("static", static, "encode static covariates as numbers.")
+            if static.ndim == 1 and n == 1:
+                static = static[None]
+            if static.ndim != 2 or static.shape[0] != n:
+                raise ValueError(
+                    f"TimeSeries.static: shape {static.shape} does not match {n} series; "
+                    f"expected ({n}, C)."
+                )
+            if not np.all(np.isfinite(static)):
+                i, j = _first_bad(~np.isfinite(static))
+                raise ValueError(
+                    f"TimeSeries.static: series {i} has a non-finite value in column {j}; "
+                    "fill or drop it."
+                )
+
+        self.ts = ts
+        self.ys = ys
+        self.mask = mask
+        self.treatments = treatments
+        self.static = static
+        self.names = _names("names", names, d, "y")
+        self.treatment_names = (
+            None
+            if treatments is None
+            else _names("treatment_names", treatment_names, treatments.shape[2], "u")
+        )
+        self.static_names = (
+            None if static is None else _names("static_names", static_names, static.shape[1], "s")
+        )
+        if series_ids is None:
+            series_ids = list(range(n))
+        series_ids = list(series_ids)
+        if len(series_ids) != n:
+            raise ValueError(
+                f"TimeSeries.series_ids: {len(series_ids)} labels for {n} series."
+            )
+        self.series_ids = series_ids
+        if lengths is None:
+            lengths = np.full(n, t)
+        lengths = np.asarray(lengths, dtype=int)
+        if lengths.shape != (n,) or np.any(lengths < 1) or np.any(lengths > t):
+            raise ValueError(
+                f"TimeSeries.lengths: expected {n} integers in [1, {t}], got {lengths.tolist()}."
+            )
+        self.lengths = lengths
+
+    # ---------------------------------------------------------------- shape
+    @property
+    def n_series(self) -> int:
+        return self.ys.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        return self.ys.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.ys.shape[2]
+
+    @property
+    def shape(self) -> tuple:
+        return self.ys.shape
+
+    def __len__(self) -> int:
+        return self.n_series
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.treatments is not None:
+            extra += f", treatments={self.treatments.shape[2]}"
+        if self.static is not None:
+            extra += f", static={self.static.shape[1]}"
+        return (
+            f"TimeSeries(series={self.n_series}, times={self.n_times}, dim={self.dim}, "
+            f"observed={int(self.mask.sum())}, t=[{self.ts.min():g}, {self.ts.max():g}]{extra})"
+        )
+
+    # ------------------------------------------------------------ transforms
+    def batch(self, dtype=None) -> Batch:
+        """The arrays as a `Batch` of JAX arrays (missing values set to zero)."""
+        dtype = dtype or jnp.zeros(()).dtype
+        to = lambda x: None if x is None else jnp.asarray(x, dtype=dtype)  # noqa: E731
+        return Batch(
+            ts=to(self.ts),
+            ys=to(np.where(self.mask, self.ys, 0.0)),
+            mask=jnp.asarray(self.mask),
+            treatments=to(self.treatments),
+            static=to(self.static),
+        )
+
+    def _replace(self, **changes) -> "TimeSeries":
+        fields = dict(
+            ts=self.ts,
+            ys=self.ys,
+            mask=self.mask,
+            treatments=self.treatments,
+            static=self.static,
+            names=self.names,
+            treatment_names=self.treatment_names,
+            static_names=self.static_names,
+            series_ids=self.series_ids,
+            lengths=self.lengths,
+        )
+        fields.update(changes)
+        ts, ys = fields.pop("ts"), fields.pop("ys")
+        return TimeSeries(ts, ys, **fields)
+
+    def select(self, index) -> "TimeSeries":
+        """The series at `index` (an int, slice or integer/boolean array)."""
+        idx = np.arange(self.n_series)[index]
+        idx = np.atleast_1d(idx)
+        if idx.size == 0:
+            raise ValueError("TimeSeries.select: the selection is empty; select at least one series.")
+        pick = lambda x: None if x is None else x[idx]  # noqa: E731
+        return self._replace(
+            ts=self.ts[idx],
+            ys=self.ys[idx],
+            mask=self.mask[idx],
+            treatments=pick(self.treatments),
+            static=pick(self.static),
+            series_ids=[self.series_ids[i] for i in idx],
+            lengths=self.lengths[idx],
+        )
+
+    def split(self, at: float) -> tuple["TimeSeries", "TimeSeries"]:
+        """Split into history (`t <= at`) and future (`t > at`), series by series.
+
+        Both parts keep every series; each must have at least one time on its side.
+        """
+        at = float(at)
+        real = np.arange(self.n_times)[None, :] < self.lengths[:, None]
+        before = self.ts <= at
+        counts_h = (before & real).sum(axis=1)
+        counts_f = (~before & real).sum(axis=1)
+        for name, counts in (("history", counts_h), ("future", counts_f)):
+            if np.any(counts == 0):
+                i = int(np.argmax(counts == 0))
+                raise ValueError(
+                    f"TimeSeries.split: series {i} has no times in the {name} for at={at:g} "
+                    f"(its times span [{self.ts[i].min():g}, {self.ts[i].max():g}]); "
+                    "choose `at` inside every series' time range."
+                )
+        return self._take(before), self._take(~before)
+
+    def _take(self, keep: np.ndarray) -> "TimeSeries":
+        """Keep the (series, time) entries where `keep` is True, re-padding ragged rows."""
+        keep = keep & (np.arange(self.n_times)[None, :] < self.lengths[:, None])
+        counts = keep.sum(axis=1)
+        width = int(counts.max())
+        n = self.n_series
+        ts = np.empty((n, width))
+        ys = np.full((n, width, self.dim), np.nan)
+        tr = None if self.treatments is None else np.zeros((n, width, self.treatments.shape[2]))
+        for i in range(n):
+            idx = np.flatnonzero(keep[i])
+            c = len(idx)
+            ts[i, :c] = self.ts[i, idx]
+            ys[i, :c] = self.ys[i, idx]
+            if tr is not None:
+                tr[i, :c] = self.treatments[i, idx]
+                if c < width:
+                    tr[i, c:] = self.treatments[i, idx[-1]]
+            if c < width:
+                ts[i, c:] = _pad_times(self.ts[i, idx], width - c)
+        return self._replace(ts=ts, ys=ys, mask=None, treatments=tr, lengths=counts)
+
+    # ---------------------------------------------------------------- pandas
+    def to_pandas(self):
+        """Long-format `pandas.DataFrame`: `series, time, <values>, <treatments>, <static>`;
+        padded positions are dropped, missing values are NaN."""
+        import pandas as pd
+
+        real = np.arange(self.n_times)[None, :] < self.lengths[:, None]
+        rows = np.argwhere(real)
+        frame = {
+            "series": [self.series_ids[i] for i in rows[:, 0]],
+            "time": self.ts[rows[:, 0], rows[:, 1]],
+        }
+        for k, name in enumerate(self.names):
+            frame[name] = self.ys[rows[:, 0], rows[:, 1], k]
+        if self.treatments is not None:
+            for k, name in enumerate(self.treatment_names):
+                frame[name] = self.treatments[rows[:, 0], rows[:, 1], k]
+        if self.static is not None:
+            for k, name in enumerate(self.static_names):
+                frame[name] = self.static[rows[:, 0], k]
+        return pd.DataFrame(frame)
+
+    @classmethod
+    def from_pandas(
+        cls,
+        df,
+        *,
+        time: str = "time",
+        series: Optional[str] = "series",
+        values: Optional[Sequence[str]] = None,
+        treatments: Optional[Sequence[str]] = None,
+        static: Optional[Sequence[str]] = None,
+    ) -> "TimeSeries":
+        """Build from a long-format frame: one row per (series, time).
+
+        `values` defaults to every numeric column that is not the time, series,
+        treatment or static column. Empty cells are missing values. Errors name the
+        column and the (0-based) row of the frame.
+        """
+        import pandas as pd
+
+        columns = list(df.columns)
+
+        def need(col, role):
+            if col not in columns:
+                raise ValueError(
+                    f"from_pandas: column {col!r} ({role}) not found; the frame has "
+                    f"columns {columns}."
+                )
+
+        need(time, "time")
+        if series is not None:
+            need(series, "series")
+        treatments = list(treatments or [])
+        static = list(static or [])
+        for c in treatments:
+            need(c, "treatment")
+        for c in static:
+            need(c, "static")
+        if values is None:
+            taken = {time, series, *treatments, *static}
+            values = [c for c in columns if c not in taken]
+        values = list(values)
+        if not values:
+            raise ValueError("from_pandas: no value columns; pass values=[...].")
+        for c in values:
+            need(c, "value")
+        if len(df) == 0:
+            raise ValueError("from_pandas: the frame has no rows.")
+
+        def numeric(col, allow_nan):
+            raw = df[col]
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+            bad = np.isnan(num) & raw.notna().to_numpy()
+            if np.any(bad):
+                r = int(np.argmax(bad))
+                raise ValueError(
+                    f"from_pandas: column {col!r} row {r} holds {raw.iloc[r]!r}, which is "
+                    "not a number; fix or empty that cell."
+                )
+            if not allow_nan and np.any(np.isnan(num)):
+                r = int(np.argmax(np.isnan(num)))
+                raise ValueError(
+                    f"from_pandas: column {col!r} row {r} is empty; every row needs a value here."
+                )
+            if np.any(np.isinf(num)):
+                r = int(np.argmax(np.isinf(num)))
+                raise ValueError(f"from_pandas: column {col!r} row {r} is infinite.")
+            return num
+
+        t_all = numeric(time, allow_nan=False)
+        sid = df[series].to_numpy() if series is not None else np.zeros(len(df), dtype=int)
+        order = list(dict.fromkeys(sid.tolist()))
+        v_all = np.stack([numeric(c, True) for c in values], axis=1)
+        u_all = np.stack([numeric(c, False) for c in treatments], axis=1) if treatments else None
+        s_all = np.stack([numeric(c, False) for c in static], axis=1) if static else None
+
+        groups = []
+        for s in order:
+            rows = np.flatnonzero(sid == s)
+            t = t_all[rows]
+            step = np.diff(t)
+            if np.any(step <= 0):
+                j = int(np.argmax(step <= 0)) + 1
+                what = "duplicate" if step[j - 1] == 0 else "unsorted"
+                raise ValueError(
+                    f"from_pandas: column {time!r} row {int(rows[j])}: {what} time {t[j]:g} in "
+                    f"series {s!r} (previous {t[j - 1]:g}); sort by time within each series "
+                    "and merge duplicate times."
+                )
+            if s_all is not None:
+                diff = np.any(s_all[rows] != s_all[rows[0]], axis=1)
+                if np.any(diff):
+                    r = int(rows[np.argmax(diff)])
+                    raise ValueError(
+                        f"from_pandas: static columns {static} change within series {s!r} at "
+                        f"row {r}; static covariates must be constant per series."
+                    )
+            groups.append(rows)
+        width = max(len(g) for g in groups)
+        n, d = len(groups), len(values)
+        ts = np.empty((n, width))
+        ys = np.full((n, width, d), np.nan)
+        us = None if u_all is None else np.zeros((n, width, len(treatments)))
+        st = None if s_all is None else np.stack([s_all[g[0]] for g in groups])
+        for i, g in enumerate(groups):
+            c = len(g)
+            ts[i, :c] = t_all[g]
+            ys[i, :c] = v_all[g]
+            if c < width:
+                ts[i, c:] = _pad_times(t_all[g], width - c)
+            if us is not None:
+                us[i, :c] = u_all[g]
+                us[i, c:] = u_all[g[-1]]
+        return cls(
+            ts,
+            ys,
+            treatments=us,
+            static=st,
+            names=values,
+            treatment_names=treatments or None,
+            static_names=static or None,
+            series_ids=order,
+            lengths=[len(g) for g in groups],
+        )
+
+
+def _names(field, names, size, prefix):
+    if names is None:
+        return [f"{prefix}{i}" for i in range(size)]
+    names = [str(x) for x in names]
+    if len(names) != size:
+        raise ValueError(f"TimeSeries.{field}: {len(names)} names for {size} columns.")
+    return names
+
+
+def _pad_times(t: np.ndarray, extra: int) -> np.ndarray:
+    """Times that continue a series past its end, for padding (their values are missing)."""
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    return t[-1] + step * np.arange(1, extra + 1)

@@ -1,0 +1,4 @@
+"""A thin layer over diffrax, plus the fixed-grid scan path for SDEs."""
+
+from ._sde import brownian_increments as brownian_increments
+from ._sde import solve_sde_grid as solve_sde_grid
