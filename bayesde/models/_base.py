@@ -94,6 +94,14 @@ def _to_json(value, name, owner):
     if isinstance(value, (np.ndarray, jnp.ndarray)) or hasattr(value, "__array__"):
         arr = np.asarray(value)
         return {"__array__": arr.tolist(), "dtype": str(arr.dtype)}
+    import numpyro.distributions as ndist
+
+    if isinstance(value, ndist.Distribution):
+        params = {k: _to_json(getattr(value, k), name, owner) for k in value.arg_constraints
+                  if k in getattr(value, "__dict__", {}) or hasattr(value, k)}
+        if type(value).__name__ not in dir(ndist):
+            raise ValueError(f"{owner}.{name}: cannot save distribution {value!r}; use one from numpyro.distributions.")
+        return {"__dist__": type(value).__name__, "params": params}
     if callable(value):
         module = getattr(value, "__module__", None)
         qualname = getattr(value, "__qualname__", None)
@@ -112,6 +120,11 @@ def _from_json(value):
     if isinstance(value, dict):
         if "__array__" in value:
             return np.asarray(value["__array__"], dtype=value["dtype"])
+        if "__dist__" in value:
+            import numpyro.distributions as ndist
+
+            params = {k: _from_json(v) for k, v in value["params"].items()}
+            return getattr(ndist, value["__dist__"])(**params)
         if "__callable__" in value:
             import importlib
 

@@ -35,9 +35,13 @@ def mlp(
     )
 
 
+def _is_leaf_array(x) -> bool:
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
 def leaf_names(module) -> list[str]:
     """Readable names of a module's array leaves (`layers.0.weight`, ...), in leaf order."""
-    paths, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(module, eqx.is_array))
+    paths, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(module, _is_leaf_array))
     names = []
     for path, _ in paths:
         parts = []
@@ -66,7 +70,7 @@ def sample_module(name: str, make: Callable, prior_scale: float = 1.0):
     `make` is a function of a key building the module; only its shapes are used.
     """
     template = _template(make)
-    params, static = eqx.partition(template, eqx.is_array)
+    params, static = eqx.partition(template, _is_leaf_array)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     drawn = [
         numpyro.sample(
@@ -85,7 +89,7 @@ def param_module(name: str, make: Callable):
     The initial values come from `make` called with the key NumPyro hands to `param`.
     """
     template = _template(make)
-    params, static = eqx.partition(template, eqx.is_array)
+    params, static = eqx.partition(template, _is_leaf_array)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     got = []
     for i, leaf_name in enumerate(leaf_names(template)):

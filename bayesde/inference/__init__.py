@@ -1,0 +1,8 @@
+"""Inference: `fit` over engines, `Posterior` and `Prediction`."""
+
+from ._engines import SVI as SVI
+from ._engines import NUTS as NUTS
+from ._engines import BlackJAXNUTS as BlackJAXNUTS
+from ._fit import fit as fit
+from ._posterior import Posterior as Posterior
+from ._prediction import Prediction as Prediction

@@ -1,0 +1,117 @@
+"""`Prediction`: posterior predictive draws with the summaries people read."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Prediction"]
+
+
+class Prediction:
+    """Posterior predictive draws `samples (S, N, T, D)` at times `ts (N, T)`.
+
+    `samples` include observation noise; `f_samples` (when the model records them) are the
+    noise-free latent means. Everything is a summary of the draws: `mean`, `median`,
+    `std`, `quantiles(qs)` and equal-tailed `interval(level)`.
+    """
+
+    def __init__(
+        self,
+        samples,
+        ts,
+        *,
+        f_samples=None,
+        names: Optional[Sequence[str]] = None,
+        series_ids: Optional[Sequence] = None,
+    ):
+        samples = jnp.asarray(samples)
+        if samples.ndim != 4:
+            raise ValueError(
+                f"Prediction.samples: expected shape (S, N, T, D), got {samples.shape}."
+            )
+        ts = np.asarray(ts, dtype=float)
+        if ts.ndim == 1:
+            ts = np.broadcast_to(ts, samples.shape[1:3]).copy()
+        if ts.shape != samples.shape[1:3]:
+            raise ValueError(
+                f"Prediction.ts: shape {ts.shape} does not match samples {samples.shape}."
+            )
+        self.samples = samples
+        self.ts = ts
+        self.f_samples = None if f_samples is None else jnp.asarray(f_samples)
+        d = samples.shape[3]
+        self.names = list(names) if names is not None else [f"y{i}" for i in range(d)]
+        n = samples.shape[1]
+        self.series_ids = list(series_ids) if series_ids is not None else list(range(n))
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def shape(self) -> tuple:
+        return self.samples.shape
+
+    @property
+    def mean(self):
+        return jnp.mean(self.samples, axis=0)
+
+    @property
+    def std(self):
+        return jnp.std(self.samples, axis=0)
+
+    @property
+    def median(self):
+        return jnp.median(self.samples, axis=0)
+
+    def quantiles(self, qs):
+        """Quantiles of the draws: shape `(len(qs), N, T, D)`."""
+        qs = jnp.asarray(qs, dtype=self.samples.dtype)
+        if jnp.any((qs < 0) | (qs > 1)):
+            raise ValueError(f"Prediction.quantiles: every q must lie in [0, 1], got {np.asarray(qs)}.")
+        return jnp.quantile(self.samples, qs, axis=0)
+
+    def interval(self, level: float = 0.9):
+        """The equal-tailed credible interval `(lo, hi)`, each `(N, T, D)`."""
+        if not 0 < level < 1:
+            raise ValueError(f"Prediction.interval: level must lie in (0, 1), got {level}.")
+        a = (1 - level) / 2
+        q = self.quantiles([a, 1 - a])
+        return q[0], q[1]
+
+    def __sub__(self, other: "Prediction") -> "Prediction":
+        if not isinstance(other, Prediction) or other.samples.shape != self.samples.shape:
+            raise ValueError("Prediction: can only subtract a Prediction of the same shape.")
+        f = None
+        if self.f_samples is not None and other.f_samples is not None:
+            f = self.f_samples - other.f_samples
+        return Prediction(
+            self.samples - other.samples, self.ts, f_samples=f, names=self.names,
+            series_ids=self.series_ids,
+        )
+
+    def to_pandas(self, qs=(0.05, 0.25, 0.5, 0.75, 0.95)):
+        """Tidy frame: `series, time, variable, mean, q05, q25, q50, q75, q95`."""
+        import pandas as pd
+
+        mean = np.asarray(self.mean)
+        q = np.asarray(self.quantiles(list(qs)))
+        s, n, t, d = self.samples.shape
+        ii, jj, kk = np.meshgrid(np.arange(n), np.arange(t), np.arange(d), indexing="ij")
+        ii, jj, kk = ii.ravel(), jj.ravel(), kk.ravel()
+        frame = {
+            "series": [self.series_ids[i] for i in ii],
+            "time": self.ts[ii, jj],
+            "variable": [self.names[k] for k in kk],
+            "mean": mean[ii, jj, kk],
+        }
+        for qi, qv in enumerate(qs):
+            frame[f"q{int(round(qv * 100)):02d}"] = q[qi, ii, jj, kk]
+        return pd.DataFrame(frame)
+
+    def __repr__(self) -> str:
+        s, n, t, d = self.samples.shape
+        return f"Prediction(samples={s}, series={n}, times={t}, dim={d})"
