@@ -313,10 +313,11 @@ def run_blackjax_nuts(model, batch, method: BlackJAXNUTS, *, key, progress_bar: 
     init_keys = jax.random.split(k_init, method.num_chains)
     positions = []
     for i in range(method.num_chains):
-        info, potential_fn, postprocess_fn, _ = initialize_model(
+        info = initialize_model(
             init_keys[i], program, model_args=(batch,), init_strategy=model.init_strategy()
         )
         positions.append(info.param_info.z)
+    potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
     position = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *positions)
 
     def logdensity(z):
@@ -346,7 +347,12 @@ def run_blackjax_nuts(model, batch, method: BlackJAXNUTS, *, key, progress_bar: 
     @jax.jit
     def run_chunk(states, params, key):
         def one_chain(state, p, k):
-            kernel = blackjax.nuts(logdensity, max_num_doublings=method.max_tree_depth, **p)
+            kernel = blackjax.nuts(
+                logdensity,
+                step_size=p["step_size"],
+                inverse_mass_matrix=p["inverse_mass_matrix"],
+                max_num_doublings=method.max_tree_depth,
+            )
 
             def step(st, kk):
                 st, inf = kernel.step(kk, st)
@@ -372,8 +378,7 @@ def run_blackjax_nuts(model, batch, method: BlackJAXNUTS, *, key, progress_bar: 
     seconds = time.perf_counter() - t0
     cat = lambda xs: np.concatenate(xs, axis=1)[:, : method.num_samples]  # noqa: E731
     z = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=1)[:, : method.num_samples], *draws)
-    post = postprocess_fn(batch)
-    constrained = jax.vmap(jax.vmap(post))(z)
+    constrained = jax.vmap(jax.vmap(postprocess_fn))(z)
     samples = {k: np.asarray(v) for k, v in constrained.items() if k in positions[0]}
     ns = cat(nsteps)
     stats = {

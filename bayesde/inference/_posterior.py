@@ -151,7 +151,16 @@ class Posterior:
             self._predictive = jax.jit(run, static_argnums=4)
         return self._predictive
 
-    def predict(self, ts, *, key, num_samples: Optional[int] = None, data: Optional[TimeSeries] = None, treatments=None) -> Prediction:
+    def predict(
+        self,
+        ts,
+        *,
+        key,
+        num_samples: Optional[int] = None,
+        data: Optional[TimeSeries] = None,
+        treatments=None,
+        devices=None,
+    ) -> Prediction:
         """The posterior predictive at times `ts` (`(T,)` or `(N, T)`).
 
         **Arguments:**
@@ -163,6 +172,8 @@ class Posterior:
         - `data`: history to condition on, for amortised models (default: the training
           data); non-amortised models (per-series parameters) only predict their own series.
         - `treatments`: inputs to apply at the query times, `(N, T, K)` or `(T, K)`.
+        - `devices`: a list of JAX devices (or a mesh) to shard the draws and series
+          over (`bd.distributed`); default one device.
 
         **Returns:** a `bd.Prediction` with `samples (S, N, T, D)` including observation
         noise, and `f_samples` the noise-free means.
@@ -181,6 +192,10 @@ class Posterior:
                     f"predict: data has {data.dim} value columns, the model was fitted on {self.data.dim}."
                 )
         query = self._query(ts, data, treatments)
+        if devices is not None:
+            from ..distributed import sharded_predict
+
+            return sharded_predict(self, query, data, key=key, num_samples=num_samples, devices=devices)
         batch = data.batch()
         flat, n = self._flat_samples(num_samples)
         per_draw = int(np.prod(query.ts.shape)) * data.dim * 2

@@ -132,7 +132,7 @@ class ODE(_AbstractODEModel):
     """
 
     vector_field: Callable = eqx.field(static=True)
-    priors: dict = eqx.field(static=True)
+    priors: dict
     observation: str = "lognormal"
     noise_scale: float = 0.5
     init_scale: float = 0.5
@@ -206,7 +206,7 @@ class BayesianNeuralODE(_AbstractODEModel):
     width: int = 16
     depth: int = 2
     known: Optional[Callable] = eqx.field(default=None, static=True)
-    known_priors: Optional[dict] = eqx.field(default=None, static=True)
+    known_priors: Optional[dict] = None
     observation: str = "normal"
     prior_scale: float = 1.0
     noise_scale: float = 0.5

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Callable, Literal, Optional
 
+import diffrax
 import jax
 import jax.numpy as jnp
 
-__all__ = ["brownian_increments", "solve_sde_grid"]
+__all__ = ["brownian_increments", "solve_sde_grid", "GridBrownianPath", "solve_sde_diffrax"]
 
 
 def brownian_increments(key, ts, shape=(), dtype=None):
@@ -89,3 +90,124 @@ def solve_sde_grid(
 
     _, ys = jax.lax.scan(step, y0, (ts[:-1], ts[1:], dW))
     return jnp.concatenate([y0[None], ys], axis=0)
+
+
+class GridBrownianPath(diffrax.AbstractPath):
+    """A Brownian path given by its increments on a grid, linear in between.
+
+    It lets diffrax step *exactly the same* Brownian path as `solve_sde_grid` (so that
+    the two solvers can be compared path by path) and, unlike diffrax's own grid
+    path, it is differentiable in reverse mode.
+
+    **Arguments:**
+
+    - `ts`: the grid, shape `(n,)`.
+    - `dW`: increments, shape `(n - 1, *shape)` (`brownian_increments`).
+    """
+
+    ts: jax.Array
+    W: jax.Array
+
+    def __init__(self, ts, dW):
+        self.ts = jnp.asarray(ts)
+        dW = jnp.asarray(dW)
+        self.W = jnp.concatenate([jnp.zeros_like(dW[:1]), jnp.cumsum(dW, axis=0)], axis=0)
+
+    @property
+    def t0(self):
+        return self.ts[0]
+
+    @property
+    def t1(self):
+        return self.ts[-1]
+
+    def evaluate(self, t0, t1=None, left=True):
+        del left
+        if t1 is not None:
+            return self.evaluate(t1) - self.evaluate(t0)
+        n = self.ts.shape[0]
+        j = jnp.clip(jnp.searchsorted(self.ts, t0, side="right") - 1, 0, n - 2)
+        lam = (t0 - self.ts[j]) / (self.ts[j + 1] - self.ts[j])
+        lam = jnp.clip(lam, 0.0, 1.0)
+        return self.W[j] + lam * (self.W[j + 1] - self.W[j])
+
+
+_DIFFRAX_SDE_SOLVERS = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "milstein": diffrax.ItoMilstein,
+}
+
+
+def solve_sde_diffrax(
+    drift: Callable,
+    diffusion: Callable,
+    y0,
+    ts,
+    dW=None,
+    args=None,
+    *,
+    key=None,
+    method: Literal["euler", "heun", "milstein"] = "euler",
+    noise: Literal["diagonal", "general"] = "diagonal",
+    brownian_shape: Optional[tuple] = None,
+    dt0: Optional[float] = None,
+    tol: Optional[float] = None,
+    max_steps: int = 16384,
+):
+    """Reference SDE solve through `diffrax.diffeqsolve` (same semantics as
+    `solve_sde_grid`, for checks and for solves off the training path).
+
+    `dy = f(t, y, args) dt + g(t, y, args) dW`, with `f`, `g`, `method` and `noise`
+    as in `solve_sde_grid`.
+
+    **Arguments:**
+
+    - `ts`: save times `(n,)`.
+    - `dW`: Brownian increments on `ts`: the solve then steps exactly `ts` with a
+      `GridBrownianPath` and returns the same path as `solve_sde_grid` for the same
+      increments. Otherwise pass `key` for a `diffrax.VirtualBrownianTree`
+      (`brownian_shape`: the noise shape, default `y0.shape` for diagonal noise;
+      `tol`: its tolerance, default `dt0 / 10`) and `dt0` for a constant step.
+
+    **Returns:** the states at `ts`, shape `(n, *y0.shape)`.
+    """
+    import lineax
+
+    if method not in _DIFFRAX_SDE_SOLVERS:
+        raise ValueError(
+            f"solve_sde_diffrax: unknown method {method!r}; use one of {sorted(_DIFFRAX_SDE_SOLVERS)}."
+        )
+    ts = jnp.asarray(ts)
+    y0 = jnp.asarray(y0)
+    if dW is not None:
+        path = GridBrownianPath(ts, dW)
+        controller = diffrax.StepTo(ts=ts)
+        step = None
+    else:
+        if key is None or dt0 is None:
+            raise ValueError("solve_sde_diffrax: pass either dW, or both key=... and dt0=....")
+        shape = brownian_shape if brownian_shape is not None else y0.shape
+        path = diffrax.VirtualBrownianTree(
+            ts[0], ts[-1], tol=tol if tol is not None else dt0 / 10, shape=shape, key=key
+        )
+        controller = diffrax.ConstantStepSize()
+        step = dt0
+    if noise == "diagonal":
+        vf = lambda t, y, a: lineax.DiagonalLinearOperator(diffusion(t, y, a))  # noqa: E731
+    else:
+        vf = diffusion
+    terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(vf, path))
+    sol = diffrax.diffeqsolve(
+        terms,
+        _DIFFRAX_SDE_SOLVERS[method](),
+        ts[0],
+        ts[-1],
+        step,
+        y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=controller,
+        max_steps=max_steps,
+    )
+    return sol.ys
