@@ -6,3 +6,9 @@ from ._registry import names as names
 from ._core_data import LV_TRUTH as LV_TRUTH
 from ._core_data import hare_lynx as hare_lynx
 from ._core_data import lotka_volterra as lotka_volterra
+from ._sde_sims import stochastic_lorenz as stochastic_lorenz, geometric_brownian_motion as geometric_brownian_motion, double_well as double_well  # noqa: E501
+from . import _sde_sims, _co2  # noqa: F401,E402  (registers "stochastic_lorenz", "geometric_brownian_motion", "double_well", "co2")
+from ._fou import fractional_ou as fractional_ou
+from ._fou import nile as nile
+from ._tumor import tumor_growth as tumor_growth
+from . import _theoph  # noqa: F401,E402  (registers "theoph")

@@ -44,6 +44,11 @@ class SVI:
     - `num_samples`: posterior draws taken from the fitted guide.
     - `learning_rate`: used when `optimizer` is None.
     - `chunk_size`: steps compiled into one `lax.scan` between progress-bar updates.
+    - `checkpoint_every`: save the optimiser state every this many steps into
+      `checkpoint_dir`, so that an interrupted run can continue.
+    - `checkpoint_dir`: folder for checkpoints (required with `checkpoint_every`).
+    - `resume`: a checkpoint folder to continue from; the result equals the
+      uninterrupted run with the same key.
     """
 
     optimizer: Any = None
@@ -54,6 +59,9 @@ class SVI:
     num_samples: int = 500
     learning_rate: float = 1e-2
     chunk_size: int = 100
+    checkpoint_every: Optional[int] = None
+    checkpoint_dir: Optional[str] = None
+    resume: Optional[str] = None
 
     name = "svi"
 
@@ -184,7 +192,23 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
     t_start = time.perf_counter()
     state = svi.init(k_init, batch)
     chunk = int(min(method.chunk_size, method.num_steps))
+    if method.checkpoint_every is not None:
+        if method.checkpoint_dir is None:
+            raise ValueError("fit: checkpoint_every needs checkpoint_dir=... (a folder to write to).")
+        chunk = int(np.gcd(chunk, method.checkpoint_every))
     n_chunks = -(-method.num_steps // chunk)
+    first_chunk, losses = 0, []
+    if method.resume is not None:
+        from ._checkpoint import load_checkpoint
+
+        state, done, old_losses = load_checkpoint(method.resume, state, method.num_steps)
+        if done % chunk:
+            raise ValueError(
+                f"fit: the checkpoint in {method.resume!r} is at step {done}, which is not a "
+                f"multiple of the chunk size {chunk}; resume with the same chunk_size and "
+                "checkpoint_every as the interrupted run."
+            )
+        first_chunk, losses = done // chunk, [old_losses]
 
     @jax.jit
     def run_chunk(state, start, batch):
@@ -201,10 +225,11 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         (state, bad), losses = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(chunk))
         return state, bad, losses
 
-    losses = []
     stopped = None
     bar = _progress(progress_bar, method.num_steps, "svi")
-    for c in range(n_chunks):
+    if bar is not None and first_chunk:
+        bar.update(first_chunk * chunk)
+    for c in range(first_chunk, n_chunks):
         state, bad, ls = run_chunk(state, c * chunk, batch)
         ls = np.asarray(ls)
         losses.append(ls)
@@ -216,6 +241,11 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         if bool(bad):
             stopped = c * chunk + int(np.argmax(~np.isfinite(ls)))
             break
+        done = min((c + 1) * chunk, method.num_steps)
+        if method.checkpoint_every is not None and (done % method.checkpoint_every == 0 or done == method.num_steps):
+            from ._checkpoint import save_checkpoint
+
+            save_checkpoint(method.checkpoint_dir, state, done, np.concatenate(losses)[:done])
     if bar is not None:
         bar.close()
     loss = np.concatenate(losses)[: method.num_steps]

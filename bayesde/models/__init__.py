@@ -5,3 +5,7 @@ from ._base import Query as Query
 from ..datasets._core_data import lotka_volterra_field as lotka_volterra_field
 from ._ode import ODE as ODE
 from ._ode import BayesianNeuralODE as BayesianNeuralODE
+from ._latent_sde import LatentSDE as LatentSDE
+from ._fractional import FractionalSDE as FractionalSDE
+from ._bncde import BNCDE as BNCDE
+from ._tecde import TECDE as TECDE

@@ -4,3 +4,5 @@ from ._sde import brownian_increments as brownian_increments
 from ._sde import solve_sde_grid as solve_sde_grid
 from ._ode import failure_log_prob as failure_log_prob
 from ._ode import solve_ode as solve_ode
+from ._fbm import MarkovFBM as MarkovFBM, fbm_covariance as fbm_covariance, fbm_speeds as fbm_speeds
+from ._fbm import fbm_weights as fbm_weights, ma_fbm_covariance as ma_fbm_covariance

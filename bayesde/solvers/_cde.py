@@ -20,7 +20,7 @@ on a finer grid (`refine`).
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp

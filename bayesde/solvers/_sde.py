@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Literal, Optional
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -40,6 +41,7 @@ def solve_sde_grid(
     *,
     method: Literal["euler", "heun", "milstein"] = "euler",
     noise: Literal["diagonal", "general"] = "diagonal",
+    step_inputs=None,
 ):
     """Solve `dy = f(t, y, args) dt + g(t, y, args) dW` on the grid `ts`.
 
@@ -54,6 +56,9 @@ def solve_sde_grid(
     - `dW`: Brownian increments on the grid (`brownian_increments`).
     - `method`: `"euler"` (Itô Euler–Maruyama), `"heun"` (Stratonovich Heun) or
       `"milstein"` (Itô, diagonal noise).
+    - `step_inputs`: optional PyTree of per-step values with leading axis `len(ts) - 1`
+      (e.g. an encoder's context, piecewise constant over each step). When given, `f`
+      and `g` are called with `(args, inputs_n)` in place of `args` on step `n`.
 
     **Returns:** the states at every grid time, shape `(n, *y0.shape)`.
     """
@@ -66,21 +71,22 @@ def solve_sde_grid(
         return (g @ dw).reshape(y0.shape)
 
     def step(y, inp):
-        t0, t1, dw = inp
+        t0, t1, dw, extra = inp
+        a = args if step_inputs is None else (args, extra)
         dt = t1 - t0
-        f = drift(t0, y, args)
-        g = diffusion(t0, y, args)
+        f = drift(t0, y, a)
+        g = diffusion(t0, y, a)
         if method == "euler":
             y1 = y + f * dt + noise_term(g, dw)
         elif method == "heun":
             y_pred = y + f * dt + noise_term(g, dw)
-            f1 = drift(t1, y_pred, args)
-            g1 = diffusion(t1, y_pred, args)
+            f1 = drift(t1, y_pred, a)
+            g1 = diffusion(t1, y_pred, a)
             y1 = y + 0.5 * (f + f1) * dt + 0.5 * (noise_term(g, dw) + noise_term(g1, dw))
         elif method == "milstein":
             if noise != "diagonal":
                 raise ValueError("solve_sde_grid: method='milstein' needs noise='diagonal'.")
-            _, dg = jax.jvp(lambda z: diffusion(t0, z, args), (y,), (jnp.ones_like(y),))
+            _, dg = jax.jvp(lambda z: diffusion(t0, z, a), (y,), (jnp.ones_like(y),))
             y1 = y + f * dt + g * dw + 0.5 * g * dg * (dw**2 - dt)
         else:
             raise ValueError(
@@ -88,11 +94,12 @@ def solve_sde_grid(
             )
         return y1, y1
 
-    _, ys = jax.lax.scan(step, y0, (ts[:-1], ts[1:], dW))
+    extra = jnp.zeros((ts.shape[0] - 1,), ts.dtype) if step_inputs is None else step_inputs
+    _, ys = jax.lax.scan(step, y0, (ts[:-1], ts[1:], dW, extra))
     return jnp.concatenate([y0[None], ys], axis=0)
 
 
-class GridBrownianPath(diffrax.AbstractPath):
+class GridBrownianPath(diffrax.AbstractBrownianPath):
     """A Brownian path given by its increments on a grid, linear in between.
 
     It lets diffrax step *exactly the same* Brownian path as `solve_sde_grid` (so that
@@ -107,6 +114,7 @@ class GridBrownianPath(diffrax.AbstractPath):
 
     ts: jax.Array
     W: jax.Array
+    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
 
     def __init__(self, ts, dW):
         self.ts = jnp.asarray(ts)
@@ -121,10 +129,13 @@ class GridBrownianPath(diffrax.AbstractPath):
     def t1(self):
         return self.ts[-1]
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
         del left
         if t1 is not None:
-            return self.evaluate(t1) - self.evaluate(t0)
+            dw = self.evaluate(t1) - self.evaluate(t0)
+            if use_levy:
+                return diffrax.BrownianIncrement(dt=t1 - t0, W=dw)
+            return dw
         n = self.ts.shape[0]
         j = jnp.clip(jnp.searchsorted(self.ts, t0, side="right") - 1, 0, n - 2)
         lam = (t0 - self.ts[j]) / (self.ts[j + 1] - self.ts[j])

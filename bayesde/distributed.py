@@ -1,0 +1,279 @@
+"""Many devices and many hosts: a device mesh, a sharded posterior predictive and a
+thin multi-host start-up.
+
+```python
+import jax, bayesde as bd
+post = bd.fit(model, data, method="nuts", num_chains=4, key=jax.random.key(0))
+pred = post.predict(ts, key=jax.random.key(1), devices=jax.devices())   # sharded draws
+```
+
+**What is spread over devices, and how.**
+
+- *Chains* (NUTS): `bd.fit(..., method="nuts")` runs one chain per device
+  (NumPyro's `chain_method="parallel"`) whenever `jax.local_device_count() >=
+  num_chains`, and vectorises the chains on one device otherwise; pass
+  `chain_method=...` to choose. Nothing else is needed.
+- *Posterior draws / Monte Carlo sample paths* (the posterior predictive):
+  `post.predict(ts, key=k, devices=...)` cuts the draws into the same chunks as the
+  single-device run, lays each chunk out over a 1-D device mesh (axis `"d"`) and lets
+  XLA partition the vectorised program; the data and query times are replicated. Every
+  draw keeps the key it has on one device (`fold_in(key, chunk)` then NumPyro's split),
+  and JAX's partitionable Threefry makes random bits independent of the layout, so
+  the numbers equal the single-device run for the same key.
+- *Series / patients*: pass a 2-D `jax.sharding.Mesh` with axes `("d", "series")`
+  (e.g. `bd.distributed.mesh(shape=(2, 2))`) to also split the series axis of the data,
+  the query times and the output.
+
+**Many hosts.** Start every process with `bd.distributed.initialize(...)` (a thin
+wrapper over `jax.distributed.initialize`) before anything else touches JAX; then
+`jax.devices()` lists the devices of all hosts, and `predict(..., devices=jax.devices())`
+runs one global predictive whose draws every process receives in full. Every process
+must run the same program on the same `Posterior` (fit with the same key, or
+`bd.load` the same saved run). Under SLURM (one task per node, `srun` sets the
+variables `jax.distributed.initialize` reads):
+
+```bash
+#!/bin/bash
+#SBATCH --nodes=2 --ntasks-per-node=1 --gpus-per-node=4 --time=01:00:00
+srun python forecast.py          # forecast.py calls bd.distributed.initialize() first
+```
+
+Elsewhere give the coordinator explicitly, the same address on every process:
+`bd.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=i)`. On CPUs
+the processes exchange data through gloo (JAX's default CPU collectives).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = ["initialize", "mesh", "sharded_predict", "is_multiprocess"]
+
+DRAWS = "d"
+SERIES = "series"
+
+
+def initialize(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    *,
+    local_device_ids=None,
+    cpu_collectives: Optional[str] = "gloo",
+    initialization_timeout: int = 300,
+    **kwargs,
+) -> None:
+    """Join a multi-host JAX job (a thin wrapper over `jax.distributed.initialize`).
+
+    Call it first thing in every process, before any JAX computation. With no arguments
+    the cluster is detected from the environment (SLURM, Open MPI, Kubernetes, cloud
+    TPUs); otherwise give the same `coordinator_address` (`"host:port"` of process 0)
+    and `num_processes` to every process, and each its own `process_id`.
+
+    **Arguments:**
+
+    - `coordinator_address`, `num_processes`, `process_id`, `local_device_ids`: as in
+      `jax.distributed.initialize`.
+    - `cpu_collectives`: `"gloo"` (default) or `"mpi"`, how CPU devices of different
+      processes talk; `None` leaves JAX's setting alone.
+    - `initialization_timeout`: seconds to wait for every process to join.
+    - `**kwargs`: passed to `jax.distributed.initialize`.
+
+    **Returns:** nothing; afterwards `jax.process_index()`, `jax.process_count()` and
+    `jax.devices()` describe the whole job.
+    """
+    if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
+        raise ValueError(f"initialize: num_processes must be a positive int, got {num_processes!r}.")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"initialize: process_id={process_id!r} must be in 0..{num_processes - 1} for "
+            f"num_processes={num_processes}."
+        )
+    if cpu_collectives is not None:
+        if cpu_collectives not in ("gloo", "mpi"):
+            raise ValueError(f"initialize: cpu_collectives={cpu_collectives!r}; use 'gloo' or 'mpi'.")
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+        initialization_timeout=initialization_timeout,
+        **kwargs,
+    )
+
+
+def is_multiprocess() -> bool:
+    """Whether this process is one of several in a `jax.distributed` job."""
+    return jax.process_count() > 1
+
+
+def mesh(devices: Optional[Sequence] = None, *, shape: Optional[tuple] = None) -> Mesh:
+    """A device mesh for `predict(..., devices=...)`.
+
+    **Arguments:**
+
+    - `devices`: JAX devices (default `jax.devices()`: every device of every process).
+    - `shape`: `None` for a 1-D mesh over posterior draws (axis `"d"`), or
+      `(n_draws, n_series)` for a 2-D mesh that also splits the series (axes
+      `("d", "series")`); the product must equal the number of devices.
+
+    **Returns:** a `jax.sharding.Mesh`.
+    """
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("mesh: devices is empty; pass jax.devices() or a non-empty list.")
+    auto = jax.sharding.AxisType.Auto
+    if shape is None:
+        return Mesh(np.array(devs), (DRAWS,), axis_types=(auto,))
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or math.prod(shape) != len(devs):
+        raise ValueError(
+            f"mesh: shape={shape} must be (n_draws, n_series) with product {len(devs)} "
+            "(the number of devices)."
+        )
+    return Mesh(np.array(devs).reshape(shape), (DRAWS, SERIES), axis_types=(auto, auto))
+
+
+def _as_mesh(devices) -> Mesh:
+    if isinstance(devices, Mesh):
+        if devices.axis_names[0] != DRAWS or (len(devices.axis_names) > 1 and devices.axis_names[1:] != (SERIES,)):
+            raise ValueError(
+                f"predict: devices is a Mesh with axes {devices.axis_names}; expected ('d',) or "
+                "('d', 'series'); build it with bd.distributed.mesh(...)."
+            )
+        return devices
+    if isinstance(devices, jax.Device):
+        devices = [devices]
+    try:
+        devs = list(devices)
+    except TypeError:
+        raise TypeError(
+            f"predict: devices must be a list of JAX devices or a Mesh, got {type(devices).__name__}."
+        ) from None
+    for i, d in enumerate(devs):
+        if not isinstance(d, jax.Device):
+            raise TypeError(f"predict: devices[{i}] is {d!r}, not a JAX device; use jax.devices().")
+    return mesh(devs)
+
+
+def _global(x, sharding: NamedSharding):
+    """A global `jax.Array` from a host value every process holds in full."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _pad(v: np.ndarray, size: int) -> np.ndarray:
+    if v.shape[0] == size:
+        return v
+    return np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], 0)])
+
+
+def _chunk_size(post, query, data, n: int) -> int:
+    from .inference._posterior import _CHUNK_ELEMENTS
+
+    per_draw = int(np.prod(query.ts.shape)) * data.dim * 2
+    return max(1, min(n, _CHUNK_ELEMENTS // max(per_draw, 1)))
+
+
+def sharded_predict(post, query, data, *, key, num_samples=None, devices=None):
+    """The posterior predictive of `post` with its draws (and optionally series) split
+    over devices; what `Posterior.predict(..., devices=...)` calls.
+
+    Same chunks of draws, same keys and same padding as the single-device
+    `Posterior.predict`, so the same key gives the same numbers; each chunk is padded
+    up to a multiple of the number of devices on the draw axis (the extra draws are
+    computed and dropped).
+
+    **Arguments:**
+
+    - `post`: a `bd.Posterior`.
+    - `query`: the validated `Query` (query times, treatments).
+    - `data`: the `bd.TimeSeries` to condition on.
+    - `key`: a JAX PRNG key.
+    - `num_samples`: predictive draws (default every posterior draw).
+    - `devices`: a list of devices (1-D mesh over draws) or a `Mesh` from `mesh(...)`.
+
+    **Returns:** a `bd.Prediction`; in one process its arrays stay sharded over the
+    mesh (see `pred.samples.sharding`), in a multi-process job every process gets all
+    draws as host arrays.
+    """
+    from .inference._prediction import Prediction
+
+    m = _as_mesh(devices)
+    if not jax.config.jax_threefry_partitionable:
+        raise ValueError(
+            "predict(devices=...): needs jax.config.update('jax_threefry_partitionable', True) "
+            "(JAX's default) so that random numbers do not depend on the device layout."
+        )
+    n_d = m.shape[DRAWS]
+    n_s = m.shape.get(SERIES, 1)
+    if n_s > 1 and data.n_series % n_s:
+        raise ValueError(
+            f"predict: the mesh splits series over {n_s} devices but data has {data.n_series} "
+            f"series; use a series axis that divides {data.n_series}."
+        )
+    flat, n = post._flat_samples(num_samples)
+    chunk = _chunk_size(post, query, data, n)
+    if chunk == 1 and n_d > 1:
+        # NumPyro does not split the key for a single draw, so a padded chunk would
+        # change the numbers; one draw per chunk gains nothing from a mesh anyway.
+        return post.predict(np.asarray(query.ts), key=key, num_samples=num_samples, data=data,
+                            treatments=query.treatments)
+    padded = -(-chunk // n_d) * n_d
+    fn = post._predict_fn()
+
+    draw_sh = NamedSharding(m, P(DRAWS))
+    rep = NamedSharding(m, P())
+    series_sh = NamedSharding(m, P(SERIES)) if n_s > 1 else rep
+    out_sh = NamedSharding(m, P(DRAWS, SERIES)) if n_s > 1 else draw_sh
+
+    batch = jax.tree.map(lambda x: _global(x, series_sh), data.batch())
+    q = jax.tree.map(lambda x: _global(x, series_sh), query)
+
+    typed = jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+    impl = jax.random.key_impl(key) if typed else None
+
+    def run(kd, sub, batch, q):
+        k = jax.random.wrap_key_data(kd, impl=impl) if typed else kd
+        out = fn(k, sub, batch, q, padded)
+        return {name: v for name, v in out.items() if name in ("y_out", "f_out")}
+
+    runner = jax.jit(run, out_shardings=out_sh)
+    ys, fs = [], []
+    for c, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        # Pad exactly as the single-device path (to `chunk`), then to the mesh multiple:
+        # NumPyro's split keys are a prefix-stable (partitionable Threefry) function of
+        # the count, so the first `chunk` draws keep their keys.
+        sub = {k: _global(_pad(np.asarray(v[start:stop]), padded), draw_sh) for k, v in flat.items()}
+        kc = jax.random.fold_in(key, c)
+        kd = _global(jax.random.key_data(kc) if typed else kc, rep)
+        out = runner(kd, sub, batch, q)
+        ys.append((out["y_out"], stop - start))
+        if "f_out" in out:
+            fs.append((out["f_out"], stop - start))
+    y = _assemble(ys)
+    f = _assemble(fs) if fs else None
+    if y.ndim == 3:
+        y = y[..., None]
+    return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)
+
+
+def _assemble(parts):
+    """Concatenate chunk outputs, dropping padding; keeps the sharding when nothing is
+    dropped, gathers to every process in a multi-process job."""
+    if is_multiprocess():
+        from jax.experimental import multihost_utils
+
+        arrs = [np.asarray(multihost_utils.process_allgather(a, tiled=True))[:k] for a, k in parts]
+        return np.concatenate(arrs)
+    if len(parts) == 1 and parts[0][0].shape[0] == parts[0][1]:
+        return parts[0][0]
+    return jnp.concatenate([a[:k] for a, k in parts])

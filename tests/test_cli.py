@@ -1,0 +1,364 @@
+"""The `bayesde` command line, run as subprocesses with tiny sizes on CSVs written here.
+
+Each subprocess pays the JAX import and compile, so the fitted run is shared by a
+module-scoped fixture; bad-input cases (which stop before anything compiles) run
+in-process through Typer's runner, and one of them also as a subprocess.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+HARE = [30.0, 47.2, 70.2, 77.4, 36.3, 20.6, 18.1, 21.4, 22.0, 25.4, 27.1,
+        40.3, 57.0, 76.6, 52.3, 19.5, 11.2, 7.6, 14.6, 16.2, 24.7]
+LYNX = [4.0, 6.1, 9.8, 35.2, 59.4, 41.7, 19.0, 13.0, 8.3, 9.1, 7.4,
+        8.0, 12.3, 19.5, 45.7, 51.1, 29.7, 15.8, 9.7, 10.1, 8.6]
+QUANTILES = ["q05", "q25", "q50", "q75", "q95"]
+FORECAST_COLUMNS = ["series", "time", "variable", "part", "mean", *QUANTILES]
+
+
+def good_frame() -> pd.DataFrame:
+    """Two series in long format (hare–lynx 1900–1910 and 1910–1920), one empty cell."""
+    rows = []
+    for sid, start in (("north", 0), ("south", 10)):
+        for j in range(11):
+            rows.append({"region": sid, "year": float(j), "hare": HARE[start + j], "lynx": LYNX[start + j]})
+    df = pd.DataFrame(rows)
+    df.loc[4, "lynx"] = np.nan
+    return df
+
+
+def cli(*args, cwd, timeout=600):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "bayesde._cli", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def assert_user_error(proc_or_result, *fragments):
+    """Exit code 2, one line on stderr naming what and where, no traceback."""
+    code = getattr(proc_or_result, "returncode", None)
+    if code is None:
+        code = proc_or_result.exit_code
+    err = proc_or_result.stderr
+    assert code == 2, f"exit {code}\nstderr:\n{err}"
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    for frag in fragments:
+        assert frag in lines[0], f"{frag!r} not in {lines[0]!r}"
+
+
+FIT_ARGS = ["--time-col", "year", "--series-col", "region", "--model", "ode-lv", "--method", "svi",
+            "--num-steps", "20", "--num-samples", "20", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A fitted run and two forecasts with the same seed (shared by the tests below)."""
+    d = tmp_path_factory.mktemp("cli")
+    good_frame().to_csv(d / "pelts.csv", index=False)
+    fit = cli("fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run", cwd=d)
+    assert_ok(fit)
+    fc1 = cli("forecast", "--run", "run", "--horizon", "3", "--out", "fc1", "--seed", "5", cwd=d)
+    assert_ok(fc1)
+    # The rerun replaces a copy of the first output (--force), with the same seed.
+    shutil.copytree(d / "fc1", d / "fc2")
+    (d / "fc2" / "forecast.csv").write_text("stale")
+    fc2 = cli("forecast", "--run", "run", "--horizon", "3", "--out", "fc2", "--seed", "5", "--quiet", "--force",
+              cwd=d)
+    assert_ok(fc2)
+    return {"dir": d, "fit": fit, "fc1": fc1, "fc2": fc2}
+
+
+# ------------------------------------------------------------------------------ fit
+def test_fit_writes_a_loadable_run_and_its_provenance(work):
+    import bayesde as bd
+
+    d = work["dir"]
+    run = d / "run"
+    for name in ("bayesde.json", "posterior.nc", "params.eqx", "data.nc", "cli.json"):
+        assert (run / name).is_file(), name
+    rec = json.loads((run / "cli.json").read_text())
+    assert rec["bayesde_version"] == bd.__version__
+    assert rec["seed"] == 3
+    assert rec["command"].startswith("bayesde fit --data pelts.csv")
+    assert rec["data"]["sha256"] == hashlib.sha256((d / "pelts.csv").read_bytes()).hexdigest()
+    post = bd.load(run)
+    assert post.data.series_ids == ["north", "south"]
+    assert post.data.names == ["hare", "lynx"]
+    assert np.isnan(post.data.ys[0, 4, 1])  # the empty cell is missing, not zero
+    assert "SVI: 20 steps" in work["fit"].stdout
+
+
+def test_fit_shows_a_progress_bar_and_quiet_hides_it(work):
+    assert "100%" in work["fit"].stderr  # the fit ran without --quiet
+    assert "%|" not in work["fc2"].stderr  # --quiet
+
+
+# ------------------------------------------------------------------------- forecast
+def test_forecast_csv_is_tidy_with_ordered_quantiles(work):
+    d = work["dir"]
+    df = pd.read_csv(d / "fc1" / "forecast.csv")
+    assert list(df.columns) == FORECAST_COLUMNS
+    # Each series: times 0..10 observed, +3 past the last one on the median spacing (1).
+    assert set(df["series"]) == {"north", "south"}
+    assert set(df["variable"]) == {"hare", "lynx"}
+    for _, g in df.groupby(["series", "variable"]):
+        np.testing.assert_allclose(np.sort(g["time"].to_numpy()), np.arange(14.0))
+        assert (g["part"] == "forecast").sum() == 3
+    assert len(df) == 2 * 2 * 14
+    q = df[QUANTILES].to_numpy()
+    assert np.all(np.isfinite(q))
+    assert np.all(np.diff(q, axis=1) >= 0)
+    assert np.all(q > 0)  # LogNormal observation model
+
+
+def test_forecast_writes_fan_chart_and_arviz_file(work):
+    import arviz as az
+
+    out = work["dir"] / "fc1"
+    png = (out / "forecast.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    idata = az.from_netcdf(str(out / "posterior.nc"))
+    assert "posterior" in idata.groups() and "posterior_predictive" in idata.groups()
+    assert idata.posterior["alpha"].shape == (1, 20)
+    rec = json.loads((out / "cli.json").read_text())
+    assert rec["seed"] == 5 and rec["run"]["fit_seed"] == 3 and rec["run"]["data_sha256"]
+
+
+def test_same_seed_gives_identical_csv(work):
+    d = work["dir"]
+    assert (d / "fc1" / "forecast.csv").read_bytes() == (d / "fc2" / "forecast.csv").read_bytes()
+
+
+def test_outputs_are_not_overwritten_without_force(work):
+    d = work["dir"]
+    before = (d / "fc1" / "forecast.csv").read_bytes()
+    proc = cli("forecast", "--run", "run", "--horizon", "3", "--out", "fc1", cwd=d)
+    assert_user_error(proc, "'fc1' already exists", "--force")
+    assert (d / "fc1" / "forecast.csv").read_bytes() == before
+    # A folder that bayesde did not write is never replaced, even with --force.
+    (d / "mine").mkdir(exist_ok=True)
+    (d / "mine" / "notes.txt").write_text("keep me")
+    proc = cli("forecast", "--run", "run", "--horizon", "3", "--out", "mine", "--force", cwd=d)
+    assert_user_error(proc, "not written by bayesde")
+    assert (d / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_force_replaces_a_bayesde_output(work):
+    d = work["dir"]
+    df = pd.read_csv(d / "fc2" / "forecast.csv")  # was "stale" before the --force rerun
+    assert list(df.columns) == FORECAST_COLUMNS
+    assert "--force" in json.loads((d / "fc2" / "cli.json").read_text())["command"]
+    assert not list(d.glob(".fc2.*"))  # no staging folders left behind
+
+
+# ---------------------------------------------------------------------- bad input
+def _bad_cases():
+    def text_value(df):
+        df["hare"] = df["hare"].astype(object)
+        df.loc[4, "hare"] = "lots"
+        return df, []
+
+    def unsorted(df):
+        df.loc[[2, 3], "year"] = [3.0, 2.0]
+        return df, []
+
+    def duplicate(df):
+        df.loc[3, "year"] = 2.0
+        return df, []
+
+    def missing_column(df):
+        return df, ["--value-cols", "hare,wolf"]
+
+    def treatment_text(df):
+        df["dose"] = 0
+        df["dose"] = df["dose"].astype(object)
+        df.loc[5, "dose"] = "maybe"
+        return df, ["--treatment-cols", "dose", "--value-cols", "hare,lynx"]
+
+    def treatment_empty(df):
+        df["dose"] = 1.0
+        df.loc[6, "dose"] = np.nan
+        return df, ["--treatment-cols", "dose", "--value-cols", "hare,lynx"]
+
+    return [
+        pytest.param(text_value, ["column 'hare' row 4 (line 6 of bad.csv)", "'lots'"], id="text-in-value"),
+        pytest.param(unsorted, ["column 'year' row 3 (line 5 of bad.csv)", "unsorted", "'north'"], id="unsorted"),
+        pytest.param(duplicate, ["column 'year' row 3 (line 5 of bad.csv)", "duplicate"], id="duplicate"),
+        pytest.param(missing_column, ["column 'wolf'", "not found", "--value-cols"], id="missing-column"),
+        pytest.param(treatment_text, ["column 'dose' row 5 (line 7 of bad.csv)", "unknown value 'maybe'"],
+                     id="treatment-unknown-value"),
+        pytest.param(treatment_empty, ["column 'dose' row 6 (line 8 of bad.csv)", "empty"], id="treatment-empty"),
+    ]
+
+
+@pytest.mark.parametrize("corrupt, fragments", _bad_cases())
+def test_bad_csv_exits_2_naming_column_and_row(tmp_path, monkeypatch, corrupt, fragments):
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
+    df, extra = corrupt(good_frame())
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["fit", "--data", "bad.csv", *FIT_ARGS, *extra, "--out", "run"])
+    assert_user_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_csv_as_a_subprocess(tmp_path):
+    df = good_frame()
+    df = df.drop(columns=["year"])
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    proc = cli("fit", "--data", "bad.csv", *FIT_ARGS, "--out", "run", cwd=tmp_path)
+    assert_user_error(proc, "column 'year'", "--time-col")
+
+
+def test_bad_options_exit_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
+    good_frame().to_csv(tmp_path / "pelts.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--method", "mcmc"])
+    assert_user_error(r, "--method", "'mcmc'")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--method", "nuts", "--num-steps", "5"])
+    assert_user_error(r, "--num-steps does not apply to --method nuts")
+    r = runner.invoke(app, ["fit", "--data", "nope.csv", "--out", "r"])
+    assert_user_error(r, "'nope.csv' not found")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS[:4], "--model", "ode-lv",
+                            "--value-cols", "hare", "--out", "r"])
+    assert_user_error(r, "ode-lv needs exactly 2 value columns")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--model", "transformer"])
+    assert_user_error(r, "--model", "'transformer'")
+    r = runner.invoke(app, ["forecast", "--run", "no-such-run", "--horizon", "3", "--out", "f"])
+    assert_user_error(r, "'no-such-run' not found")
+
+
+@pytest.mark.parametrize("command", ["fit", "forecast", "effects", "datasets", "demo"])
+def test_help_shows_an_example(command):
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
+    r = CliRunner().invoke(app, [command, "--help"])
+    assert r.exit_code == 0
+    assert "Example" in r.stdout and f"bayesde {command}" in r.stdout
+
+
+def test_console_script_help(tmp_path):
+    script = shutil.which("bayesde", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("the bayesde console script is not installed next to this Python")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert_ok(proc)
+    for command in ("fit", "forecast", "effects", "datasets", "demo"):
+        assert command in proc.stdout
+
+
+# -------------------------------------------------------------------------- effects
+def test_effects_refuses_a_model_without_treatments(work):
+    d = work["dir"]
+    (d / "plans.json").write_text(json.dumps({"treat": {"dose": 1}, "none": {"dose": 0}}))
+    proc = cli("effects", "--run", "run", "--plans", "plans.json", "--horizon", "2", "--out", "eff", cwd=d)
+    assert_user_error(proc)
+    assert "takes no treatments" in proc.stderr or "no treatment-effect module" in proc.stderr
+
+
+def _effects_available():
+    import bayesde as bd
+
+    return hasattr(bd.models, "BNCDE") and (
+        hasattr(bd, "effects") or importlib.util.find_spec("bayesde.effects") is not None
+    )
+
+
+@pytest.mark.slow
+def test_effects_writes_outcomes_and_contrasts(tmp_path):
+    if not _effects_available():
+        pytest.skip("bd.models.BNCDE / bd.effects not available in this build")
+    rng = np.random.default_rng(1)
+    rows = []
+    for s in range(4):
+        y = 5.0
+        for t in range(10):
+            dose = int(rng.random() < 0.4)
+            y = y * np.exp(0.1 - 0.3 * dose) + 0.1 * rng.normal()
+            rows.append({"series": f"p{s}", "time": float(t), "volume": y, "dose": ["no", "yes"][dose]})
+    pd.DataFrame(rows).to_csv(tmp_path / "trial.csv", index=False)
+    fit = cli("fit", "--data", "trial.csv", "--treatment-cols", "dose", "--model", "bncde", "--method", "svi",
+              "--model-args", '{"width": 8, "horizon": 2, "train_paths": 1}',
+              "--num-steps", "20", "--num-samples", "20", "--out", "run", cwd=tmp_path)
+    assert_ok(fit)
+    (tmp_path / "plans.json").write_text(json.dumps({"treat": {"dose": "yes"}, "none": {"dose": 0}}))
+    eff = cli("effects", "--run", "run", "--plans", "plans.json", "--horizon", "2", "--out", "eff", cwd=tmp_path)
+    assert_ok(eff)
+    out = pd.read_csv(tmp_path / "eff" / "outcomes.csv")
+    assert list(out.columns) == ["plan", "series", "time", "variable", "mean", *QUANTILES]
+    assert len(out) == 2 * 4 * 2
+    assert np.all(np.diff(out[QUANTILES].to_numpy(), axis=1) >= 0)
+    con = pd.read_csv(tmp_path / "eff" / "contrasts.csv")
+    assert set(con["contrast"]) == {"treat - none"}
+    assert set(con["scope"]) == {"series", "average"}
+    assert (tmp_path / "eff" / "effects.png").stat().st_size > 10_000
+    (tmp_path / "bad.json").write_text(json.dumps({"treat": {"dose": "lots"}}))
+    bad = cli("effects", "--run", "run", "--plans", "bad.json", "--horizon", "2", "--out", "eff2", cwd=tmp_path)
+    assert_user_error(bad, "plan 'treat'", "'dose'", "unknown value 'lots'")
+
+
+# ------------------------------------------------------------------------ datasets
+def test_datasets_lists_cards_and_exports_csv(tmp_path):
+    proc = cli("datasets", cwd=tmp_path)
+    assert_ok(proc)
+    assert "hare_lynx" in proc.stdout
+    proc = cli("datasets", "hare_lynx", "--csv", "hl.csv", cwd=tmp_path)
+    assert_ok(proc)
+    df = pd.read_csv(tmp_path / "hl.csv")
+    assert list(df.columns) == ["series", "time", "hare", "lynx"] and len(df) == 21
+
+
+# ---------------------------------------------------------------------------- demo
+def test_demo_quick_writes_the_tour(tmp_path):
+    proc = cli("demo", "--quick", "--out", "d", "--quiet", cwd=tmp_path)
+    assert_ok(proc)
+    out = tmp_path / "d"
+    for name in ("forecast.csv", "holdout.csv", "forecast.png", "posterior.nc", "summary.json", "cli.json"):
+        assert (out / name).is_file(), name
+    assert (out / "run" / "bayesde.json").is_file()
+    df = pd.read_csv(out / "forecast.csv")
+    assert np.all(np.diff(df[QUANTILES].to_numpy(), axis=1) >= 0)
+    assert df["year"].max() == 1925
+    hold = pd.read_csv(out / "holdout.csv")
+    assert len(hold) == 10 and hold["observed"].notna().all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["coverage_90"] <= 1 and summary["crps"] > 0
+    assert "held out 1916-1920" in proc.stdout
+    again = cli("demo", "--quick", "--out", "d", cwd=tmp_path)
+    assert_user_error(again, "already exists", "--force")
+
+
+@pytest.mark.slow
+def test_refit_with_the_same_seed_gives_identical_forecasts(work):
+    d = work["dir"]
+    fit = cli("fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run_again", "--quiet", cwd=d)
+    assert_ok(fit)
+    fc = cli("forecast", "--run", "run_again", "--horizon", "3", "--out", "fc_again", "--seed", "5", "-q", cwd=d)
+    assert_ok(fc)
+    assert (d / "fc_again" / "forecast.csv").read_bytes() == (d / "fc1" / "forecast.csv").read_bytes()

@@ -1,0 +1,216 @@
+"""`fit` over every engine on Lotka–Volterra and the Bayesian neural ODE: recovery,
+calibration, agreement between engines, determinism, save/load, checkpoint/resume."""
+
+import warnings
+
+import jax
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+import bayesde as bd
+
+PARAMS = ("alpha", "beta", "gamma", "delta")
+
+
+def lv_model():
+    priors = {
+        "alpha": dist.LogNormal(np.log(0.5), 0.5),
+        "beta": dist.LogNormal(np.log(0.03), 0.5),
+        "gamma": dist.LogNormal(np.log(0.8), 0.5),
+        "delta": dist.LogNormal(np.log(0.03), 0.5),
+    }
+    return bd.models.ODE(bd.models.lotka_volterra_field, priors)
+
+
+@pytest.fixture(scope="module")
+def lv():
+    data = bd.datasets.lotka_volterra(n_series=3, n_times=40, t_max=15.0, key=jax.random.key(0))
+    hist, fut = data.split(at=10.0)
+    return data, hist, fut
+
+
+@pytest.fixture(scope="module")
+def lv_nuts(lv):
+    _, hist, _ = lv
+    return bd.fit(lv_model(), hist, method="nuts", num_warmup=250, num_samples=250, num_chains=2,
+                  key=jax.random.key(1), progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def lv_blackjax(lv):
+    _, hist, _ = lv
+    return bd.fit(lv_model(), hist, method="blackjax-nuts", num_warmup=250, num_samples=250,
+                  num_chains=2, key=jax.random.key(1), progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def bnode_svi(lv):
+    _, hist, _ = lv
+    model = bd.models.BayesianNeuralODE(dim=2, width=16, depth=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return bd.fit(model, hist, method="svi", num_steps=1500, key=jax.random.key(1), progress_bar=False)
+
+
+def test_nuts_recovers_lotka_volterra_parameters(lv, lv_nuts):
+    data = lv[0]
+    assert lv_nuts.samples["alpha"].shape == (2, 250)
+    for k in PARAMS:
+        lo, hi = np.quantile(lv_nuts.samples[k], [0.05, 0.95])
+        assert lo <= data.truth[k] <= hi, (k, lo, hi, data.truth[k])
+    d = lv_nuts.diagnostics()
+    assert d["divergences"] == 0 and d["max_rhat"] < 1.05 and d["min_ess"] > 100
+
+
+def test_nuts_forecast_coverage(lv, lv_nuts):
+    _, _, fut = lv
+    pred = lv_nuts.predict(fut.ts, key=jax.random.key(2))
+    assert pred.samples.shape == (500, 3, fut.n_times, 2)
+    cov = bd.metrics.coverage(pred, fut, level=0.9)
+    assert 0.8 <= cov <= 1.0, cov
+
+
+def test_blackjax_agrees_with_numpyro(lv_nuts, lv_blackjax):
+    for k in PARAMS + ("sigma",):
+        a, b = lv_nuts.samples[k], lv_blackjax.samples[k]
+        sd = max(a.std(), b.std())
+        assert abs(a.mean() - b.mean()) < 3 * sd, (k, a.mean(), b.mean(), sd)
+    assert lv_blackjax.diagnostics()["divergences"] == 0
+
+
+def test_bayesian_neural_ode_svi_forecast_coverage(lv, bnode_svi):
+    _, _, fut = lv
+    pred = bnode_svi.predict(fut.ts, key=jax.random.key(2))
+    cov = bd.metrics.coverage(pred, fut, level=0.9)
+    assert 0.75 <= cov <= 1.0, cov
+    assert bnode_svi.loss[-100:].mean() < bnode_svi.loss[:100].mean()
+
+
+def test_bayesian_neural_ode_nuts_forecast_coverage(lv):
+    _, hist, fut = lv
+    model = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        post = bd.fit(model, hist, method="nuts", num_warmup=150, num_samples=150, max_tree_depth=6,
+                      key=jax.random.key(3), progress_bar=False)
+    pred = post.predict(fut.ts, key=jax.random.key(2))
+    cov = bd.metrics.coverage(pred, fut, level=0.9)
+    assert 0.75 <= cov <= 1.0, cov
+
+
+def test_same_key_same_numbers_and_save_load(tmp_path, lv, bnode_svi):
+    _, hist, fut = lv
+    a = bnode_svi.predict(fut.ts, key=jax.random.key(5), num_samples=50)
+    b = bnode_svi.predict(fut.ts, key=jax.random.key(5), num_samples=50)
+    c = bnode_svi.predict(fut.ts, key=jax.random.key(6), num_samples=50)
+    assert np.array_equal(a.samples, b.samples)
+    assert not np.array_equal(a.samples, c.samples)
+    bnode_svi.save(tmp_path / "run")
+    again = bd.load(tmp_path / "run")
+    assert isinstance(again.model, bd.models.BayesianNeuralODE)
+    for k, v in bnode_svi.samples.items():
+        assert np.array_equal(v, again.samples[k])
+    assert np.array_equal(again.loss, bnode_svi.loss)
+    d = again.predict(fut.ts, key=jax.random.key(5), num_samples=50)
+    assert np.array_equal(a.samples, d.samples)
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+        bnode_svi.save(tmp_path / "run")
+    bnode_svi.save(tmp_path / "run", overwrite=True)
+
+
+def test_mechanistic_run_save_load(tmp_path, lv, lv_nuts):
+    _, _, fut = lv
+    lv_nuts.save(tmp_path / "lv")
+    again = bd.load(tmp_path / "lv")
+    assert again.model.vector_field is bd.models.lotka_volterra_field
+    assert np.array_equal(again.sample_stats["diverging"], lv_nuts.sample_stats["diverging"])
+    a = lv_nuts.predict(fut.ts, key=jax.random.key(7), num_samples=20)
+    b = again.predict(fut.ts, key=jax.random.key(7), num_samples=20)
+    assert np.array_equal(a.samples, b.samples)
+
+
+def test_same_key_same_fit(lv):
+    _, hist, _ = lv
+    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
+    kw = dict(method="svi", num_steps=30, key=jax.random.key(4), progress_bar=False, warn=False)
+    a, b = bd.fit(model, hist, **kw), bd.fit(model, hist, **kw)
+    assert np.array_equal(a.loss, b.loss)
+    for k in a.samples:
+        assert np.array_equal(a.samples[k], b.samples[k])
+
+
+def test_resume_equals_uninterrupted(tmp_path, lv):
+    _, hist, _ = lv
+    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
+    kw = dict(method="svi", key=jax.random.key(4), progress_bar=False, warn=False, chunk_size=10)
+    full = bd.fit(model, hist, num_steps=40, **kw)
+    # An "interrupted" run: it checkpointed at step 20 and stopped.
+    bd.fit(model, hist, num_steps=20, checkpoint_every=20, checkpoint_dir=str(tmp_path / "ck"), **kw)
+    resumed = bd.fit(model, hist, num_steps=40, resume=str(tmp_path / "ck"), **kw)
+    assert np.array_equal(full.loss, resumed.loss)
+    for k in full.params:
+        assert np.array_equal(full.params[k], resumed.params[k])
+
+
+def test_nan_loss_stops_and_keeps_finite_params(lv):
+    _, hist, _ = lv
+    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
+    with pytest.warns(RuntimeWarning, match="the SVI loss became NaN/inf at step"):
+        post = bd.fit(model, hist, method="svi", num_steps=200, learning_rate=1e6,
+                      optimizer=None, key=jax.random.key(0), progress_bar=False, warn=False,
+                      chunk_size=50)
+    assert all(np.all(np.isfinite(v)) for v in post.params.values())
+    assert len(post.loss) < 200 and np.all(np.isfinite(post.loss))
+
+
+def test_plain_numpyro_function(lv):
+    import numpyro
+
+    _, hist, _ = lv
+
+    def program(batch, query=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 100).expand([2]).to_event(1))
+        s = numpyro.sample("s", dist.HalfNormal(50.0))
+        numpyro.sample("y", dist.Normal(mu, s).mask(batch.mask), obs=batch.ys)
+        if query is not None:
+            n, t = query.ts.shape
+            numpyro.sample("y_out", dist.Normal(mu, s).expand([n, t, 2]))
+
+    post = bd.fit(program, hist, method="nuts", num_warmup=100, num_samples=100,
+                  key=jax.random.key(0), progress_bar=False)
+    mean = np.nanmean(hist.ys, axis=(0, 1))
+    assert np.allclose(post.samples["mu"].mean(axis=(0, 1)), mean, rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        ({"method": "hmc-please"}, ValueError, "fit: unknown method 'hmc-please'"),
+        ({"method": "svi", "num_steps": 0}, ValueError, "fit: num_steps must be a positive integer, got 0."),
+        ({"method": "nuts", "num_steps": 5}, ValueError, "fit: 'num_steps' is not an option of method 'nuts'"),
+        ({"method": "svi", "batch_size": 99}, ValueError, "fit: batch_size=99 exceeds the 3 series in data."),
+        ({"method": "svi", "key": 0}, TypeError, "fit: key must be a JAX PRNG key"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_compiling(lv, kwargs, exc, message):
+    _, hist, _ = lv
+    kwargs = {"key": jax.random.key(0), **kwargs}
+    with pytest.raises(exc) as e:
+        bd.fit(bd.models.BayesianNeuralODE(dim=2), hist, **kwargs)
+    assert str(e.value).startswith(message)
+
+
+def test_model_refuses_mismatched_data(lv):
+    _, hist, _ = lv
+    with pytest.raises(ValueError, match=r"BayesianNeuralODE.dim: the model has dim=3 but the data has 2"):
+        bd.fit(bd.models.BayesianNeuralODE(dim=3), hist, key=jax.random.key(0))
+
+
+def test_to_arviz_groups(lv, lv_nuts):
+    idata = lv_nuts.to_arviz()
+    for group in ("posterior", "posterior_predictive", "sample_stats", "observed_data", "constant_data"):
+        assert hasattr(idata, group), group
+    assert idata.posterior["alpha"].shape == (2, 250)
+    assert idata.observed_data["y"].shape == (3, lv[1].n_times, 2)
+    assert "diverging" in idata.sample_stats
