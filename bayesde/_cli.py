@@ -99,6 +99,7 @@ def _setup(device: Optional[str]):
     warnings.filterwarnings("ignore", category=FutureWarning)
     import jax
 
+    _enable_compile_cache(jax)
     if device == "gpu":
         try:
             ok = any(d.platform == "gpu" for d in jax.devices())
@@ -111,6 +112,23 @@ def _setup(device: Optional[str]):
     import bayesde as bd
 
     return bd
+
+
+def _enable_compile_cache(jax) -> None:
+    """Keep compiled programs on disk so that a second command starts in seconds.
+
+    `BAYESDE_CACHE_DIR` chooses the folder (default `~/.cache/bayesde/jax`); set it to
+    `off` to disable. An unwritable folder only costs the speed-up."""
+    where = os.environ.get("BAYESDE_CACHE_DIR", str(Path.home() / ".cache" / "bayesde" / "jax"))
+    if where.lower() in ("", "0", "off", "none"):
+        return
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def _progress(total: int, desc: str, quiet: bool):

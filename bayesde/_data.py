@@ -29,7 +29,14 @@ class Batch(NamedTuple):
 
 
 def _as_float_array(field: str, x, fix: str) -> np.ndarray:
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        raise ValueError(
+            f"TimeSeries.{field}: the rows have different lengths (a ragged list); pad the "
+            "short series with NaN to a common length, or build the data with "
+            "TimeSeries.from_pandas(df)."
+        ) from None
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -370,7 +377,17 @@ class TimeSeries:
         """
         import pandas as pd
 
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError(
+                f"from_pandas: df must be a pandas DataFrame in long format (columns "
+                f"series, time, values...), got {type(df).__name__}; e.g. pd.read_csv(path)."
+            )
         columns = list(df.columns)
+        dup = sorted({str(c) for c in columns if columns.count(c) > 1})
+        if dup:
+            raise ValueError(
+                f"from_pandas: column {dup[0]!r} appears more than once; rename the duplicate columns."
+            )
 
         def need(col, role):
             if col not in columns:
@@ -421,6 +438,11 @@ class TimeSeries:
 
         t_all = numeric(time, allow_nan=False)
         sid = df[series].to_numpy() if series is not None else np.zeros(len(df), dtype=int)
+        if series is not None and df[series].isna().any():
+            r = int(np.argmax(df[series].isna().to_numpy()))
+            raise ValueError(
+                f"from_pandas: column {series!r} (series) row {r} is empty; every row needs a series label."
+            )
         order = list(dict.fromkeys(sid.tolist()))
         v_all = np.stack([numeric(c, True) for c in values], axis=1)
         u_all = np.stack([numeric(c, False) for c in treatments], axis=1) if treatments else None
@@ -481,7 +503,9 @@ def _names(field, names, size, prefix):
         return [f"{prefix}{i}" for i in range(size)]
     names = [str(x) for x in names]
     if len(names) != size:
-        raise ValueError(f"TimeSeries.{field}: {len(names)} names for {size} columns.")
+        raise ValueError(
+            f"TimeSeries.{field}: {len(names)} names for {size} columns; give exactly one name per column."
+        )
     return names
 
 

@@ -63,7 +63,7 @@ def _write_posterior_nc(post, path: Path):
         v = np.asarray(v)
         variables[f"stat:{k}"] = xr.Variable(("chain", "draw"), v)
     if post.loss is not None:
-        variables["loss"] = xr.Variable(("step",), np.asarray(post.loss, dtype=float))
+        variables["loss"] = xr.Variable(("step",), np.asarray(post.loss))
     xr.Dataset(variables).to_netcdf(path, engine="h5netcdf")
 
 
@@ -145,6 +145,7 @@ def load(path) -> Posterior:
     import xarray as xr
 
     path = Path(path)
+    _recover_interrupted_save(path)
     meta = path / "bayesde.json"
     if not meta.exists():
         raise ValueError(f"load: {str(path)!r} is not a bayesde run (no bayesde.json inside).")
@@ -156,7 +157,7 @@ def load(path) -> Posterior:
         raise ValueError(f"load: {str(meta)!r} is not a bayesde run description.")
     if config["format_version"] != FORMAT_VERSION:
         raise ValueError(
-            f"load: {str(path)!r} has format version {config['format_version']} (written by bayesde "
+            f"load: {str(path)!r} has format version {config['format_version']!r} (written by bayesde "
             f"{config.get('bayesde_version', '?')}); this bayesde {__version__} reads format version "
             f"{FORMAT_VERSION}. Load it with the bayesde version that wrote it."
         )
@@ -168,6 +169,36 @@ def load(path) -> Posterior:
             raise ValueError(
                 f"load: {str(p)!r} does not match its checksum; the file was truncated or edited."
             )
+    try:
+        return _build(path, config)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(
+            f"load: {str(meta)!r} is not a bayesde run description this bayesde can rebuild "
+            f"({type(e).__name__}: {e}); was it edited by hand? Save the run again from Python."
+        ) from None
+
+
+def _recover_interrupted_save(path: Path) -> None:
+    """An overwrite swaps the old run aside, then moves the new one in. If the process
+    died between the two renames, put the old run back (and say so) instead of losing it."""
+    import warnings
+
+    if path.exists():
+        return
+    old = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
+    old = [o for o in old if (o / "bayesde.json").exists()]
+    if len(old) == 1:
+        os.replace(old[0], path)
+        warnings.warn(
+            f"load: a save to {str(path)!r} was interrupted; restored the previous run from "
+            f"{str(old[0])!r}.",
+            stacklevel=3,
+        )
+
+
+def _build(path: Path, config: dict) -> Posterior:
+    import xarray as xr
+
     cls_name = config["model"]["class"]
     if cls_name not in MODEL_REGISTRY:
         raise ValueError(f"load: unknown model class {cls_name!r}; is the package that defines it imported?")
@@ -197,6 +228,8 @@ def load(path) -> Posterior:
     params = eqx.tree_deserialise_leaves(path / "params.eqx", template)
     params = {k: np.asarray(v) for k, v in params.items()}
     mname = config["method"]["name"]
+    if mname not in _METHODS:
+        raise ValueError(f"load: unknown method {mname!r} in {str(path / 'bayesde.json')!r}; expected one of {sorted(_METHODS)}.")
     mcfg = {k: v for k, v in config["method"]["config"].items() if not (k in ("optimizer", "guide") and isinstance(v, str) and v not in ("normal", "mvn", "delta"))}
     method = _METHODS[mname](**{k: _from_json(v) for k, v in mcfg.items()})
     result = EngineResult(samples=samples, params=params, sample_stats=stats, loss=loss, info=_from_json(config["info"]))

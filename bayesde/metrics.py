@@ -59,6 +59,8 @@ def coverage(pred: Prediction, truth, level: float = 0.9) -> float:
 
 def interval_width(pred: Prediction, truth=None, level: float = 0.9) -> float:
     """Mean width of the `level` interval (over the truth's observed entries if given)."""
+    if not isinstance(pred, Prediction):
+        raise TypeError(f"metrics: pred must be a bd.Prediction, got {type(pred).__name__}.")
     lo, hi = pred.interval(level)
     if truth is None:
         return float(jnp.mean(hi - lo))

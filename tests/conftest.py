@@ -1,8 +1,22 @@
 import itertools
+import os
+import tempfile
 
-import jax
-import numpy as np
-import pytest
+# One persistent XLA compilation cache for the whole session, shared with the tutorial
+# and CLI subprocesses through the environment: every `fit` builds a fresh program, and
+# fits of the same model on the same shapes then skip XLA compilation (numbers are the
+# same; only compile time is saved). Set before JAX compiles anything.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="bayesde-xla-"))
+os.environ.setdefault("BAYESDE_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture

@@ -335,6 +335,7 @@ def test_datasets_lists_cards_and_exports_csv(tmp_path):
 
 
 # ---------------------------------------------------------------------------- demo
+@pytest.mark.slow  # CI runs the full `bayesde demo` before the tests (README command 1)
 def test_demo_quick_writes_the_tour(tmp_path):
     proc = cli("demo", "--quick", "--out", "d", "--quiet", cwd=tmp_path)
     assert_ok(proc)

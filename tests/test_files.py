@@ -267,3 +267,25 @@ def test_package_never_uses_pickle():
         for m in _PICKLE.finditer(p.read_text())
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("ref", ["os:system", "subprocess:run", "builtins:eval", "math:sqrt", "nope"])
+def test_description_naming_a_system_function_is_refused(run, ref):
+    # A run description is data: an edited one must not make `load` import system calls.
+    def edit(c):
+        c["model"]["config"]["vector_field"] = {"__callable__": ref}
+
+    _edit_json(run, edit)
+    with pytest.raises(ValueError, match="refusing|not a 'module:qualname'"):
+        bd.load(run)
+
+
+def test_interrupted_overwrite_restores_the_previous_run(post, run):
+    # The overwrite swaps the old run aside, then moves the new one in; a crash between
+    # the two renames leaves only the swapped-aside copy, which `load` puts back.
+    aside = run.parent / f".{run.name}.old-12345"
+    os.replace(run, aside)
+    with pytest.warns(UserWarning, match="interrupted; restored the previous run"):
+        again = bd.load(run)
+    _assert_same(post, again)
+    assert run.exists() and not aside.exists()

@@ -40,7 +40,7 @@ def lv_nuts(lv):
 @pytest.fixture(scope="module")
 def lv_blackjax(lv):
     _, hist, _ = lv
-    return bd.fit(lv_model(), hist, method="blackjax-nuts", num_warmup=250, num_samples=250,
+    return bd.fit(lv_model(), hist, method="blackjax-nuts", num_warmup=150, num_samples=200,
                   num_chains=2, key=jax.random.key(1), progress_bar=False)
 
 
@@ -87,6 +87,7 @@ def test_bayesian_neural_ode_svi_forecast_coverage(lv, bnode_svi):
     assert bnode_svi.loss[-100:].mean() < bnode_svi.loss[:100].mean()
 
 
+@pytest.mark.slow  # ~40 s; the default suite covers BayesianNeuralODE by SVI and tutorial 01 by NUTS
 def test_bayesian_neural_ode_nuts_forecast_coverage(lv):
     _, hist, fut = lv
     model = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1)
@@ -130,6 +131,7 @@ def test_mechanistic_run_save_load(tmp_path, lv, lv_nuts):
     assert np.array_equal(a.samples, b.samples)
 
 
+@pytest.mark.slow  # the default suite checks this on every engine in test_determinism.py
 def test_same_key_same_fit(lv):
     _, hist, _ = lv
     model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
@@ -187,7 +189,12 @@ def test_plain_numpyro_function(lv):
     "kwargs, exc, message",
     [
         ({"method": "hmc-please"}, ValueError, "fit: unknown method 'hmc-please'"),
-        ({"method": "svi", "num_steps": 0}, ValueError, "fit: num_steps must be a positive integer, got 0."),
+        ({"method": "svi", "num_steps": 0}, ValueError, "SVI.num_steps: expected a positive integer, got 0."),
+        ({"method": "nuts", "target_accept_prob": 1.5}, ValueError, "NUTS.target_accept_prob: expected a number in (0.0, 1.0), got 1.5."),
+        ({"method": "svi", "batch_size": True}, ValueError, "SVI.batch_size: expected a positive integer or None, got True."),
+        ({"method": "svi", "checkpoint_every": 0}, ValueError, "SVI.checkpoint_every: expected a positive integer or None, got 0."),
+        ({"method": "svi", "optimizer": "adam"}, ValueError, "SVI.optimizer: expected an optax GradientTransformation"),
+        ({"method": "blackjax-nuts", "max_tree_depth": 0}, ValueError, "BlackJAXNUTS.max_tree_depth: expected a positive integer, got 0."),
         ({"method": "nuts", "num_steps": 5}, ValueError, "fit: 'num_steps' is not an option of method 'nuts'"),
         ({"method": "svi", "batch_size": 99}, ValueError, "fit: batch_size=99 exceeds the 3 series in data."),
         ({"method": "svi", "key": 0}, TypeError, "fit: key must be a JAX PRNG key"),

@@ -25,7 +25,7 @@ def names() -> dict[str, str]:
 
 def load(name: str, **kwargs):
     """Load a bundled data set or run a simulator with its defaults (no downloads)."""
-    if name not in _LOADERS:
+    if not isinstance(name, str) or name not in _LOADERS:
         raise ValueError(
             f"datasets.load: unknown data set {name!r}; choose one of {sorted(_LOADERS)}."
         )
@@ -39,7 +39,7 @@ def data_path(filename: str):
 
 def card(name: str) -> str:
     """The markdown data card of a data set (or its summary when it has none)."""
-    if name not in _LOADERS:
+    if not isinstance(name, str) or name not in _LOADERS:
         raise ValueError(f"datasets.card: unknown data set {name!r}; choose one of {sorted(_LOADERS)}.")
     _, summary, card_file = _LOADERS[name]
     if card_file is None:

@@ -28,6 +28,34 @@ def _fast() -> bool:
     return os.environ.get("BAYESDE_FAST", "") not in ("", "0")
 
 
+def _check_int(owner: str, name: str, value, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum >= 1 else "a non-negative integer"
+        raise ValueError(
+            f"{owner}.{name}: expected {what}{' or None' if optional else ''}, got {value!r}."
+        )
+
+
+def _check_real(owner: str, name: str, value, low: float, high: float, *, open_low=True, open_high=True) -> None:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = np.isfinite(v) and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+    if not ok:
+        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+        raise ValueError(f"{owner}.{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}.")
+
+
+def _check_sampler(owner: str, m) -> None:
+    _check_int(owner, "num_warmup", m.num_warmup, 0)
+    _check_int(owner, "num_samples", m.num_samples, 1)
+    _check_int(owner, "num_chains", m.num_chains, 1)
+    _check_real(owner, "target_accept_prob", m.target_accept_prob, 0.0, 1.0)
+    _check_int(owner, "max_tree_depth", m.max_tree_depth, 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class SVI:
     """Stochastic variational inference (NumPyro SVI with an optax optimiser).
@@ -65,6 +93,29 @@ class SVI:
 
     name = "svi"
 
+    def __post_init__(self):
+        _check_int("SVI", "num_steps", self.num_steps, 1)
+        _check_int("SVI", "num_particles", self.num_particles, 1)
+        _check_int("SVI", "num_samples", self.num_samples, 1)
+        _check_int("SVI", "chunk_size", self.chunk_size, 1)
+        _check_int("SVI", "batch_size", self.batch_size, 1, optional=True)
+        _check_int("SVI", "checkpoint_every", self.checkpoint_every, 1, optional=True)
+        _check_real("SVI", "learning_rate", self.learning_rate, 0.0, np.inf)
+        if self.optimizer is not None and not (
+            hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")
+        ):
+            raise ValueError(
+                f"SVI.optimizer: expected an optax GradientTransformation such as "
+                f"optax.adam(1e-2), got {self.optimizer!r}."
+            )
+        if isinstance(self.guide, str) and self.guide not in ("normal", "mvn", "delta"):
+            raise ValueError(
+                f"SVI.guide: unknown guide {self.guide!r}; choose 'normal', 'mvn', 'delta', a "
+                "NumPyro guide callable, or None."
+            )
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("SVI.checkpoint_dir: checkpoint_every needs a folder; pass checkpoint_dir=...")
+
 
 @dataclasses.dataclass(frozen=True)
 class NUTS:
@@ -85,6 +136,14 @@ class NUTS:
 
     name = "nuts"
 
+    def __post_init__(self):
+        _check_sampler("NUTS", self)
+        if self.chain_method not in (None, "parallel", "vectorized", "sequential"):
+            raise ValueError(
+                f"NUTS.chain_method: {self.chain_method!r} is not one of 'parallel', "
+                "'vectorized', 'sequential' (or None to choose from the devices)."
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class BlackJAXNUTS:
@@ -99,6 +158,10 @@ class BlackJAXNUTS:
     chunk_size: int = 50
 
     name = "blackjax-nuts"
+
+    def __post_init__(self):
+        _check_sampler("BlackJAXNUTS", self)
+        _check_int("BlackJAXNUTS", "chunk_size", self.chunk_size, 1)
 
 
 Method = Union[SVI, NUTS, BlackJAXNUTS]
@@ -128,13 +191,6 @@ def resolve_method(method, overrides: dict) -> Method:
             f"fit: {unknown[0]!r} is not an option of method {cls.name!r}; its options are "
             f"{sorted(fields)}."
         )
-    for k in ("num_steps", "num_warmup", "num_samples", "num_chains", "num_particles", "chunk_size"):
-        v = overrides.get(k, getattr(base, k, 1))
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if k == "num_warmup" else 1):
-            raise ValueError(f"fit: {k} must be a positive integer, got {v!r}.")
-    bs = overrides.get("batch_size", getattr(base, "batch_size", None))
-    if bs is not None and (not isinstance(bs, (int, np.integer)) or bs < 1):
-        raise ValueError(f"fit: batch_size must be a positive integer or None, got {bs!r}.")
     return dataclasses.replace(base, **overrides)
 
 
@@ -211,26 +267,32 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         first_chunk, losses = done // chunk, [old_losses]
 
     @jax.jit
-    def run_chunk(state, start, batch):
+    def run_chunk(state, verified, start, batch):
+        # `verified` is the last state whose loss was computed and finite. A step's loss
+        # is that of the parameters going in, so when it is non-finite the run stops and
+        # returns `verified`, never parameters that were not checked.
         def body(carry, i):
-            st, bad = carry
+            st, ver, bad = carry
             new, loss = svi.update(st, batch)
             active = (start + i < method.num_steps) & ~bad
-            good = jnp.isfinite(loss)
-            take = active & good
+            take = active & jnp.isfinite(loss)
+            ver = jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), st, ver)
             st = jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, st)
-            bad = bad | (active & ~good)
-            return (st, bad), jnp.where(active, loss, jnp.nan)
+            bad = bad | (active & ~jnp.isfinite(loss))
+            return (st, ver, bad), jnp.where(active, loss, jnp.nan)
 
-        (state, bad), losses = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(chunk))
-        return state, bad, losses
+        (state, verified, bad), losses = jax.lax.scan(
+            body, (state, verified, jnp.asarray(False)), jnp.arange(chunk)
+        )
+        return state, verified, bad, losses
 
     stopped = None
     bar = _progress(progress_bar, method.num_steps, "svi")
+    verified = state
     if bar is not None and first_chunk:
         bar.update(first_chunk * chunk)
     for c in range(first_chunk, n_chunks):
-        state, bad, ls = run_chunk(state, c * chunk, batch)
+        state, verified, bad, ls = run_chunk(state, verified, c * chunk, batch)
         ls = np.asarray(ls)
         losses.append(ls)
         if bar is not None:
@@ -240,6 +302,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
                 bar.set_postfix(loss=f"{finite[-1]:.4g}")
         if bool(bad):
             stopped = c * chunk + int(np.argmax(~np.isfinite(ls)))
+            state = verified
             break
         done = min((c + 1) * chunk, method.num_steps)
         if method.checkpoint_every is not None and (done % method.checkpoint_every == 0 or done == method.num_steps):

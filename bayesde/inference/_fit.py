@@ -68,6 +68,11 @@ def fit(
 
     **Returns:** a `bd.Posterior`.
     """
+    if isinstance(model, type) and issubclass(model, AbstractModel):
+        raise TypeError(
+            f"fit: model is the class {model.__name__}, not a model; build one first, e.g. "
+            f"bd.models.{model.__name__}(...)."
+        )
     if not isinstance(model, AbstractModel):
         if callable(model):
             model = FunctionModel(model)

@@ -69,15 +69,23 @@ class Prediction:
 
     def quantiles(self, qs):
         """Quantiles of the draws: shape `(len(qs), N, T, D)`."""
+        try:
+            qs = np.asarray(qs, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Prediction.quantiles: qs must be numbers in [0, 1], e.g. [0.05, 0.5, 0.95]; got {qs!r}."
+            ) from None
+        if qs.ndim > 1:
+            raise ValueError(f"Prediction.quantiles: qs must be a number or a 1-D list, got shape {qs.shape}.")
         qs = jnp.asarray(qs, dtype=self.samples.dtype)
-        if jnp.any((qs < 0) | (qs > 1)):
+        if not np.all(np.isfinite(np.asarray(qs))) or jnp.any((qs < 0) | (qs > 1)):
             raise ValueError(f"Prediction.quantiles: every q must lie in [0, 1], got {np.asarray(qs)}.")
         return jnp.quantile(self.samples, qs, axis=0)
 
     def interval(self, level: float = 0.9):
         """The equal-tailed credible interval `(lo, hi)`, each `(N, T, D)`."""
-        if not 0 < level < 1:
-            raise ValueError(f"Prediction.interval: level must lie in (0, 1), got {level}.")
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)) or not 0 < level < 1:
+            raise ValueError(f"Prediction.interval: level must be a number in (0, 1), e.g. 0.9; got {level!r}.")
         a = (1 - level) / 2
         q = self.quantiles([a, 1 - a])
         return q[0], q[1]

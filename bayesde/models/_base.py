@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -114,6 +114,43 @@ def _to_json(value, name, owner):
     raise ValueError(f"{owner}.{name}: cannot save a value of type {type(value).__name__}.")
 
 
+# Modules a saved model may never name: a run description is data, not a script.
+_FORBIDDEN_MODULES = frozenset({
+    "builtins", "os", "posix", "nt", "sys", "subprocess", "shutil", "importlib", "pickle",
+    "marshal", "socket", "ctypes", "runpy", "code", "pty", "signal", "multiprocessing",
+})
+
+
+def _import_callable(ref) -> Callable:
+    """Resolve `"module:qualname"` to a Python callable, refusing builtins and system modules."""
+    import importlib
+    import inspect
+
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise ValueError(f"load: {ref!r} is not a 'module:qualname' reference; the run description is damaged.")
+    module, qualname = ref.split(":")
+    if module.split(".")[0] in _FORBIDDEN_MODULES:
+        raise ValueError(
+            f"load: the saved model refers to {ref}, which is not a model function; refusing "
+            "to import it (was bayesde.json edited?)."
+        )
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(
+            f"load: the saved model refers to {ref}, which cannot "
+            f"be imported ({e}); import or define it before loading."
+        ) from None
+    if not callable(obj) or inspect.isbuiltin(obj) or inspect.ismodule(obj):
+        raise ValueError(
+            f"load: the saved model refers to {ref}, which is a {type(obj).__name__}, not a "
+            "Python function or class; refusing to use it."
+        )
+    return obj
+
+
 def _from_json(value):
     if isinstance(value, list):
         return tuple(_from_json(v) for v in value)
@@ -126,18 +163,6 @@ def _from_json(value):
             params = {k: _from_json(v) for k, v in value["params"].items()}
             return getattr(ndist, value["__dist__"])(**params)
         if "__callable__" in value:
-            import importlib
-
-            module, qualname = value["__callable__"].split(":")
-            try:
-                obj = importlib.import_module(module)
-                for part in qualname.split("."):
-                    obj = getattr(obj, part)
-            except (ImportError, AttributeError) as e:
-                raise ValueError(
-                    f"load: the saved model refers to {value['__callable__']}, which cannot "
-                    f"be imported ({e}); import or define it before loading."
-                ) from None
-            return obj
+            return _import_callable(value["__callable__"])
         return {k: _from_json(v) for k, v in value.items()}
     return value

@@ -59,6 +59,37 @@ def _observe(name, mean, scale, observation, mask, obs=None):
     return numpyro.sample(name, d, obs=obs)
 
 
+_ADAPTIVE_SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
+
+
+def _check_solver(owner: str, solver: str) -> None:
+    if solver not in _ADAPTIVE_SOLVERS:
+        raise ValueError(
+            f"{owner}.solver: {solver!r} is not an adaptive solver; choose one of "
+            f"{list(_ADAPTIVE_SOLVERS)} (default 'tsit5'; 'kvaerno5' for stiff systems)."
+        )
+
+
+def _rhs_from_args(t, u, args):
+    model, params = args
+    return model._rhs(params)(t, u, None)
+
+
+@eqx.filter_jit
+def _solve_all(model, params, u0, t0, ts):
+    """Solve every series' ODE. Compiled as one program (and cached across fits of the
+    same model configuration): the parameters travel as solver `args`, not closures, so
+    the initialisation that NumPyro runs outside `jit` compiles once, not op by op."""
+
+    def one(u0_i, t0_i, ts_i):
+        return solve_ode(
+            _rhs_from_args, u0_i, ts_i, args=(model, params), t0=t0_i, solver=model.solver,
+            rtol=model.rtol, atol=model.atol, max_steps=model.max_steps,
+        )
+
+    return jax.vmap(one)(u0, t0, ts)
+
+
 class _AbstractODEModel(AbstractModel):
     """Shared program of ODE models: per-series initial states, a solve at each series'
     times, a masked Normal/LogNormal likelihood and a solver-failure factor."""
@@ -79,15 +110,7 @@ class _AbstractODEModel(AbstractModel):
         return u
 
     def _solve_all(self, params, u0, t0, ts):
-        rhs = self._rhs(params)
-
-        def one(u0_i, t0_i, ts_i):
-            return solve_ode(
-                rhs, u0_i, ts_i, t0=t0_i, solver=self.solver, rtol=self.rtol, atol=self.atol,
-                max_steps=self.max_steps,
-            )
-
-        return jax.vmap(one)(u0, t0, ts)
+        return _solve_all(self, params, u0, t0, ts)
 
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         params = self._draw_params()
@@ -149,6 +172,7 @@ class ODE(_AbstractODEModel):
             )
         if not self.priors:
             raise ValueError("ODE.priors: give a prior for every parameter of the vector field.")
+        _check_solver("ODE", self.solver)
 
     def adapt(self, data: TimeSeries) -> "ODE":
         if self.observation == "lognormal":
@@ -229,6 +253,7 @@ class BayesianNeuralODE(_AbstractODEModel):
             raise ValueError(
                 f"BayesianNeuralODE.observation: {self.observation!r} is not 'normal' or 'lognormal'."
             )
+        _check_solver("BayesianNeuralODE", self.solver)
 
     @property
     def _log(self) -> bool:

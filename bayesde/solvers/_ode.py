@@ -45,7 +45,7 @@ def solve_ode(
     - `solver`: one of `"tsit5"` (default), `"dopri5"`, `"dopri8"`, `"heun"`, `"euler"`,
       `"kvaerno5"` (stiff).
     - `rtol`, `atol`: adaptive step tolerances; ignored when `dt` is given.
-    - `dt`: a constant step size instead of adaptive stepping.
+    - `dt`: a constant step size instead of adaptive stepping (required for `"euler"`).
     - `max_steps`: the step budget; exceeding it is a failure, not an error.
     - `adjoint`: a diffrax adjoint; default `RecursiveCheckpointAdjoint`.
 
@@ -56,6 +56,11 @@ def solve_ode(
     """
     if solver not in _SOLVERS:
         raise ValueError(f"solve_ode: unknown solver {solver!r}; choose one of {sorted(_SOLVERS)}.")
+    if dt is None and solver == "euler":
+        raise ValueError(
+            "solve_ode: solver='euler' has no error estimate, so it cannot choose its own "
+            "steps; pass a constant step `dt=...` or pick an adaptive solver such as 'tsit5'."
+        )
     ts = jnp.asarray(ts)
     t0 = ts[0] if t0 is None else t0
     t1 = ts[-1]
