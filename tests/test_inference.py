@@ -87,7 +87,6 @@ def test_bayesian_neural_ode_svi_forecast_coverage(lv, bnode_svi):
     assert bnode_svi.loss[-100:].mean() < bnode_svi.loss[:100].mean()
 
 
-@pytest.mark.slow  # ~40 s; the default suite covers BayesianNeuralODE by SVI and tutorial 01 by NUTS
 def test_bayesian_neural_ode_nuts_forecast_coverage(lv):
     _, hist, fut = lv
     model = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1)
@@ -142,28 +141,38 @@ def test_same_key_same_fit(lv):
         assert np.array_equal(a.samples[k], b.samples[k])
 
 
+def _gauss_program(batch, query=None):
+    # A closed-form program for the engine-mechanics tests: they test the SVI loop, not a
+    # model, so they should not pay for compiling an ODE solver.
+    import numpyro
+
+    mu = numpyro.sample("mu", dist.Normal(0, 100).expand([2]).to_event(1))
+    s = numpyro.sample("s", dist.HalfNormal(50.0))
+    numpyro.sample("y", dist.Normal(mu, s).mask(batch.mask), obs=batch.ys)
+
+
 def test_resume_equals_uninterrupted(tmp_path, lv):
     _, hist, _ = lv
-    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
     kw = dict(method="svi", key=jax.random.key(4), progress_bar=False, warn=False, chunk_size=10)
-    full = bd.fit(model, hist, num_steps=40, **kw)
+    full = bd.fit(_gauss_program, hist, num_steps=40, **kw)
     # An "interrupted" run: it checkpointed at step 20 and stopped.
-    bd.fit(model, hist, num_steps=20, checkpoint_every=20, checkpoint_dir=str(tmp_path / "ck"), **kw)
-    resumed = bd.fit(model, hist, num_steps=40, resume=str(tmp_path / "ck"), **kw)
+    bd.fit(_gauss_program, hist, num_steps=20, checkpoint_every=20, checkpoint_dir=str(tmp_path / "ck"), **kw)
+    resumed = bd.fit(_gauss_program, hist, num_steps=40, resume=str(tmp_path / "ck"), **kw)
     assert np.array_equal(full.loss, resumed.loss)
+    assert sorted(full.params) == sorted(resumed.params) and full.params
     for k in full.params:
         assert np.array_equal(full.params[k], resumed.params[k])
 
 
 def test_nan_loss_stops_and_keeps_finite_params(lv):
     _, hist, _ = lv
-    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
     with pytest.warns(RuntimeWarning, match="the SVI loss became NaN/inf at step"):
-        post = bd.fit(model, hist, method="svi", num_steps=200, learning_rate=1e6,
+        post = bd.fit(_gauss_program, hist, method="svi", num_steps=200, learning_rate=1e6,
                       optimizer=None, key=jax.random.key(0), progress_bar=False, warn=False,
                       chunk_size=50)
     assert all(np.all(np.isfinite(v)) for v in post.params.values())
     assert len(post.loss) < 200 and np.all(np.isfinite(post.loss))
+    assert np.all(np.isfinite(post.samples["s"])) and np.all(post.samples["s"] > 0)
 
 
 def test_plain_numpyro_function(lv):

@@ -291,9 +291,12 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
     verified = state
     if bar is not None and first_chunk:
         bar.update(first_chunk * chunk)
+    chunk_seconds = []
     for c in range(first_chunk, n_chunks):
+        t_chunk = time.perf_counter()
         state, verified, bad, ls = run_chunk(state, verified, c * chunk, batch)
         ls = np.asarray(ls)
+        chunk_seconds.append(time.perf_counter() - t_chunk)
         losses.append(ls)
         if bar is not None:
             bar.update(int(np.sum(~np.isnan(ls))) if not bool(bad) else chunk)
@@ -339,6 +342,11 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         loss=loss,
         info={
             "seconds": seconds,
+            # Steady seconds per step: full chunks after the first (which compiles).
+            "seconds_per_step": (
+                float(np.median(chunk_seconds[1:]) / chunk) if len(chunk_seconds) > 2 else None
+            ),
+            "first_chunk_seconds": float(chunk_seconds[0]) if chunk_seconds else None,
             "num_steps_run": int(len(loss)),
             "stopped_at": stopped,
             "guide": type(guide).__name__ if not isinstance(guide, type(_empty_guide)) else "none",
