@@ -523,14 +523,14 @@ def bench_demo(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "jax-cache"
         for label, env_extra in [
-            ("no_cache", {}),
-            ("cache_cold", {"JAX_COMPILATION_CACHE_DIR": str(cache)}),
-            ("cache_warm", {"JAX_COMPILATION_CACHE_DIR": str(cache)}),
+            ("no_cache", {"BAYESDE_CACHE_DIR": "off"}),
+            ("cache_cold", {"BAYESDE_CACHE_DIR": str(cache)}),
+            ("cache_warm", {"BAYESDE_CACHE_DIR": str(cache)}),
         ]:
-            env = dict(os.environ, MPLBACKEND="Agg", **env_extra)
-            if env_extra:
-                env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+            # The CLI keeps its compiled programs in BAYESDE_CACHE_DIR (default
+            # ~/.cache/bayesde/jax; "off" disables it).
+            env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+            env.update(MPLBACKEND="Agg", **env_extra)
             cmd = [exe, "demo", "--out", str(Path(tmp) / label), "--force", "--quiet"] + (["--quick"] if quick else [])
             t = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
