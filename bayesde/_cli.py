@@ -9,7 +9,6 @@ device choice takes effect.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -144,11 +143,9 @@ def _say(msg: str, quiet: bool = False):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from ._io import _sha256 as sha256  # the run format's own checksum, imported late
+
+    return sha256(Path(path))
 
 
 def _command_line() -> str:
