@@ -313,8 +313,13 @@ def _chees(model, data, *, num_chains, num_warmup, num_samples, key):
         jax.random.split(k_init, num_chains), lambda b: model.program(b), model_args=(batch,),
         dynamic_args=False,
     )
-    positions = info.z
-    logdensity = lambda z: -potential_fn(z)  # noqa: E731
+    # BlackJAX's ChEES expects each position leaf shaped (chains, dim): run it on the
+    # flattened parameter vector and unflatten the draws.
+    from jax.flatten_util import ravel_pytree
+
+    _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], info.z))
+    positions = jax.vmap(lambda z: ravel_pytree(z)[0])(info.z)
+    logdensity = lambda x: -potential_fn(unravel(x))  # noqa: E731
     t0 = time.perf_counter()
     warmup = blackjax.chees_adaptation(logdensity, num_chains)
     (states, params), _ = warmup.run(k_warm, positions, 0.1, optax.adam(0.025), num_warmup)
@@ -331,7 +336,7 @@ def _chees(model, data, *, num_chains, num_warmup, num_samples, key):
     _, draws = run(states, k_samp)
     _block(draws)
     t_samp = time.perf_counter() - t0
-    draws = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), draws)  # (chain, draw, ...)
+    draws = jax.vmap(jax.vmap(unravel))(jnp.swapaxes(draws, 0, 1))  # (chain, draw, ...)
     return draws, t_warm, t_samp
 
 
