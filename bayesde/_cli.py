@@ -363,17 +363,6 @@ def _treatment_column(col, name: str, p: Path):
 
 
 # ------------------------------------------------------------------------------ models
-def _lv_priors():
-    import numpyro.distributions as dist
-
-    return {
-        "alpha": dist.LogNormal(math.log(0.5), 0.5),
-        "beta": dist.LogNormal(math.log(0.025), 0.5),
-        "gamma": dist.LogNormal(math.log(0.8), 0.5),
-        "delta": dist.LogNormal(math.log(0.025), 0.5),
-    }
-
-
 def _lv_model(bd, data, **kwargs):
     if data.dim != 2:
         raise UserError(
@@ -381,7 +370,7 @@ def _lv_model(bd, data, **kwargs):
             f"{data.names}. Pass --value-cols PREY,PREDATOR."
         )
     kwargs.setdefault("observation", "lognormal")
-    return bd.models.ODE(bd.models.lotka_volterra_field, priors=_lv_priors(), **kwargs)
+    return bd.models.ODE(bd.models.lotka_volterra_field, priors=bd.models.lotka_volterra_priors(beta=0.025, delta=0.025), **kwargs)
 
 
 def _generic_model(cls, bd, data, **kwargs):

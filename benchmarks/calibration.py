@@ -48,17 +48,6 @@ def _future_truth(data: bd.TimeSeries, split: float) -> np.ndarray:
     return np.where((data.ts > split)[..., None] & data.mask, data.ys, np.nan)
 
 
-def _lv_priors():
-    import numpyro.distributions as dist
-
-    return {
-        "alpha": dist.LogNormal(np.log(0.5), 0.5),
-        "beta": dist.LogNormal(np.log(0.03), 0.5),
-        "gamma": dist.LogNormal(np.log(0.8), 0.5),
-        "delta": dist.LogNormal(np.log(0.03), 0.5),
-    }
-
-
 def _lv_case(quick: bool, key):
     """Lotka-Volterra: train on t <= 10, score the forecast (t > 10) against the held-out
     observations and the fit window against a fresh noisy replicate of the known truth."""
@@ -78,7 +67,7 @@ def _lv_case(quick: bool, key):
 
 def case_ode(quick, key):
     data, hist, regions = _lv_case(quick, key)
-    model = bd.models.ODE(bd.models.lotka_volterra_field, priors=_lv_priors())
+    model = bd.models.ODE(bd.models.lotka_volterra_field, priors=bd.models.lotka_volterra_priors())
     opts = dict(num_warmup=150, num_samples=150) if quick else dict(num_warmup=500, num_samples=500, num_chains=2)
     return "lotka_volterra", "nuts", hist, model, opts, dict(ts=data.ts), regions
 

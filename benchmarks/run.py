@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -393,7 +394,7 @@ def _family_setup(name: str, quick: bool):
     m = bd.models
     if name == "ODE":
         data = bd.datasets.load("hare_lynx")
-        model = m.ODE(vector_field=m.lotka_volterra_field, priors=_lv_priors())
+        model = m.ODE(vector_field=m.lotka_volterra_field, priors=m.lotka_volterra_priors(math.exp(-0.1), math.exp(-3.0), math.exp(-0.1), math.exp(-3.0)))
         return model, data, dict(ts=data.ts[0]), {}
     if name == "BayesianNeuralODE":
         data = _small_problem(8, 20)
@@ -412,15 +413,6 @@ def _family_setup(name: str, quick: bool):
         tr = np.nan_to_num(np.asarray(data.treatments))
         return model, data, dict(ts=data.ts, treatments=tr), {}
     raise ValueError(name)
-
-
-def _lv_priors():
-    import numpyro.distributions as dist
-
-    return {
-        "alpha": dist.LogNormal(-0.1, 0.5), "beta": dist.LogNormal(-3.0, 0.5),
-        "gamma": dist.LogNormal(-0.1, 0.5), "delta": dist.LogNormal(-3.0, 0.5),
-    }
 
 
 def bench_family(name: str, quick: bool) -> dict:

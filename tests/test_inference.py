@@ -14,13 +14,7 @@ PARAMS = ("alpha", "beta", "gamma", "delta")
 
 
 def lv_model():
-    priors = {
-        "alpha": dist.LogNormal(np.log(0.5), 0.5),
-        "beta": dist.LogNormal(np.log(0.03), 0.5),
-        "gamma": dist.LogNormal(np.log(0.8), 0.5),
-        "delta": dist.LogNormal(np.log(0.03), 0.5),
-    }
-    return bd.models.ODE(bd.models.lotka_volterra_field, priors)
+    return bd.models.ODE(bd.models.lotka_volterra_field, bd.models.lotka_volterra_priors())
 
 
 @pytest.fixture(scope="module")

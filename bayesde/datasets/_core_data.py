@@ -29,6 +29,16 @@ def lotka_volterra_field(t, y, theta):
     return jnp.stack([(alpha - beta * z) * x, (-gamma + delta * x) * z], axis=-1)
 
 
+def lotka_volterra_priors(alpha=0.5, beta=0.03, gamma=0.8, delta=0.03, *, scale=0.5) -> dict:
+    """LogNormal priors for `lotka_volterra_field`, each with the given median and
+    log-scale `scale`: `{"alpha": LogNormal(log α, scale), ...}`, ready for
+    `bd.models.ODE(bd.models.lotka_volterra_field, priors)`."""
+    import numpyro.distributions as dist
+
+    medians = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
+    return {k: dist.LogNormal(np.log(v), scale) for k, v in medians.items()}
+
+
 def hare_lynx() -> TimeSeries:
     """Hudson Bay hare and lynx pelts (thousands), 1900–1920, `t` in years since 1900.
 

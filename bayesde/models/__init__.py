@@ -3,6 +3,7 @@
 from ._base import AbstractModel as AbstractModel
 from ._base import Query as Query
 from ..datasets._core_data import lotka_volterra_field as lotka_volterra_field
+from ..datasets._core_data import lotka_volterra_priors as lotka_volterra_priors
 from ._ode import ODE as ODE
 from ._ode import BayesianNeuralODE as BayesianNeuralODE
 from ._latent_sde import LatentSDE as LatentSDE
