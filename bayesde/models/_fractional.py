@@ -55,6 +55,81 @@ def _fine_grid(obs_t, steps: int):
     return jnp.concatenate([inner.reshape(-1), obs_t[-1:]])
 
 
+def _backward_filter(grid, obs_val, obs_has, speeds, weights, s, noise, beta):
+    """Backward information filter of the guide (Schauer, van der Meulen & van Zanten
+    2017, "guided proposals"): `h_j(z) ∝ exp(−½ zᵀ H_j z + F_jᵀ z)`, the likelihood of
+    the observations at grid indices `≥ j` given the augmented state `z = (X, Y_1..Y_K)`
+    of each channel at grid time `j`, under an auxiliary *linear* prior: the same
+    discrete step (exponential-midpoint OU components, `X += b dt + s Σ ω_k ΔY_k`) with
+    X's drift replaced by `β₀ + β₁ X`.
+
+    **Arguments:** `grid (G,)`; `obs_val, obs_has (G, d)` the observations on the grid;
+    `speeds, weights (K,)`; `s, noise (d,)`; `beta (2, d)`.
+
+    **Returns:** `(H_0, F_0)` at grid index 0 and, for every step `j`, `(H, F)` at its
+    end `j + 1`: `(G − 1, d, n, n)`, `(G − 1, d, n)`, `n = K + 1`.
+    """
+    g, w = speeds, weights
+    d, K = s.shape[0], g.shape[0]
+    n = K + 1
+    dtype = grid.dtype
+    eye_k = jnp.eye(K, dtype=dtype)
+
+    def obs_term(val, has):
+        prec = jnp.where(has, 1.0 / noise**2, 0.0)
+        H = jnp.zeros((d, n, n), dtype).at[:, 0, 0].set(prec)
+        F = jnp.zeros((d, n), dtype).at[:, 0].set(prec * jnp.where(has, val, 0.0))
+        return H, F
+
+    def step(carry, inp):
+        Hn, Fn = carry
+        dt, val, has = inp
+        decay = jnp.exp(-g * dt)
+        half = jnp.exp(-0.5 * g * dt)
+        so = s * jnp.sum(w * half)
+        # Convolve h_{j+1} with the step's rank-one noise v·ε, ε ~ N(0, 1) (Woodbury) ...
+        v = jnp.sqrt(dt) * jnp.concatenate([so[:, None], jnp.broadcast_to(half, (d, K))], -1)
+        Hv = jnp.einsum("dij,dj->di", Hn, v)
+        a = 1.0 + jnp.sum(v * Hv, -1)
+        Ht = Hn - Hv[:, :, None] * Hv[:, None, :] / a[:, None, None]
+        Ft = Fn - Hv * (jnp.sum(v * Fn, -1) / a)[:, None]
+        # ... then pull it back through the step's mean map z ↦ Φ z + c.
+        top = jnp.concatenate([(1.0 + beta[1] * dt)[:, None], s[:, None] * w * (decay - 1.0)], -1)
+        low = jnp.concatenate([jnp.zeros((K, 1), dtype), eye_k * decay], -1)
+        Phi = jnp.concatenate([top[:, None, :], jnp.broadcast_to(low, (d, K, n))], 1)
+        c = jnp.zeros((d, n), dtype).at[:, 0].set(beta[0] * dt)
+        H = jnp.einsum("dki,dkl,dlj->dij", Phi, Ht, Phi)
+        H = 0.5 * (H + jnp.swapaxes(H, 1, 2))
+        F = jnp.einsum("dki,dk->di", Phi, Ft - jnp.einsum("dij,dj->di", Ht, c))
+        Ho, Fo = obs_term(val, has)
+        return (H + Ho, F + Fo), (Hn, Fn)
+
+    (H0, F0), (Hs, Fs) = jax.lax.scan(
+        step, obs_term(obs_val[-1], obs_has[-1]), (jnp.diff(grid), obs_val[:-1], obs_has[:-1]), reverse=True
+    )
+    return H0, F0, Hs, Fs
+
+
+def _guided_y0(key, H0, F0, x0, chol):
+    """`q(Y(0) | X(0)) ∝ p(Y(0)) h_0(X(0), Y(0))`, Gaussian, drawn in the whitened
+    coordinates `Y(0) = L ζ` of the stationary prior `N(0, L Lᵀ)`; returns the draw
+    `(d, K)` and `KL(q ‖ p)` summed over channels."""
+    K = chol.shape[0]
+    eye = jnp.eye(K, dtype=x0.dtype)
+    Hz = jnp.einsum("ki,dkl,lj->dij", chol, H0[:, 1:, 1:], chol)
+    Fz = jnp.einsum("ki,dk->di", chol, F0[:, 1:] - H0[:, 1:, 0] * x0[:, None])
+    R = jnp.linalg.cholesky(eye + 0.5 * (Hz + jnp.swapaxes(Hz, 1, 2)))  # P = R Rᵀ
+    Rinv = jax.scipy.linalg.solve_triangular(R, jnp.broadcast_to(eye, R.shape), lower=True)
+    mu = jnp.einsum("dki,dkl,dl->di", Rinv, Rinv, Fz)  # P⁻¹ F
+    eps = jax.random.normal(key, mu.shape, mu.dtype)
+    zeta = mu + jnp.einsum("dki,dk->di", Rinv, eps)  # covariance R⁻ᵀ R⁻¹ = P⁻¹
+    kl = 0.5 * jnp.sum(
+        jnp.sum(Rinv**2, (-2, -1)) + jnp.sum(mu**2, -1) - K
+        + 2.0 * jnp.sum(jnp.log(jnp.diagonal(R, axis1=-2, axis2=-1)), -1)
+    )
+    return zeta @ chol.T, kl
+
+
 @register_model
 class FractionalSDE(AbstractModel):
     """A latent neural SDE driven by Markov-approximate fractional Brownian motion with
@@ -67,21 +142,29 @@ class FractionalSDE(AbstractModel):
         dY_k = −γ_k Y_k dt + dW,   dX = b_θ(X) dt + s(X) ⊙ Σ_k ω_k(H) dY_k
 
     Posterior: the same SDE with a control `u` added to every `dY_k`,
-    `dY_k = (−γ_k Y_k + u) dt + dW`, where `u = u_bridge + u_φ(X, Y, r, δ)`: a guiding
-    term that steers `X` toward the next observation `y_next` (the Gaussian bridge
-    `u_bridge = sΩ (r − f δ) / (s²Ω² δ + σ²)`, `Ω = Σ_k ω_k`, `r = y_next − X`, `δ` the
-    time left, `f` the prior drift of `X`; only when `latent_dim` equals the data
-    dimension) plus a neural correction `u_φ` (an MLP, zero at initialisation). After the
-    last observation `u = 0`, so forecasts follow the prior. The ELBO is
-    `E_q[Σ log N(y | X, σ²)] − E_q ½ ∫ |u|² dt − KL(q(X_0) ‖ p(X_0))` (the path KL by
-    Girsanov), on a grid of `steps_per_obs` sub-steps per observation interval. Each
-    step draws its Brownian increment from `q(dW) = N(u dt, ρ dt)` and pays
-    `½ (u² dt + ρ − 1 − log ρ)`; `ρ = 1` except on a step that ends at an observation,
-    where `q` is the exact Gaussian conditional of `dW` given it (a discrete path can
-    only hit a target through its last increment). The OU components take
+    `dY_k = (−γ_k Y_k + u) dt + dW`. The ELBO is
+    `E_q[Σ log N(y | X, σ²)] − E_q ½ ∫ |u|² dt − KL(q(X_0, Y_0) ‖ p(X_0, Y_0))` (the
+    path KL by Girsanov), on a grid of `steps_per_obs` sub-steps per observation
+    interval. Each step draws its Brownian increment from `q(dW) = N(u dt, ρ dt)` and
+    pays `½ (u² dt + ρ − 1 − log ρ)`, the exact KL of the step. The OU components take
     exponential-midpoint steps `Y ← e^{−γdt} Y + e^{−γdt/2} dW` and `X` moves by
     `b dt + s Σ_k ω_k ΔY_k`. (`bd.solvers.MarkovFBM.solve` is the plain Euler path
     through `solve_sde_grid` for user-defined drifts and controls.)
+
+    When `latent_dim` equals the data dimension (identity read-out), `q` is a *guided
+    proposal*: a backward information filter runs over each series' grid once per
+    evaluation and gives `h_j(X, Y)`, the Gaussian likelihood of *all* later
+    observations under an auxiliary linear prior (X's drift replaced by a learned
+    `β₀ + β₁X`; the OU memory kept exactly). Each step then draws `dW` from its exact
+    conditional given `h_{j+1}` (through the model's own neural drift), a neural
+    correction `u_φ(X, Y, r, δ)` (an MLP, zero at initialisation) is added to the mean,
+    and for type I the hidden OU start `Y(0)` is drawn from `p(Y_0) h_0(X_0, Y_0)`
+    rather than from its prior. Guiding by the next observation alone (a Brownian
+    bridge on `X`) ignores what later observations say about the OU components: that
+    variational gap grows with the weight on slow components and biased the learned
+    `H` low (fOU, 300 steps, K = 5: true 0.5 → 0.43, with the filter 0.52). After the
+    last observation `u = 0` and `ρ = 1`, so forecasts follow the prior. Otherwise the
+    control is the neural `u_φ` alone.
 
     `X` lives in standardised units (data minus mean over sd); model time is data time
     times `time_scale` (default: observations `obs_spacing` apart), from each series'
@@ -200,13 +283,18 @@ class FractionalSDE(AbstractModel):
             decoder = param_module("decoder", lambda k: eqx.nn.Linear(d, D, key=k))
         return drift, control, diff_net, decoder
 
-    def _scan(self, x0, y0, inputs, fbm, drift_net, diffusion, control_net, decode, noise, guided):
+    def _scan(self, x0, y0, inputs, fbm, drift_net, diffusion, control_net, decode, guided):
         """Steps of the posterior SDE on the augmented state, with the Brownian
-        increment of each step drawn from `q(dW) = N(u dt, ρ dt)`: `ρ = 1` except on a step
-        that ends at an observation of that channel (bridge guide only), where `q` is the
-        exact Gaussian conditional of `dW` given that observation,
-        `ρ = σ² / (s²Ω² dt + σ²)`. Per-step KL: `½ (u² dt + ρ − 1 − log ρ)` (→ `½ ∫ |u|² dt`,
-        Girsanov, as `dt → 0` between observations).
+        increment of each step drawn from `q(dW) = N(u dt, ρ dt)` and per-step KL
+        `½ (u² dt + ρ − 1 − log ρ)` (the exact KL of the step's Gaussians; → `½ ∫ |u|² dt`,
+        Girsanov, as `dt → 0`).
+
+        With the guide (`guided`, identity read-out), `q(dW)` is the exact conditional of
+        the step given the backward filter's `h_{j+1}` (`_backward_filter`):
+        `q(dW) ∝ N(dW; 0, dt) h_{j+1}(a + b dW)` with `a` the step's mean (the model's own
+        neural drift) and `b = (s Σ_k ω_k e^{−γ_k dt/2}, e^{−γ_k dt/2})` its noise loading,
+        i.e. `ρ = 1 / (1 + dt bᵀHb)`, `u = ρ bᵀ(F − H a)`; the neural control `u_φ` is
+        added to that mean. Without the guide `ρ = 1` and `u = u_φ`.
 
         Returns the states after every step `(L, d)` and the summed KL."""
         g, w = fbm.speeds, fbm.weights
@@ -214,7 +302,7 @@ class FractionalSDE(AbstractModel):
 
         def step(carry, inp):
             x, y, kl = carry
-            t, dt, val, tim, has, final, xi = inp
+            t, dt, val, tim, has, xi, Hn, Fn = inp
             s = diffusion(t, x, None)
             # Exponential-midpoint OU step: Y ← e^{−γdt} Y + e^{−γdt/2} dW (stationary
             # variance within 1 % for γdt ≤ 0.5, where Euler is 14–33 % off); X moves by
@@ -226,16 +314,14 @@ class FractionalSDE(AbstractModel):
             delta = jnp.maximum(tim - t, 1e-6)
             r = jnp.where(has, val - decode(x[None])[0], 0.0)
             feats = jnp.concatenate([x, y.reshape(-1), r, jnp.where(has, delta, 0.0), has.astype(dtype)])
-            u = control_net(feats)
+            u = jnp.where(jnp.any(has), control_net(feats), 0.0)
             rho = jnp.ones_like(x)
             if guided:
-                f_delta = m * (delta / jnp.maximum(dt, 1e-12))
-                guide = so * (r - f_delta) / (so**2 * delta + noise**2)
-                u = u + jnp.where(has, guide, 0.0)
-                rho = jnp.where(has & final, noise**2 / (so**2 * dt + noise**2), 1.0)
-            active = jnp.any(has)
-            u = jnp.where(active, u, 0.0)
-            rho = jnp.where(active, rho, 1.0)
+                a = jnp.concatenate([(x + m)[:, None], decay * y], -1)  # (d, n)
+                bl = jnp.concatenate([so[:, None], jnp.broadcast_to(half, y.shape)], -1)
+                bH = jnp.einsum("di,dij->dj", bl, Hn)
+                rho = 1.0 / (1.0 + dt * jnp.sum(bH * bl, -1))
+                u = u + rho * (jnp.sum(bl * Fn, -1) - jnp.sum(bH * a, -1))
             dw = u * dt + jnp.sqrt(rho * dt) * xi
             y1 = decay * y + half * dw[:, None]
             x1 = x + m + so * dw
@@ -274,6 +360,8 @@ class FractionalSDE(AbstractModel):
         x0_logscale = numpyro.param("x0_logscale", jnp.full((d,), -2.0, dtype))
         p0_loc = numpyro.param("x0_prior_loc", jnp.zeros((d,), dtype))
         p0_logscale = numpyro.param("x0_prior_logscale", jnp.zeros((d,), dtype))
+        guided = enc is None
+        guide_beta = numpyro.param("guide_drift", jnp.zeros((2, d), dtype)) if guided else None
 
         def decode(x):
             return x if decoder is None else jax.vmap(decoder)(x)
@@ -327,13 +415,29 @@ class FractionalSDE(AbstractModel):
                     pos_train = inv[: tau_i.shape[0]] * S
                     pos_q = inv[tau_i.shape[0] :] * S
                 grid = _fine_grid(grid_obs, S)
-                y0 = fbm.initial_state(k_y0, (d,))
                 t0, t1 = grid[:-1], grid[1:]
+                G = grid.shape[0]
+                if guided:
+                    obs_val = jnp.zeros((G, D), dtype).at[pos_train].set(jnp.where(mask_i, ys_i, 0.0))
+                    obs_has = jnp.zeros((G, D), bool).at[pos_train].set(mask_i)
+                    H0, F0, Hs, Fs = _backward_filter(
+                        grid, obs_val, obs_has, fbm.speeds, w, s_diff, noise, guide_beta
+                    )
+                    if self.fbm_type == "I":
+                        y0, kly = _guided_y0(k_y0, H0, F0, x0, fbm.stationary_chol())
+                        kl0 = kl0 + kly
+                    else:
+                        y0 = fbm.initial_state(k_y0, (d,))
+                else:
+                    n_aug = K + 1
+                    Hs = jnp.zeros((G - 1, d, n_aug, n_aug), dtype)
+                    Fs = jnp.zeros((G - 1, d, n_aug), dtype)
+                    y0 = fbm.initial_state(k_y0, (d,))
                 p = jnp.searchsorted(tau_i, t0, side="right")
                 xi = jax.random.normal(k_w, (t0.shape[0], d), dtype)
                 xs = self._scan(
-                    x0, y0, (t0, t1 - t0, nv[p], nt[p], nh[p], nt[p] <= t1[:, None], xi),
-                    fbm, drift_net, diffusion, control_net, decode, noise, enc is None,
+                    x0, y0, (t0, t1 - t0, nv[p], nt[p], nh[p], xi, Hs, Fs),
+                    fbm, drift_net, diffusion, control_net, decode, guided,
                 )
                 kl = xs[1]
                 xs = jnp.concatenate([x0[None], xs[0]])

@@ -337,14 +337,19 @@ class MarkovFBM(eqx.Module):
         g = self.speeds
         return 1.0 / (g[:, None] + g[None, :])
 
+    def stationary_chol(self):
+        """Lower Cholesky factor `L` of `Σ` (a small ridge keeps it finite in float32)."""
+        K = self.num_ou
+        return jnp.linalg.cholesky(self.stationary_cov() + 1e-7 * jnp.eye(K, dtype=self.speeds.dtype))
+
     def initial_state(self, key, shape=()):
-        """`Y(0)`: zeros (type II) or a draw from `N(0, Σ)` (type I); shape `(*shape, K)`."""
+        """`Y(0)`: zeros (type II) or a draw `L ζ` from `N(0, Σ)`, `ζ ~ N(0, I)` (type I);
+        shape `(*shape, K)`."""
         K = self.num_ou
         if self.fbm_type == "II":
             return jnp.zeros((*shape, K), self.speeds.dtype)
-        L = jnp.linalg.cholesky(self.stationary_cov() + 1e-7 * jnp.eye(K, dtype=self.speeds.dtype))
         z = jax.random.normal(key, (*shape, K), self.speeds.dtype)
-        return z @ L.T
+        return z @ self.stationary_chol().T
 
     def solve(
         self,
