@@ -117,3 +117,28 @@ def test_milstein_converges_strongly_on_gbm(getkey):
         errs[method] = float(jnp.mean(jnp.abs(y[-1] - exact)))
     assert errs["milstein"] < 0.3 * errs["euler"]
     assert errs["milstein"] < 0.02
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "milstein"])
+def test_joint_terms_and_checkpointing_change_nothing(method, getkey):
+    # `diffusion=None` (drift returns (f, g)) and `checkpoint=True` are speed options:
+    # same paths and same gradients as the plain call.
+    ts = jnp.linspace(0.0, 1.0, 31)
+    y0 = jnp.array([0.5, -1.0, 2.0])
+    dW = brownian_increments(getkey(), ts, y0.shape)
+
+    def loss(scale, joint, checkpoint):
+        f = lambda t, y, a: scale * drift(t, y, a)  # noqa: E731
+        g = lambda t, y, a: scale * diffusion(t, y, a)  # noqa: E731
+        if joint:
+            ys = solve_sde_grid(lambda t, y, a: (f(t, y, a), g(t, y, a)), None, y0, ts, dW,
+                                method=method, checkpoint=checkpoint)
+        else:
+            ys = solve_sde_grid(f, g, y0, ts, dW, method=method, checkpoint=checkpoint)
+        return jnp.sum(ys**2)
+
+    ref, ref_grad = jax.value_and_grad(loss)(1.3, False, False)
+    for joint, checkpoint in [(True, False), (False, True), (True, True)]:
+        val, grad = jax.value_and_grad(loss)(1.3, joint, checkpoint)
+        np.testing.assert_allclose(val, ref, rtol=1e-6)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-5)

@@ -14,7 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from .._data import Batch, TimeSeries
-from ..networks import param_module
+from ..networks import param_module, softplus
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 
@@ -52,7 +52,7 @@ class _PerDimNet(eqx.Module):
         eye = jnp.eye(dim, dtype=self.w1.dtype)
         w1 = (eye[:, :, None] * self.w1[None]).reshape(dim, dim * width)
         w2 = (eye[:, None, :] * self.w2[:, :, None]).reshape(dim * width, dim)
-        h = jax.nn.softplus(z @ w1 + self.b1.reshape(-1))
+        h = softplus(z @ w1 + self.b1.reshape(-1))
         return jax.nn.sigmoid(h @ w2 + self.b2)
 
 
@@ -93,7 +93,7 @@ class _GRUEncoder(eqx.Module):
             return h, h
 
         h0 = jnp.zeros((self.cell.hidden_size,), ys.dtype)
-        _, hs = jax.lax.scan(scan_step, h0, (xs, seen), reverse=True)
+        _, hs = jax.lax.scan(jax.checkpoint(scan_step), h0, (xs, seen), reverse=True)
         return jax.vmap(self.out)(hs)
 
 
@@ -117,7 +117,7 @@ class _NCDEEncoder(eqx.Module):
         self.hidden = hidden
         self.init = eqx.nn.Linear(self.in_dim, hidden, key=k1)
         self.field = eqx.nn.MLP(
-            hidden, hidden * self.in_dim, hidden, 1, activation=jax.nn.softplus,
+            hidden, hidden * self.in_dim, hidden, 1, activation=softplus,
             final_activation=jnp.tanh, key=k2,
         )
         self.out = eqx.nn.Linear(hidden, context_dim, key=k3)
@@ -178,7 +178,7 @@ def _mlp(mlp, x, first=None):
     return mlp.final_activation(h)
 
 
-def time_changed_solve(drift, diffusion, y0, ts, noise, *, method="euler", step_inputs=None):
+def time_changed_solve(drift, diffusion, y0, ts, noise, *, method="euler", step_inputs=None, checkpoint=False):
     """Solve `dy = f(t, y, a) dt + g(t, y, a) dW` (diagonal noise) for a batch of paths
     that each have their own time grid, as one `lax.scan` over the step index.
 
@@ -191,7 +191,7 @@ def time_changed_solve(drift, diffusion, y0, ts, noise, *, method="euler", step_
 
     - `drift`, `diffusion`: `f(t, y, a)`, `g(t, y, a)` on batched `y (*batch, L)` with
       the real times `t (*batch)` of the step's start; `a` is the step's entry of
-      `step_inputs`.
+      `step_inputs`. With `diffusion=None`, `drift` returns the pair `(f, g)`.
     - `y0`: `(*batch, L)`; `ts`: real grids broadcastable to `(*batch, n)`.
     - `noise`: standard normal increments `(n − 1, *batch, L)`.
     - `method`: `"euler"`, `"milstein"` or `"heun"` (Heun evaluates its second stage
@@ -206,21 +206,23 @@ def time_changed_solve(drift, diffusion, y0, ts, noise, *, method="euler", step_
     r = jnp.moveaxis(jnp.diff(ts, axis=-1), -1, 0)
     s = jnp.arange(n, dtype=y0.dtype)
 
-    def f(_, y, a):
+    def terms(_, y, a):
         t, rr, extra = a[1]
-        return drift(t, y, extra) * rr[..., None]
-
-    def g(_, y, a):
-        t, rr, extra = a[1]
-        return diffusion(t, y, extra) * jnp.sqrt(rr)[..., None]
+        if diffusion is None:
+            f, g = drift(t, y, extra)
+        else:
+            f, g = drift(t, y, extra), diffusion(t, y, extra)
+        return f * rr[..., None], g * jnp.sqrt(rr)[..., None]
 
     if step_inputs is None:
         step_inputs = jnp.zeros((n - 1,), y0.dtype)
-    return solve_sde_grid(f, g, y0, s, noise, method=method, step_inputs=(t_steps, r, step_inputs))
+    return solve_sde_grid(
+        terms, None, y0, s, noise, method=method, step_inputs=(t_steps, r, step_inputs), checkpoint=checkpoint
+    )
 
 
 def posterior_sde_with_kl(
-    prior_drift, control, diffusion, z0, ts, noise, *, method="euler", step_inputs=None
+    prior_drift, control, diffusion, z0, ts, noise, *, method="euler", step_inputs=None, checkpoint=False
 ):
     """Solve the posterior SDE of a latent SDE together with its path-space KL.
 
@@ -245,19 +247,18 @@ def posterior_sde_with_kl(
     """
     L = z0.shape[-1]
 
-    def aug_drift(t, y, a):
+    def aug_terms(t, y, a):
         z = y[..., :L]
-        g = diffusion(t, z, a)
+        g = diffusion(t, z, a)  # once per stage: the drift's g ⊙ u and the noise share it
         c = control(t, z, a)
-        return jnp.concatenate([prior_drift(t, z, a) + g * c, 0.5 * jnp.sum(c**2, -1, keepdims=True)], -1)
-
-    def aug_diffusion(t, y, a):
-        z = y[..., :L]
-        return jnp.concatenate([diffusion(t, z, a), jnp.zeros_like(y[..., L:])], -1)
+        f = jnp.concatenate([prior_drift(t, z, a) + g * c, 0.5 * jnp.sum(c**2, -1, keepdims=True)], -1)
+        return f, jnp.concatenate([g, jnp.zeros_like(y[..., L:])], -1)
 
     y0 = jnp.concatenate([z0, jnp.zeros_like(z0[..., :1])], -1)
     noise = jnp.concatenate([noise, jnp.zeros_like(noise[..., :1])], -1)
-    ys = time_changed_solve(aug_drift, aug_diffusion, y0, ts, noise, method=method, step_inputs=step_inputs)
+    ys = time_changed_solve(
+        aug_terms, None, y0, ts, noise, method=method, step_inputs=step_inputs, checkpoint=checkpoint
+    )
     return ys[..., :L], ys[-1, ..., L]
 
 
@@ -366,6 +367,7 @@ class LatentSDE(AbstractModel):
     kl_weight: float = 1.0
     kl_anneal_steps: int = 0
     kl_anneal_start: float = 1e-2
+    checkpoint: bool = True
     loc: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
     t_ref: Optional[float] = None
@@ -439,8 +441,8 @@ class LatentSDE(AbstractModel):
                 qz0=eqx.nn.Linear(C, 2 * L, key=ks[2]),
                 pz0_mean=jnp.zeros((L,)),
                 pz0_logstd=jnp.zeros((L,)),
-                prior_drift=eqx.nn.MLP(L, L, H, 2, activation=jax.nn.softplus, key=ks[3]),
-                control=eqx.nn.MLP(L + C, L, H, 2, activation=jax.nn.softplus, key=ks[4]),
+                prior_drift=eqx.nn.MLP(L, L, H, 2, activation=softplus, key=ks[3]),
+                control=eqx.nn.MLP(L + C, L, H, 2, activation=softplus, key=ks[4]),
                 diffusion=diffusion,
                 decoder=eqx.nn.Linear(L, data_dim, key=ks[5]),
                 log_noise=jnp.full((data_dim,), np.log(0.1)),
@@ -527,7 +529,8 @@ class LatentSDE(AbstractModel):
             cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B, H)
             noise_w = jax.random.normal(kw, (G - 1, K, B, L), q_mean.dtype)
             zs, kl_path = posterior_sde_with_kl(
-                h, u, g, z0, grids, noise_w, method=self.method, step_inputs=cproj
+                h, u, g, z0, grids, noise_w, method=self.method, step_inputs=cproj,
+                checkpoint=self.checkpoint,
             )  # (G, K, B, L), (K, B)
             z_obs = zs[::S]  # (T, K, B, L)
             mean = loc + scale * _linear(nets.decoder, jnp.moveaxis(z_obs, 0, 2))  # (K, B, T, D)
