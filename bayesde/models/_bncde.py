@@ -416,30 +416,36 @@ class AbstractCDEForecaster(AbstractModel):
         zs = self._encode(p, enc_r, enc_fixed, batch, k_enc)  # (T, N, H)
         # Start from the last history row strictly before the first query time.
         i0 = jnp.clip(jnp.sum(batch.ts < query.ts[:, :1], axis=1) - 1, 0, t_len - 1)
-        # Each series is its own decoder "row" (axis 0), so that its weights are read at
-        # its own rows i0 + k (the weight clock is the data row).
-        u = zs[i0, jnp.arange(n)][:, None]  # (N, 1, H)
         tsc = (batch.ts - t0) / self.t_scale
-        t_prev = tsc[jnp.arange(n), i0]
-        a_prev = batch.treatments[jnp.arange(n), i0]
-        st = self._static(batch, n)[:, None]
-        qa = query.treatments
         n_rows = dec_r["W2"].shape[0] if dec_r else 1
-        means, scales = [], []
-        for k in range(hq):
-            rows = jnp.minimum(i0 + 1 + k, n_rows - 1)
-            lay = {**dec_fixed, **jax.tree_util.tree_map(lambda a: a[rows], dec_r)}
-            t_cur = qts[:, k]
-            a_cur = qa[:, k]
-            dA = jnp.concatenate([(t_cur - t_prev)[:, None], a_cur - a_prev], -1)[:, None]
-            u = self._decode_step(lay, u, t_prev[:, None], a_cur[:, None], dA, st,
-                                  jax.random.fold_in(k_dec, k))
-            m, s = self._head(p, u[:, 0])
-            means.append(m)
-            scales.append(s)
-            t_prev, a_prev = t_cur, a_cur
-        m = jnp.stack(means, 1)  # (N, Hq, D)
-        s = jnp.stack(scales, 1)
+        idx = jnp.arange(n)
+
+        def one_series(inp):
+            # Series n reads the decoder weights at its own rows i0[n] + 1 + k (the
+            # weight clock is the data row). One series at a time (`lax.map`), so the
+            # rows are sliced, not gathered: a gather would materialise a copy of the
+            # weights for every series and draw.
+            n_i, i0_i = inp
+            u = zs[i0_i, n_i][None, None]  # (1, 1, H)
+            t_prev, a_prev = tsc[n_i, i0_i], batch.treatments[n_i, i0_i]
+            st = self._static(batch, n)[n_i][None, None]
+            k_n = jax.random.fold_in(k_dec, n_i)
+            means, scales = [], []
+            for k in range(hq):
+                row = jnp.minimum(i0_i + 1 + k, n_rows - 1)
+                take = lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=True)  # noqa: E731
+                lay = {**dec_fixed, **jax.tree_util.tree_map(take, dec_r)}
+                t_cur, a_cur = qts[n_i, k], query.treatments[n_i, k]
+                dA = jnp.concatenate([(t_cur - t_prev)[None], a_cur - a_prev])
+                u = self._decode_step(lay, u, t_prev[None, None], a_cur[None, None], dA[None, None], st,
+                                      jax.random.fold_in(k_n, k))
+                m, s = self._head(p, u[0, 0])
+                means.append(m)
+                scales.append(s)
+                t_prev, a_prev = t_cur, a_cur
+            return jnp.stack(means), jnp.stack(scales)  # (Hq, D)
+
+        m, s = jax.lax.map(one_series, (idx, i0))  # (N, Hq, D)
         law, mean = self._obs_dist(m, s)
         numpyro.deterministic("f_out", mean)
         return numpyro.sample("y_out", law)
