@@ -85,7 +85,8 @@ def run(args):
     sim = bd.datasets.tumor_growth(n_patients=args.n_train, n_test=args.n_test, gamma=args.gamma,
                                    key=jax.random.fold_in(key, 0))
     models = {
-        "BNCDE": bd.models.BNCDE(hidden=8, width=args.width, train_paths=10),
+        "BNCDE": bd.models.BNCDE(hidden=8, width=args.width, train_paths=10,
+                                 **({} if args.sigma is None else {"sigma": args.sigma})),
         "TECDE_MC_dropout": bd.models.TECDE(hidden=8, width=args.width, dropout=0.1),
     }
     if args.with_all:
@@ -145,6 +146,7 @@ def main():
     ap.add_argument("--gamma", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timing-steps", type=int, default=5)
+    ap.add_argument("--sigma", type=float, default=None, help="BNCDE weight-SDE diffusion (default: the model's)")
     ap.add_argument("--with-all", action="store_true", help="also BNCDE with stochastic='all'")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bncde_cpu.json"))
