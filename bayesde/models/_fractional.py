@@ -429,9 +429,7 @@ class FractionalSDE(AbstractModel):
                     else:
                         y0 = fbm.initial_state(k_y0, (d,))
                 else:
-                    n_aug = K + 1
-                    Hs = jnp.zeros((G - 1, d, n_aug, n_aug), dtype)
-                    Fs = jnp.zeros((G - 1, d, n_aug), dtype)
+                    Hs = Fs = None  # no filter: the scan passes None through
                     y0 = fbm.initial_state(k_y0, (d,))
                 p = jnp.searchsorted(tau_i, t0, side="right")
                 xi = jax.random.normal(k_w, (t0.shape[0], d), dtype)

@@ -14,7 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from .._data import Batch, TimeSeries
-from ..networks import param_module, softplus
+from ..networks import param_module
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 
@@ -52,7 +52,7 @@ class _PerDimNet(eqx.Module):
         eye = jnp.eye(dim, dtype=self.w1.dtype)
         w1 = (eye[:, :, None] * self.w1[None]).reshape(dim, dim * width)
         w2 = (eye[:, None, :] * self.w2[:, :, None]).reshape(dim * width, dim)
-        h = softplus(z @ w1 + self.b1.reshape(-1))
+        h = jax.nn.softplus(z @ w1 + self.b1.reshape(-1))
         return jax.nn.sigmoid(h @ w2 + self.b2)
 
 
@@ -117,7 +117,7 @@ class _NCDEEncoder(eqx.Module):
         self.hidden = hidden
         self.init = eqx.nn.Linear(self.in_dim, hidden, key=k1)
         self.field = eqx.nn.MLP(
-            hidden, hidden * self.in_dim, hidden, 1, activation=softplus,
+            hidden, hidden * self.in_dim, hidden, 1, activation=jax.nn.softplus,
             final_activation=jnp.tanh, key=k2,
         )
         self.out = eqx.nn.Linear(hidden, context_dim, key=k3)
@@ -441,8 +441,8 @@ class LatentSDE(AbstractModel):
                 qz0=eqx.nn.Linear(C, 2 * L, key=ks[2]),
                 pz0_mean=jnp.zeros((L,)),
                 pz0_logstd=jnp.zeros((L,)),
-                prior_drift=eqx.nn.MLP(L, L, H, 2, activation=softplus, key=ks[3]),
-                control=eqx.nn.MLP(L + C, L, H, 2, activation=softplus, key=ks[4]),
+                prior_drift=eqx.nn.MLP(L, L, H, 2, activation=jax.nn.softplus, key=ks[3]),
+                control=eqx.nn.MLP(L + C, L, H, 2, activation=jax.nn.softplus, key=ks[4]),
                 diffusion=diffusion,
                 decoder=eqx.nn.Linear(L, data_dim, key=ks[5]),
                 log_noise=jnp.full((data_dim,), np.log(0.1)),

@@ -4,4 +4,3 @@ from ._modules import leaf_names as leaf_names
 from ._modules import mlp as mlp
 from ._modules import param_module as param_module
 from ._modules import sample_module as sample_module
-from ._modules import softplus as softplus

@@ -10,26 +10,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-__all__ = ["mlp", "sample_module", "param_module", "leaf_names", "softplus"]
-
-
-@jax.custom_jvp
-def softplus(x):
-    """`log(1 + eˣ)`, equal to `jax.nn.softplus` to the last bit, at about half the cost in
-    a training step: one `exp` and one `log1p` forward, and the derivative
-    (`sigmoid(x)`, from the same `exp`) is kept for the backward pass instead of being
-    recomputed from two more exponentials. (The networks of the SDE models evaluate
-    it millions of times per step, where it costs as much as the matrix products.)"""
-    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-
-@softplus.defjvp
-def _softplus_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    e = jnp.exp(-jnp.abs(x))
-    y = jnp.maximum(x, 0.0) + jnp.log1p(e)
-    slope = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
-    return y, slope * t
+__all__ = ["mlp", "sample_module", "param_module", "leaf_names"]
 
 
 def mlp(
