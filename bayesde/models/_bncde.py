@@ -477,12 +477,12 @@ class BNCDE(AbstractCDEForecaster):
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
       It sets the spread of the weight paths, so it trades sharpness for coverage: tune
       it on held-out data. At the paper's configuration (width 128) the sweep in
-      `benchmarks/bncde_sweep.py` gave mean counterfactual 95% coverage τ = 1..5 of
-      .962 … .918 with 1e-2 (under-covering at τ = 5) and .973 … .950 with 3e-2 (inside
-      92–98% at every horizon on both seeds, intervals 1.8× as wide). The default
-      1e-2 suits small fields too: with 3e-2 a width-16 field learned the treatment
-      effect with the wrong sign; with 1e-3 a small model's 90% intervals covered only
-      0.67–0.88 of held-out patients.
+      `benchmarks/bncde_sweep.py` (3 seeds) gave mean counterfactual 95% coverage
+      τ = 1..5 of .968 … .921 with 1e-2 (.902 at τ = 5 on one seed) and .977 … .947 with
+      3e-2 (no seed under .943; intervals 1.4× as wide). The default 1e-2 suits small
+      fields too: with 3e-2 a width-16 field learned the treatment effect with the wrong
+      sign; with 1e-3 a small model's 90% intervals covered only 0.67–0.88 of held-out
+      patients.
     - `train_paths`: weight paths per training step (10 in the paper); prediction draws
       one path per predictive sample.
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
