@@ -40,10 +40,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: Model names for `--model`; the last three appear only when the installed bayesde has them.
+#: Model names for `--model`; the last four appear only when the installed bayesde has them.
 _MODEL_HELP = (
     "ode-lv (Lotka–Volterra ODE, 2 positive value columns), neural-ode (Bayesian neural ODE), "
-    "latent-sde, fractional-sde, bncde (treatment effects; needs --treatment-cols)"
+    "latent-sde, fractional-sde, bncde (treatment effects; needs --treatment-cols), "
+    "tecde (its MC-dropout baseline; needs --treatment-cols)"
 )
 _QS = (0.05, 0.25, 0.5, 0.75, 0.95)
 _MARKER = "cli.json"
@@ -389,7 +390,8 @@ def _model_table(bd) -> dict:
         "ode-lv": _lv_model,
         "neural-ode": lambda bd_, data, **kw: bd_.models.BayesianNeuralODE(**{"dim": data.dim, **kw}),
     }
-    for name, attr in (("latent-sde", "LatentSDE"), ("fractional-sde", "FractionalSDE"), ("bncde", "BNCDE")):
+    for name, attr in (("latent-sde", "LatentSDE"), ("fractional-sde", "FractionalSDE"), ("bncde", "BNCDE"),
+                       ("tecde", "TECDE")):
         cls = getattr(bd.models, attr, None)
         if cls is not None:
             table[name] = functools.partial(_generic_model, cls)
@@ -867,7 +869,7 @@ def effects(
     post, run_meta = _load_run(bd, run)
     if not getattr(post.model, "needs_treatments", False) or post.data.treatments is None:
         raise UserError(f"--run {run}: its model ({type(post.model).__name__}) takes no treatments, so plans cannot "
-                        "change its forecasts; fit with --model bncde and --treatment-cols.")
+                        "change its forecasts; fit with --model bncde (or tecde) and --treatment-cols.")
     plan_arrays, notes = _read_plans(plans, post.data, horizon)
     import jax
     import pandas as pd

@@ -1,14 +1,20 @@
 """BNCDE weight diffusion σ against MC-dropout rate: counterfactual calibration and
 interval width on the tumour-growth benchmark, over several seeds (each seed draws new
-patients and a new training run). Every setting is one `benchmarks/bncde.py` run
-(2000 training / 1000 test patients, 4 epochs, paper configuration); this script runs
-them and gathers the per-horizon counterfactual coverage, median 95% width and CRPS into
-one JSON file and a coverage-against-width figure.
+patients and a new training run). Every setting is one `benchmarks/bncde.py` run at the
+paper configuration, with `--run-args` passed through (default: none, i.e. bncde.py's
+4000 training / 1000 test patients, 8 epochs, cosine learning-rate decay); this script
+runs them and gathers the per-horizon counterfactual coverage, median 95% width and CRPS
+into one JSON file and a coverage-against-width figure.
 
-    python benchmarks/bncde_sweep.py                          # about 4 min per setting on 2 cores
+    python benchmarks/bncde_sweep.py                          # about 5 min per BNCDE setting and seed
     python benchmarks/bncde_sweep.py --aggregate-only DIR     # gather runs already in DIR
 
-Writes `benchmarks/results/bncde_sweep.json` and `bncde_sweep.png`.
+Writes `benchmarks/results/bncde_sweep_long.json` and `bncde_sweep_long.png` (runs in
+`bncde_sweep_long_runs/`). The earlier, shorter sweep (`bncde_sweep.json`) was
+
+    python benchmarks/bncde_sweep.py --sigmas 0.01,0.02,0.03,0.05 --dropouts 0.1,0.2 \\
+        --seeds 0,1,2 --with-all 0.03 --run-args "--n-train 2000 --epochs 4 --schedule constant" \\
+        --workdir benchmarks/results/bncde_sweep_runs --out benchmarks/results/bncde_sweep.json
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ def gather(directory):
     rows = []
     for f in sorted(glob.glob(os.path.join(directory, "*.json"))):
         d = json.load(open(f))
+        if "results" not in d:
+            continue  # not a bncde.py run (e.g. a summary written into the same folder)
         args = dict(a.lstrip("-").split("=", 1) for a in d["command"].split()[2:] if "=" in a)
         for name, r in d["results"].items():
             cfg = r["config"]
@@ -47,6 +55,7 @@ def gather(directory):
                 "model": name,
                 "setting": (f"sigma={cfg['sigma']}" if "sigma" in cfg else f"dropout={cfg['dropout']}"),
                 "seed": int(args.get("seed", 0)),
+                "options": {k: args[k] for k in ("n-train", "n-test", "epochs", "schedule", "lr") if k in args},
                 "coverage_0.95": c["coverage_0.95"], "coverage_0.90": c["coverage_0.90"],
                 "median_width_0.95": c["median_width_0.95"], "crps": c["crps"],
                 "factual_coverage_0.95": r["factual"]["coverage_0.95"],
@@ -73,7 +82,7 @@ def gather(directory):
     return rows, table
 
 
-def figure(table, path):
+def figure(table, path, runs=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,20 +101,23 @@ def figure(table, path):
     axes[0].set_xlabel("horizon τ (days)")
     axes[1].set_xlabel("median 95% interval width (τ = 1..5)")
     axes[0].legend(fontsize=7)
-    fig.suptitle("BNCDE weight diffusion σ vs MC dropout (tumour growth, 4 epochs)")
+    fig.suptitle("BNCDE weight diffusion σ vs MC dropout (tumour growth)" + (f"\nbncde.py {runs}" if runs else ""),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sigmas", default="0.01,0.02,0.03,0.05")
-    ap.add_argument("--dropouts", default="0.1,0.2")
-    ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--with-all", default="0.03", help="σ values also run with stochastic='all' (seed 0)")
-    ap.add_argument("--workdir", default=os.path.join(HERE, "results", "bncde_sweep_runs"))
+    ap.add_argument("--sigmas", default="0.02,0.03,0.04")
+    ap.add_argument("--dropouts", default="0.1")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--with-all", default="", help="σ values also run with stochastic='all' (seed 0)")
+    ap.add_argument("--workdir", default=os.path.join(HERE, "results", "bncde_sweep_long_runs"))
     ap.add_argument("--aggregate-only", default=None, metavar="DIR")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "bncde_sweep.json"))
+    ap.add_argument("--run-args", default="",
+                    help="passed to every bncde.py run, e.g. '--n-train 2000 --epochs 4 --schedule constant'")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "bncde_sweep_long.json"))
     args = ap.parse_args()
     directory = args.aggregate_only or args.workdir
     if not args.aggregate_only:
@@ -117,14 +129,16 @@ def main():
             if os.path.exists(out):
                 continue  # finished earlier: rerun by deleting it
             print("==", name, flush=True)
-            subprocess.run([sys.executable, os.path.join(HERE, "bncde.py"), "--epochs", "4", "--timing-steps", "2",
-                            "--out", out, *extra], check=True)
+            subprocess.run([sys.executable, os.path.join(HERE, "bncde.py"), "--timing-steps", "2",
+                            *args.run_args.split(), "--out", out, *extra], check=True)
     rows, table = gather(directory)
     with open(args.out, "w") as f:
         json.dump({"benchmark": "BNCDE sigma vs MC-dropout rate (tumour growth)",
                    "command": "python benchmarks/bncde_sweep.py " + " ".join(sys.argv[1:]),
                    "summary": table, "runs": rows}, f, indent=1)
-    figure(table, os.path.splitext(args.out)[0] + ".png")
+    opts = rows[0]["options"] if rows else {}
+    runs = args.run_args if not args.aggregate_only else " ".join(f"--{k} {v}" for k, v in opts.items())
+    figure(table, os.path.splitext(args.out)[0] + ".png", runs)
     for k, t in table.items():
         print(f"{k:28s} cov95 {' '.join(f'{x:.3f}' for x in t['coverage_0.95_mean'])}  "
               f"width {' '.join(f'{x:.3f}' for x in t['median_width_0.95_mean'])}  "

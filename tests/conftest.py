@@ -26,6 +26,14 @@ def getkey():
     return lambda: jax.random.key(next(counter))
 
 
+#: Test files with the longest shared fixtures, longest first. Under pytest-xdist
+#: (`--dist loadfile --no-loadscope-reorder`, see pyproject.toml) each file is one unit of
+#: work, so its module-scoped fixtures (compiled fits) are built once, and units are handed
+#: out in collection order: these go first and the short files fill in at the end.
+_LONGEST_FIRST = ("test_inference", "test_tutorials", "test_cli", "test_fractional_sde", "test_latent_sde",
+                  "test_bncde", "test_effects", "test_fbm", "test_distributed")
+
+
 def pytest_collection_modifyitems(config, items):
-    # Tutorials and CLI subprocesses last: they are the slowest and least specific.
-    items.sort(key=lambda it: ("tutorial" in it.nodeid) or ("test_cli" in it.nodeid))
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.stem, len(rank)))

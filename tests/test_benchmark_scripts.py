@@ -32,10 +32,12 @@ def test_sweep_gathers_seeds_and_tests_the_band_edges(tmp_path):
     _run_file(tmp_path / "b.json", 1, [0.96, 0.93], [0.04, 0.05])
     _run_file(tmp_path / "c.json", 0, [0.9805, 0.95], [0.02, 0.02], model="TECDE_MC_dropout",
               cfg={"dropout": 0.1})
+    (tmp_path / "summary.json").write_text(json.dumps({"command": "python benchmarks/bncde_sweep.py", "summary": {}}))
     rows, table = sweep.gather(str(tmp_path))
-    assert len(rows) == 3
+    assert len(rows) == 3  # the summary is not a run
     b = table["BNCDE sigma=0.03"]
     assert sorted(b["seeds"]) == [0, 1]
+    assert rows[0]["options"] == {"epochs": "4"}  # each run's options, read off its command line
     assert b["coverage_0.95_mean"] == pytest.approx([0.97, 0.94])
     assert b["coverage_0.95_min_over_seeds"] == pytest.approx([0.96, 0.93])
     assert b["median_width_0.95_mean"] == pytest.approx([0.03, 0.04])

@@ -291,7 +291,8 @@ def _effects_available():
 
 
 @pytest.mark.slow
-def test_effects_writes_outcomes_and_contrasts(tmp_path):
+@pytest.mark.parametrize("model", ["bncde", "tecde"])
+def test_effects_writes_outcomes_and_contrasts(tmp_path, model):
     if not _effects_available():
         pytest.skip("bd.models.BNCDE / bd.effects not available in this build")
     rng = np.random.default_rng(1)
@@ -303,8 +304,8 @@ def test_effects_writes_outcomes_and_contrasts(tmp_path):
             y = y * np.exp(0.1 - 0.3 * dose) + 0.1 * rng.normal()
             rows.append({"series": f"p{s}", "time": float(t), "volume": y, "dose": ["no", "yes"][dose]})
     pd.DataFrame(rows).to_csv(tmp_path / "trial.csv", index=False)
-    fit = cli("fit", "--data", "trial.csv", "--treatment-cols", "dose", "--model", "bncde", "--method", "svi",
-              "--model-args", '{"width": 8, "horizon": 2, "train_paths": 1}',
+    fit = cli("fit", "--data", "trial.csv", "--treatment-cols", "dose", "--model", model, "--method", "svi",
+              "--model-args", '{"width": 8, "horizon": 2' + (', "train_paths": 1}' if model == "bncde" else "}"),
               "--num-steps", "20", "--num-samples", "20", "--out", "run", cwd=tmp_path)
     assert_ok(fit)
     (tmp_path / "plans.json").write_text(json.dumps({"treat": {"dose": "yes"}, "none": {"dose": 0}}))

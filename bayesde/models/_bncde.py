@@ -476,13 +476,13 @@ class BNCDE(AbstractCDEForecaster):
       stays the default.
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
       It sets the spread of the weight paths, so it trades sharpness for coverage: tune
-      it on held-out data. At the paper's configuration (width 128) the sweep in
-      `benchmarks/bncde_sweep.py` (3 seeds) gave mean counterfactual 95% coverage
-      τ = 1..5 of .968 … .921 with 1e-2 (.902 at τ = 5 on one seed) and .977 … .947 with
-      3e-2 (no seed under .943; intervals 1.4× as wide). The default 1e-2 suits small
-      fields too: with 3e-2 a width-16 field learned the treatment effect with the wrong
-      sign; with 1e-3 a small model's 90% intervals covered only 0.67–0.88 of held-out
-      patients.
+      it on held-out data. At the paper's configuration (width 128; 4000 patients,
+      8 epochs, cosine learning-rate decay; 3 seeds) `benchmarks/bncde_sweep.py` gave mean
+      counterfactual 95% coverage τ = 1..5 of .966 … .905 with 2e-2 (as wide as MC
+      dropout, which covered .956 … .884), .967 … .918 with 3e-2 and .969 … .922 with
+      4e-2 (10% wider). The default 1e-2 suits small fields too: with 3e-2 a width-16
+      field learned the treatment effect with the wrong sign; with 1e-3 a small model's
+      90% intervals covered only 0.67–0.88 of held-out patients.
     - `train_paths`: weight paths per training step (10 in the paper); prediction draws
       one path per predictive sample.
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
