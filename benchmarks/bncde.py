@@ -117,9 +117,8 @@ def run(args):
         r["train_s_per_epoch_per_1000"] = s * 1000.0 / args.batch_size
         t = time.perf_counter()
         lr = args.lr if args.schedule == "constant" else optax.cosine_decay_schedule(args.lr, steps, alpha=0.05)
-        opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))  # bd.fit's default, with `lr`
         post = bd.fit(model, sim.train, method="svi", num_steps=steps, batch_size=args.batch_size,
-                      optimizer=opt, key=jax.random.fold_in(key, 2), progress_bar=False, warn=False)
+                      optimizer=bd.inference.default_optimizer(lr), key=jax.random.fold_in(key, 2), progress_bar=False, warn=False)
         r["fit_wall_s"] = time.perf_counter() - t
         r["fit_steps"] = steps
         r["final_loss_mean_last_20"] = float(np.nanmean(post.loss[-20:]))

@@ -214,11 +214,12 @@ def _node_direct(model):
 def _svi_loop_seconds(program, args, steps, key, lr=1e-2):
     """Steady seconds per step of a plain jitted `numpyro.infer.SVI` update loop."""
     import jax
-    import optax
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal
 
-    optim = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))
+    import bayesde as bd
+
+    optim = bd.inference.default_optimizer(lr)  # the optimiser bd.fit uses
     svi = SVI(program, AutoNormal(program), optim, Trace_ELBO())
     state = svi.init(key, *args)
     update = jax.jit(svi.update)

@@ -305,7 +305,7 @@ def test_effects_writes_outcomes_and_contrasts(tmp_path, model):
             rows.append({"series": f"p{s}", "time": float(t), "volume": y, "dose": ["no", "yes"][dose]})
     pd.DataFrame(rows).to_csv(tmp_path / "trial.csv", index=False)
     fit = cli("fit", "--data", "trial.csv", "--treatment-cols", "dose", "--model", model, "--method", "svi",
-              "--model-args", '{"width": 8, "horizon": 2' + (', "train_paths": 1}' if model == "bncde" else "}"),
+              "--model-args", json.dumps({"width": 8, "horizon": 2, **({"train_paths": 1} if model == "bncde" else {})}),
               "--num-steps", "20", "--num-samples", "20", "--out", "run", cwd=tmp_path)
     assert_ok(fit)
     (tmp_path / "plans.json").write_text(json.dumps({"treat": {"dose": "yes"}, "none": {"dose": 0}}))

@@ -21,7 +21,7 @@ from numpyro.infer import NUTS as _NumPyroNUTS
 from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 
-__all__ = ["SVI", "NUTS", "BlackJAXNUTS", "resolve_method", "EngineResult"]
+__all__ = ["SVI", "NUTS", "BlackJAXNUTS", "resolve_method", "EngineResult", "default_optimizer"]
 
 
 def _fast() -> bool:
@@ -234,6 +234,12 @@ def _make_guide(spec, program, latent: list[str], init_strategy):
     raise ValueError(f"fit: unknown guide {spec!r}; use 'normal', 'mvn', 'delta' or a callable.")
 
 
+def default_optimizer(learning_rate):
+    """The optimiser `SVI` uses when none is given: Adam at `learning_rate` (a number or an
+    optax schedule) after clipping the global gradient norm to 10."""
+    return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate))
+
+
 def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResult:
     program = _bind(model, method.batch_size, batch)
     k_init, k_latent, k_post = jax.random.split(key, 3)
@@ -241,7 +247,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
     guide = _make_guide(method.guide if method.guide is not None else model.guide(), program, latent, model.init_strategy())
     tx = method.optimizer
     if tx is None:
-        tx = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(method.learning_rate))
+        tx = default_optimizer(method.learning_rate)
     svi = _NumPyroSVI(
         program, guide, numpyro.optim.optax_to_numpyro(tx), loss=Trace_ELBO(num_particles=method.num_particles)
     )
