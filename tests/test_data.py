@@ -1,5 +1,7 @@
 """`TimeSeries`: construction, validation messages, split, pandas round trip."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,6 +174,35 @@ def test_bundled_hare_lynx_loads_offline():
     with pytest.raises(ValueError, match="unknown data set 'nope'"):
         bd.datasets.load("nope")
 
+
+
+def test_nile_is_read_from_the_shipped_csv():
+    data = bd.datasets.load("nile")
+    y = data.ys[0, :, 0]
+    # Cobb (1978) / Durbin & Koopman (2001): 1871-1970, mean 919.35, min 456 (1913),
+    # max 1370 (1879), the drop after 1898.
+    assert data.shape == (1, 100, 1) and data.series_ids == ["aswan"]
+    assert y[:4].tolist() == [1120.0, 1160.0, 963.0, 1210.0] and y[-1] == 740.0
+    assert y.mean() == pytest.approx(919.35) and (y.min(), y.max()) == (456.0, 1370.0)
+    assert (y[42], y[8], y[27], y[28]) == (456.0, 1370.0, 1100.0, 774.0)
+    assert "statsmodels" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["hare_lynx", "co2", "nile", "theoph"])
+def test_real_data_cards_name_their_file_and_its_hash(name):
+    import hashlib
+    import re
+    from pathlib import Path
+
+    card = bd.datasets.card(name)
+    (csv,) = set(re.findall(r"`datasets/(\w+\.csv)`", card))
+    raw = (Path(__file__).resolve().parents[1] / "datasets" / csv).read_bytes()
+    hashes = re.findall(r"`([0-9a-f]{64}|[0-9a-f]{32})`", card)
+    assert hashes, f"the {name} card gives no sha256/MD5 of {csv}"
+    for h in hashes:
+        algo = hashlib.sha256 if len(h) == 64 else hashlib.md5
+        assert algo(raw).hexdigest() == h, f"{csv} changed but its card still says {h}"
+    assert re.search(r"(?i)licen[cs]e|public domain|GPL", card), f"the {name} card states no licence"
 
 def test_lotka_volterra_simulator_is_deterministic(getkey):
     key = getkey()

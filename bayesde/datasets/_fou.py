@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._data import TimeSeries
-from ._registry import register
+from ._registry import data_path, register
 
 __all__ = ["fgn_autocovariance", "davies_harte_fgn", "fbm_paths", "fractional_ou", "nile"]
 
@@ -139,12 +139,13 @@ def fractional_ou(
 def nile() -> TimeSeries:
     """Annual flow of the Nile at Aswan, 1871–1970 (10⁸ m³), `t` in years since 1871.
 
-    Loaded from the copy statsmodels ships (`statsmodels.datasets.nile`; no download).
-    See the data card: `bd.datasets.card("nile")`.
+    Read from the shipped `nile.csv` (extracted once from `statsmodels.datasets.nile`;
+    statsmodels is not needed). See the data card: `bd.datasets.card("nile")`.
     """
-    from statsmodels.datasets import nile as _nile
+    import pandas as pd
 
-    df = _nile.load_pandas().data
+    with data_path("nile.csv").open() as f:
+        df = pd.read_csv(f)
     year = df["year"].to_numpy(dtype=float)
     return TimeSeries(
         year - year[0],

@@ -13,7 +13,8 @@ _LOADERS: dict[str, tuple[Callable, str, str]] = {}
 def register(name: str, loader: Callable, summary: str, card: str | None = None) -> None:
     """Register `loader(**kwargs) -> TimeSeries | dataset object` under `name`.
 
-    `card` is the file name of a markdown data card in `bayesde/datasets/data/`.
+    `card` is the file name of a markdown data card in the repository's `datasets/`
+    folder (installed as `bayesde/datasets/data/`).
     """
     _LOADERS[name] = (loader, summary, card)
 
@@ -33,8 +34,13 @@ def load(name: str, **kwargs):
 
 
 def data_path(filename: str):
-    """Path of a file shipped in `bayesde/datasets/data/` (works from an installed wheel)."""
-    return resources.files("bayesde.datasets").joinpath("data", filename)
+    """A file shipped with bayesde's real data sets, as an `importlib.resources` traversable.
+
+    The files live in the repository's top-level `datasets/` folder; the build maps that
+    folder onto the package `bayesde.datasets.data` (see `pyproject.toml`), so the same
+    call works from a source checkout, an editable install and an installed wheel.
+    """
+    return resources.files("bayesde.datasets.data").joinpath(filename)
 
 
 def card(name: str) -> str:
