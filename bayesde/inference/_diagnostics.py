@@ -1,25 +1,47 @@
-"""Sampler health after every fit: numbers, and warnings that say what to do."""
+"""Sampler health after every fit: ArviZ's numbers, and warnings that say what to do.
+
+R-hat is the rank-normalised split R-hat and ESS the bulk and tail effective sample
+sizes of Vehtari et al. (2021), "Rank-normalization, folding, and localization: an
+improved R-hat", computed by ArviZ (`az.summary`) on the same layout as
+`Posterior.to_arviz()`, so the numbers here are the numbers ArviZ reports.
+"""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+from ._arviz import posterior_dataset
 
 __all__ = ["diagnose", "summary_table", "warn_if_unhealthy"]
 
 
-def _per_param(samples: dict):
-    for name, v in samples.items():
-        v = np.asarray(v, dtype=float)
-        flat = v.reshape(v.shape[:2] + (-1,))
-        for j in range(flat.shape[2]):
-            label = name if flat.shape[2] == 1 else f"{name}[{j}]"
-            yield label, flat[:, :, j]
+def _posterior_idata(post):
+    import arviz as az
+
+    return az.InferenceData(posterior=posterior_dataset(post.samples))
+
+
+def _arviz_summary(post, **kwargs):
+    import arviz as az
+
+    with warnings.catch_warnings():
+        # Short chains (fewer than 4 draws) give NaN diagnostics, with a warning from
+        # ArviZ per site; the NaN says it already.
+        warnings.simplefilter("ignore")
+        return az.summary(_posterior_idata(post), **kwargs)
 
 
 def diagnose(post) -> dict:
+    """Sampler health as a dict.
+
+    MCMC: `divergences`, `max_tree_depth_hits`, `max_rhat` (rank-normalised split R-hat,
+    worst parameter, and its label `max_rhat_param`), `min_ess` (= `min_ess_bulk`, with
+    `min_ess_param`) and `min_ess_tail`: ArviZ's `r_hat`, `ess_bulk`, `ess_tail`
+    (`az.summary(post.to_arviz(), round_to="none")`), NaN with fewer than 4 draws.
+    SVI: `num_steps`, `final_loss`, `stopped_at_nan`, `still_improving`.
+    """
     out: dict = {"method": post.method_name}
     if post.loss is not None:
         loss = np.asarray(post.loss)
@@ -37,34 +59,34 @@ def diagnose(post) -> dict:
     max_depth = post.info.get("max_tree_depth")
     if depth is not None and max_depth is not None:
         out["max_tree_depth_hits"] = int(np.sum(depth >= max_depth))
-    rhat, ess = [], []
-    for _, x in _per_param(post.samples):
-        if x.shape[1] >= 4:
-            ess.append(float(effective_sample_size(x)))
-            if x.shape[0] > 1 or x.shape[1] >= 4:
-                rhat.append(float(split_gelman_rubin(x)))
-    out["max_rhat"] = float(np.nanmax(rhat)) if rhat else float("nan")
-    out["min_ess"] = float(np.nanmin(ess)) if ess else float("nan")
+    out.update(max_rhat=float("nan"), max_rhat_param=None, min_ess=float("nan"), min_ess_param=None,
+               min_ess_bulk=float("nan"), min_ess_tail=float("nan"))
+    if not post.samples:
+        return out
+    table = _arviz_summary(post, kind="diagnostics", round_to="none")
+    rhat, bulk, tail = (table[c].to_numpy(dtype=float) for c in ("r_hat", "ess_bulk", "ess_tail"))
+    if np.any(np.isfinite(rhat)):
+        i = int(np.nanargmax(rhat))
+        out["max_rhat"], out["max_rhat_param"] = float(rhat[i]), str(table.index[i])
+    if np.any(np.isfinite(bulk)):
+        i = int(np.nanargmin(bulk))
+        out["min_ess"], out["min_ess_param"] = float(bulk[i]), str(table.index[i])
+        out["min_ess_bulk"] = out["min_ess"]
+    if np.any(np.isfinite(tail)):
+        out["min_ess_tail"] = float(np.nanmin(tail))
     return out
 
 
-def summary_table(post):
+def summary_table(post, **kwargs):
+    """`az.summary` of the posterior draws (same numbers as
+    `az.summary(post.to_arviz())`): mean, sd, 94% HDI, MCSE, bulk/tail ESS and
+    rank-normalised R-hat per parameter, one row per scalar (`"w[0, 1]"`); `**kwargs`
+    go to `az.summary` (e.g. `var_names=`, `round_to="none"`)."""
     import pandas as pd
 
-    rows = []
-    for label, x in _per_param(post.samples):
-        row = {
-            "param": label,
-            "mean": float(np.mean(x)),
-            "sd": float(np.std(x)),
-            "q05": float(np.quantile(x, 0.05)),
-            "q95": float(np.quantile(x, 0.95)),
-        }
-        if post.loss is None and x.shape[1] >= 4:
-            row["r_hat"] = float(split_gelman_rubin(x))
-            row["ess"] = float(effective_sample_size(x))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("param") if rows else pd.DataFrame()
+    if not post.samples:
+        return pd.DataFrame()
+    return _arviz_summary(post, **kwargs)
 
 
 def warn_if_unhealthy(post) -> list[str]:
@@ -94,12 +116,14 @@ def warn_if_unhealthy(post) -> list[str]:
             )
         if np.isfinite(d.get("max_rhat", np.nan)) and d["max_rhat"] > 1.05 and post.num_chains > 1:
             msgs.append(
-                f"max R-hat is {d['max_rhat']:.2f} (> 1.05): chains disagree; run more warmup "
-                "and samples, or check for multimodality."
+                f"max R-hat is {d['max_rhat']:.3f} (> 1.05, at {d['max_rhat_param']}): chains "
+                "disagree; run more warmup and samples, or check for multimodality."
             )
-        if np.isfinite(d.get("min_ess", np.nan)) and d["min_ess"] < 50:
+        bulk, tail = d.get("min_ess", np.nan), d.get("min_ess_tail", np.nan)
+        if (np.isfinite(bulk) and bulk < 50) or (np.isfinite(tail) and tail < 50):
             msgs.append(
-                f"the smallest effective sample size is {d['min_ess']:.0f} (< 50); draw more samples."
+                f"the smallest effective sample size is {bulk:.0f} (bulk, at {d['min_ess_param']}) "
+                f"and {tail:.0f} (tail) (< 50); draw more samples."
             )
     for m in msgs:
         warnings.warn(f"fit: {m}", RuntimeWarning, stacklevel=3)
