@@ -1,20 +1,21 @@
 """The `bayesde` command line: fit, forecast, effects, datasets and the demo.
 
 Every command uses only the public `import bayesde as bd` API. Exit codes: 0 success,
-2 bad input (a one-line message says what and where), 1 internal failure. JAX is
-imported only after `--device` has been applied, so that `--help` is fast and the
+2 bad input or bad arguments (one line on stderr says what and where), 1 internal
+failure (a traceback and a "please report" line). `import bayesde` is lazy and this
+module imports JAX and bayesde's internals only inside the commands that compute, after
+`--device` has been applied: `--help` and argument errors answer at once, and the
 device choice takes effect.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import math
 import os
-import re
 import shlex
-import shutil
 import sys
 import time
 import traceback
@@ -27,7 +28,78 @@ import typer
 
 __all__ = ["app"]
 
+_BUILTIN_MODELS = ("ode-lv", "neural-ode", "latent-sde", "fractional-sde", "bncde", "tecde")
+
+
+class Method(str, enum.Enum):
+    """`--method`: the inference engine."""
+
+    svi = "svi"
+    nuts = "nuts"
+    blackjax_nuts = "blackjax-nuts"
+    chees = "chees"
+
+
+class Device(str, enum.Enum):
+    """`--device`: the JAX platform."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
+
+
+def _err(msg) -> None:
+    print(f"bayesde: error: {_one_line(msg)}", file=sys.stderr)
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`bayesde datasets | head`): send what is left of
+    the output nowhere and end quietly, with the exit status of a SIGPIPE death."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
+class _Group(typer.core.TyperGroup):
+    """The command group, with click's usage errors said in one line (exit 2) and a
+    closed stdout (`bayesde datasets | head`) ending quietly."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from typer import exceptions as tx
+        from typer._click import exceptions as cx
+
+        try:
+            try:
+                code = super().main(args, prog_name or "bayesde", complete_var, standalone_mode=False, **extra)
+                sys.stdout.flush()
+            except cx.NoArgsIsHelpError as e:
+                print(e.format_message())
+                code = 0
+            except cx.UsageError as e:
+                where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+                _err(f"{e.format_message()}{where}")
+                code = 2
+            except cx.ClickException as e:
+                _err(e.format_message())
+                code = e.exit_code
+            except tx.Abort:
+                _err("aborted")
+                code = 1
+        except BrokenPipeError:
+            code = _closed_pipe()
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="bayesde",
     help=(
         "Bayesian neural differential equations from the shell: fit a model to a long-format "
@@ -40,11 +112,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: Model names for `--model`; the last four appear only when the installed bayesde has them.
 _MODEL_HELP = (
     "ode-lv (Lotka–Volterra ODE, 2 positive value columns), neural-ode (Bayesian neural ODE), "
     "latent-sde, fractional-sde, bncde (treatment effects; needs --treatment-cols), "
-    "tecde (its MC-dropout baseline; needs --treatment-cols)"
+    "tecde (its MC-dropout baseline; needs --treatment-cols), or your own model as "
+    "MODULE:CLASS or MODULE:FUNCTION from an importable module (on PYTHONPATH), built with --model-args"
 )
 _QS = (0.05, 0.25, 0.5, 0.75, 0.95)
 _MARKER = "cli.json"
@@ -54,16 +126,29 @@ class UserError(Exception):
     """Bad input the user can fix: reported in one line, exit code 2."""
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
+def _parse_model(value: str) -> str:
+    value = str(value).strip()
+    if value in _BUILTIN_MODELS:
+        return value
+    mod, sep, attr = value.partition(":")
+    if sep and mod and attr and all(p.isidentifier() for p in mod.split(".") + attr.split(".")):
+        return value
+    raise typer.BadParameter(
+        f"{value!r} is not one of {', '.join(_BUILTIN_MODELS)}, nor MODULE:CLASS (e.g. mymodels:Growth)."
+    )
 
 
-def _err(msg: str) -> None:
-    print(f"bayesde: error: {_one_line(msg)}", file=sys.stderr)
+def _data_error_type():
+    """`bd.DataError` if the data module is loaded (otherwise none can have been raised)."""
+    mod = sys.modules.get("bayesde._data")
+    return getattr(mod, "DataError", None) if mod is not None else None
 
 
 def _guard(fn):
-    """Run a command body: user errors exit 2 with one line, anything else exits 1."""
+    """Run a command body: user errors exit 2 with one line, anything else exits 1.
+
+    User errors are `UserError` (raised by the command line), `bd.DataError` and a
+    refusal to overwrite; any other exception is a bug in bayesde."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -71,47 +156,76 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except (UserError, ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as e:
-            _err(e)
-            raise typer.Exit(2)
+        except BrokenPipeError:
+            raise typer.Exit(_closed_pipe())
         except KeyboardInterrupt:
             _err("interrupted")
             raise typer.Exit(130)
         except Exception as e:  # noqa: BLE001
+            data_error = _data_error_type()
+            if isinstance(e, (UserError, FileExistsError)) or (data_error is not None and isinstance(e, data_error)):
+                _err(e)
+                raise typer.Exit(2)
             traceback.print_exc(file=sys.stderr)
-            _err(f"internal error ({type(e).__name__}: {e}); please report it with the command above.")
+            _err(f"internal error ({type(e).__name__}: {_one_line(e)}); please report this at "
+                 "the bayesde issue tracker with the command and the traceback above.")
             raise typer.Exit(1)
 
     return wrapper
 
 
 # ----------------------------------------------------------------------------- setup
-def _setup(device: Optional[str]):
-    """Apply `--device` before JAX is imported, then import bayesde."""
+def _setup(device: Optional[Device]):
+    """Apply `--device` before JAX starts, then import bayesde."""
     os.environ["MPLBACKEND"] = "Agg"
-    if device is not None:
-        device = device.lower()
-        if device not in ("cpu", "gpu"):
-            raise UserError(f"--device: {device!r} is not 'cpu' or 'gpu'.")
-        want = "cpu" if device == "cpu" else "cuda"
-        if "jax" not in sys.modules:
-            os.environ["JAX_PLATFORMS"] = want
+    name = None if device is None else Device(device).value
+    fresh = "jax" not in sys.modules
+    if name is not None and fresh:
+        # The environment variable wins over a JAX_PLATFORMS the shell may have set.
+        os.environ["JAX_PLATFORMS"] = "cpu" if name == "cpu" else "cuda"
     warnings.filterwarnings("ignore", category=FutureWarning)
     import jax
 
+    if name is not None and not fresh:
+        try:  # in-process callers (tests) that imported JAX already: works until JAX starts
+            jax.config.update("jax_platforms", "cpu" if name == "cpu" else "cuda")
+        except Exception:  # noqa: BLE001
+            pass
     _enable_compile_cache(jax)
-    if device == "gpu":
+    if name is not None:
         try:
-            ok = any(d.platform == "gpu" for d in jax.devices())
-        except RuntimeError as e:
-            raise UserError(f"--device gpu: no GPU is available to JAX ({_one_line(e)}); use --device cpu.") from None
-        if not ok:
-            raise UserError("--device gpu: no GPU is available to JAX; use --device cpu.")
-    elif device == "cpu" and jax.default_backend() != "cpu" and os.environ.get("JAX_PLATFORMS") != "cpu":
-        jax.config.update("jax_platforms", "cpu")
+            platforms = {d.platform for d in jax.devices()}
+        except Exception as e:  # noqa: BLE001 - jaxlib reports a missing plugin in several ways
+            raise UserError(
+                f"--device {name}: JAX cannot use this platform here ({_one_line(e) or type(e).__name__}); "
+                + ("no GPU is visible or this jaxlib has no CUDA plugin (pip install 'jax[cuda12]'); "
+                   "use --device cpu." if name == "gpu" else "check your JAX installation.")
+            ) from None
+        if name == "gpu" and not platforms & {"gpu", "cuda", "rocm"}:
+            raise UserError(f"--device gpu: no GPU is available to JAX (devices: {sorted(platforms)}); use --device cpu.")
+        if name == "cpu" and platforms != {"cpu"}:
+            raise UserError("--device cpu: JAX was already started on another platform in this process.")
     import bayesde as bd
 
     return bd
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _default_chains() -> tuple[int, Optional[str]]:
+    """NUTS chains when `--num-chains` is not given, as PyMC: one per CPU core, at least
+    2 (to compare chains: R-hat) and at most 4; and a note when fewer than 4."""
+    cores = _cpu_cores()
+    chains = max(2, min(4, cores))
+    note = None
+    if chains < 4:
+        note = f"{chains} chains ({cores} CPU core{'s' if cores != 1 else ''}); pass --num-chains 4 for more"
+    return chains, note
 
 
 def _enable_compile_cache(jax) -> None:
@@ -171,49 +285,19 @@ def _record(bd, extra: dict) -> dict:
 # ------------------------------------------------------------------- output folders
 def _claim_out(out: Path, force: bool, what: str, *, run_ok: bool = False) -> None:
     """Refuse an existing output folder unless `--force`, and never replace a folder
-    that bayesde did not write."""
-    if not out.exists():
-        return
-    if not force:
-        raise UserError(f"{what} {str(out)!r} already exists; pass --force to replace it, or choose another folder.")
-    if not out.is_dir():
-        raise UserError(f"{what} {str(out)!r} exists and is not a folder; refusing to replace it.")
-    ours = (out / "bayesde.json").exists() if run_ok else (out / _MARKER).exists()
-    if not ours and any(out.iterdir()):
-        raise UserError(
-            f"{what} {str(out)!r} exists and was not written by bayesde "
-            f"(no {'bayesde.json' if run_ok else _MARKER} inside); "
-            "refusing to replace it even with --force. Choose another folder."
-        )
+    that bayesde did not write (`bayesde.json` marks a run, `cli.json` any output)."""
+    from ._atomic import claim_dir
+
+    why = claim_dir(out, overwrite=force, marker="bayesde.json" if run_ok else _MARKER, what=what)
+    if why is not None:
+        raise UserError(why)
 
 
-class _Staging:
-    """Write into a hidden sibling folder, then move it into place in one step, so that
-    a failed or interrupted command never leaves half an output or damages an old one."""
+def _staging(out: Path):
+    """Write an output folder whole or not at all (the package's one staging helper)."""
+    from ._atomic import staged_dir
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-
-    def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
-        return False
+    return staged_dir(out)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -243,18 +327,11 @@ def _split_cols(text: Optional[str]) -> Optional[list[str]]:
     return cols or None
 
 
-_ROW = re.compile(r"\brow (\d+)\b")
 _BOOL_TEXT = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
 
 
 def _where(path: Path, r: int) -> str:
     return f"row {r} (line {r + 2} of {path.name})"
-
-
-def _locate(msg: str, path: Path) -> str:
-    """Add the CSV line to a `row N` reference of a `TimeSeries.from_pandas` error."""
-    msg = _ROW.sub(lambda m: _where(path, int(m.group(1))), str(msg), count=1)
-    return msg.replace("from_pandas:", f"{path.name}:", 1)
 
 
 def _read_csv(
@@ -322,8 +399,8 @@ def _read_csv(
             df, time=time_col, series=series_col, values=value_cols,
             treatments=treatment_cols, static=static_cols,
         )
-    except ValueError as e:
-        raise UserError(_locate(e, p)) from None
+    except bd.DataError as e:
+        raise UserError(e.message(p.name, row_label=lambda r: _where(p, r))) from None
     return data, {
         "path": str(p.resolve()),
         "sha256": _sha256(p),
@@ -333,6 +410,8 @@ def _read_csv(
         "value_cols": value_cols,
         "treatment_cols": treatment_cols,
         "static_cols": static_cols,
+        "time_unit": data.time_unit,
+        "time_origin": None if data.time_origin is None else str(data.time_origin),
     }
 
 
@@ -374,15 +453,88 @@ def _lv_model(bd, data, **kwargs):
     return bd.models.ODE(bd.models.lotka_volterra_field, priors=bd.models.lotka_volterra_priors(beta=0.025, delta=0.025), **kwargs)
 
 
-def _generic_model(cls, bd, data, **kwargs):
-    """Construct `cls`, filling a required `dim`/`state_dim`/`obs_dim` from the data."""
-    import dataclasses
+_DIM_NAMES = ("dim", "state_dim", "obs_dim", "data_dim")
 
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name in ("dim", "state_dim", "obs_dim", "data_dim"):
-            kwargs.setdefault(f.name, data.dim)
+
+def _generic_model(cls, bd, data, **kwargs):
+    """Construct `cls` (a model class or a function that returns a model), filling a
+    required `dim`/`state_dim`/`obs_dim`/`data_dim` argument from the data."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required and f.init and f.name in _DIM_NAMES:
+                kwargs.setdefault(f.name, data.dim)
+    else:
+        try:
+            params = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            params = {}
+        for name, par in params.items():
+            if name in _DIM_NAMES and par.default is inspect.Parameter.empty:
+                kwargs.setdefault(name, data.dim)
     return cls(**kwargs)
+
+
+def _is_numpyro_program(obj) -> bool:
+    import inspect
+
+    if isinstance(obj, type):
+        return False
+    try:
+        first = next(iter(inspect.signature(obj).parameters), None)
+    except (TypeError, ValueError):
+        return False
+    return first == "batch"
+
+
+def _user_model(spec: str):
+    """`MODULE:CLASS` (or `MODULE:FUNCTION`) -> the object, imported like Python does,
+    with the current folder on the path as `python -m` has it."""
+    import importlib
+
+    mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UserError(f"--model {spec}: cannot import module {mod_name!r} ({_one_line(e)}); put its folder on "
+                        "PYTHONPATH or run bayesde from that folder.") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"--model {spec}: module {mod_name!r} has no {attr!r}.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserError(f"--model {spec}: {attr!r} is not a model class or a function that returns a model.")
+    return obj
+
+
+def _model_factory(bd, name: str):
+    """`--model` -> `factory(bd, data, **model_args)`: a built-in name, or MODULE:ATTR
+    naming a model class, a function that returns a model, or a plain NumPyro program
+    `fn(batch, query=None)` (wrapped as `bd.models.FunctionModel`)."""
+    if ":" in name:
+        obj = _user_model(name)
+        if _is_numpyro_program(obj):
+            wrap = getattr(bd.models, "FunctionModel", None)
+            if wrap is None:
+                raise UserError(f"--model {name}: this bayesde cannot wrap a plain NumPyro program; "
+                                "write a bd.models.AbstractModel subclass instead.")
+
+            def program(bd_, data, **kwargs):
+                if kwargs:
+                    raise UserError(f"--model-args: {name} is a NumPyro program, which takes no hyperparameters.")
+                return wrap(obj)
+
+            return program
+        return functools.partial(_generic_model, obj)
+    table = _model_table(bd)
+    if name not in table:
+        raise UserError(f"--model: {name!r} is not available in this bayesde; choose one of {sorted(table)}.")
+    return table[name]
 
 
 def _model_table(bd) -> dict:
@@ -411,10 +563,37 @@ def _parse_model_args(text: Optional[str]) -> dict:
 
 
 def _build_model(factory, bd, data, name: str, kwargs: dict):
+    """Build the model and check that it suits the data (`model.adapt`, which raises
+    before anything compiles), so that both are user errors with the flag to fix."""
     try:
-        return factory(bd, data, **kwargs)
-    except TypeError as e:
-        raise UserError(f"--model-args for --model {name}: {_one_line(e)}.") from None
+        m = factory(bd, data, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--model-args for --model {name}: {_one_line(e)}") from None
+    if not isinstance(m, bd.models.AbstractModel):
+        raise UserError(f"--model {name}: built a {type(m).__name__}, not a model; return a subclass of "
+                        "bd.models.AbstractModel (decorated with @bd.models.register_model so that the run loads).")
+    try:
+        m.adapt(data)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--model {name} does not suit this data: {_one_line(e)}") from None
+    return m
+
+
+def _parse_devices(text: Optional[str], method: str):
+    """`--devices`: None, "all" or a positive int; SVI only."""
+    if text is None:
+        return None
+    if method != "svi":
+        raise UserError(f"--devices applies to --method svi only (data-parallel training); got --method {method}.")
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"--devices: expected 'all' or a positive number of devices, got {text!r}.")
+    return n
 
 
 def _fit_options(method: str, **sizes) -> dict:
@@ -422,6 +601,7 @@ def _fit_options(method: str, **sizes) -> dict:
         "svi": ("num_steps", "num_samples", "learning_rate"),
         "nuts": ("num_warmup", "num_samples", "num_chains"),
         "blackjax-nuts": ("num_warmup", "num_samples", "num_chains"),
+        "chees": ("num_warmup", "num_samples", "num_chains"),
     }[method]
     out = {}
     for k, v in sizes.items():
@@ -459,7 +639,8 @@ def _health_line(post) -> str:
         return line
     return (
         f"{post.method_name.upper()}: {post.num_chains} chain(s) x {post.num_draws} draws, "
-        f"max R-hat {d.get('max_rhat', float('nan')):.3f}, min ESS {d.get('min_ess', float('nan')):.0f}, "
+        f"max R-hat {d.get('max_rhat', float('nan')):.3f}, min ESS {d.get('min_ess', float('nan')):.0f} bulk / "
+        f"{d.get('min_ess_tail', float('nan')):.0f} tail (ArviZ, rank-normalised), "
         f"divergences {d.get('divergences', 0)}"
     )
 
@@ -488,62 +669,6 @@ def _print_params(post, quiet: bool, limit: int = 12):
 
 
 # -------------------------------------------------------------------------- prediction
-def _median_step(data) -> float:
-    import numpy as np
-
-    steps = []
-    for i in range(data.n_series):
-        t = data.ts[i, : data.lengths[i]]
-        if len(t) > 1:
-            steps.extend(np.diff(t).tolist())
-    return float(np.median(steps)) if steps else 1.0
-
-
-def _last_times(data):
-    import numpy as np
-
-    return data.ts[np.arange(data.n_series), data.lengths - 1]
-
-
-def _forecast_grid(post, horizon: float, every: float):
-    """Per-series query times: from each series' first time (non-amortised models
-    predict forward from there) to `horizon` past its last observed time."""
-    import numpy as np
-
-    data = post.data
-    first, last = data.ts[:, 0], _last_times(data)
-    if post.model.needs_treatments:
-        k = int(math.floor(horizon / every + 1e-9))
-        k = max(k, 1)
-        return last[:, None] + every * np.arange(1, k + 1)[None], last + horizon
-    counts = np.floor((last + horizon - first) / every + 1e-9).astype(int) + 1
-    k = int(counts.max())
-    return first[:, None] + every * np.arange(k)[None], last + horizon
-
-
-def _hold_treatments(data, ts):
-    """Future treatments for a plain forecast: each series' last treatment, held."""
-    import numpy as np
-
-    last = data.treatments[np.arange(data.n_series), data.lengths - 1]  # (N, K)
-    return np.repeat(last[:, None, :], ts.shape[1], axis=1)
-
-
-def _tidy(pred, data, end=None):
-    """`Prediction.to_pandas()` plus `part` (history/forecast), rows past `end` dropped."""
-    import numpy as np
-
-    df = pred.to_pandas(_QS)
-    last = dict(zip([str(s) for s in data.series_ids], _last_times(data)))
-    lastcol = df["series"].astype(str).map(last).to_numpy(dtype=float)
-    df.insert(3, "part", np.where(df["time"].to_numpy() <= lastcol + 1e-9, "history", "forecast"))
-    if end is not None:
-        ends = dict(zip([str(s) for s in data.series_ids], end))
-        endcol = df["series"].astype(str).map(ends).to_numpy(dtype=float)
-        df = df[df["time"].to_numpy() <= endcol + 1e-6].reset_index(drop=True)
-    return df
-
-
 def _figure(rows: int, cols: int, w: float = 6.0, h: float = 3.0):
     from matplotlib.figure import Figure
 
@@ -566,16 +691,17 @@ def _fan_chart(bd, pred, data, path: Path, truth=None, max_series: int = 6, titl
             one = pred.samples.shape[1] == 1
             ax.set_title(pred.names[k] if one else f"{pred.names[k]} — series {pred.series_ids[i]}")
             ax.set_xlabel(xlabel)
-            ax.axvline(float(_last_times(data)[i]), color="0.5", lw=0.8, ls=":")
+            ax.axvline(float(data.ts[i, data.lengths[i] - 1]), color="0.5", lw=0.8, ls=":")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)
 
 
 # ---------------------------------------------------------------------- shared options
-_DEVICE = typer.Option(None, "--device", help="cpu or gpu (default: JAX's choice).", show_default=False)
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or step messages.")
-_FORCE = typer.Option(False, "--force", help="Replace an existing output folder written by bayesde.")
+_DEVICE = typer.Option(None, "--device", help="Where JAX computes (default: JAX's choice).", show_default=False,
+                       case_sensitive=False)
+_QUIET = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bars or step messages.")
+_FORCE = typer.Option(False, "--force", is_flag=True, metavar="", help="Replace an existing output folder written by bayesde.")
 _SEED = typer.Option(0, "--seed", help="Random seed: the same seed gives the same numbers.")
 
 
@@ -589,7 +715,7 @@ def _version_callback(value: bool):
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="",
                                  help="Print the version and exit."),
 ):
     """Bayesian neural differential equations from the shell."""
@@ -601,8 +727,9 @@ def _main(
 def fit(
     data: str = typer.Option(..., "--data", help="Long-format CSV: one row per series and time; empty cells are missing."),
     out: str = typer.Option(..., "--out", help="Run folder to write (the saved posterior)."),
-    model: str = typer.Option("neural-ode", "--model", help=_MODEL_HELP),
-    method: str = typer.Option("svi", "--method", help="svi, nuts or blackjax-nuts."),
+    model: str = typer.Option("neural-ode", "--model", help=_MODEL_HELP, parser=_parse_model,
+                              metavar="[" + "|".join(_BUILTIN_MODELS) + "|MODULE:CLASS]"),
+    method: Method = typer.Option(Method.svi, "--method", help="The inference engine.", case_sensitive=False),
     time_col: str = typer.Option("time", "--time-col", help="Time column."),
     series_col: Optional[str] = typer.Option(None, "--series-col", show_default=False,
                                              help="Series id column (default: 'series' if present, else one series)."),
@@ -616,11 +743,15 @@ def fit(
     num_steps: Optional[int] = typer.Option(None, "--num-steps", show_default=False, help="SVI steps (default: 2000)."),
     num_warmup: Optional[int] = typer.Option(None, "--num-warmup", show_default=False, help="NUTS warmup (default: 500)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default=False, help="Posterior draws (default: 500)."),
-    num_chains: Optional[int] = typer.Option(None, "--num-chains", show_default=False, help="NUTS chains."),
+    num_chains: Optional[int] = typer.Option(None, "--num-chains", show_default=False,
+                                             help="NUTS chains (default: one per CPU core, 2 to 4)."),
     model_args: Optional[str] = typer.Option(None, "--model-args", show_default=False,
                                              help='Model hyperparameters as JSON, e.g. \'{"width": 32}\'.'),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", show_default=False, help="SVI Adam step size (default: 0.01)."),
-    device: Optional[str] = _DEVICE,
+    devices: Optional[str] = typer.Option(None, "--devices", show_default=False, metavar="all|N",
+                                          help="SVI only: train data-parallel, the series split over all local "
+                                               "devices or the first N (gradients averaged by JAX)."),
+    device: Optional[Device] = _DEVICE,
     force: bool = _FORCE,
     quiet: bool = _QUIET,
 ):
@@ -632,38 +763,53 @@ def fit(
 
         bayesde fit --data sales.csv --series-col store --value-cols units --out runs/sales
     """
-    if method not in ("svi", "nuts", "blackjax-nuts"):
-        raise UserError(f"--method: {method!r} is not one of svi, nuts, blackjax-nuts.")
+    method = Method(method).value
     options = _fit_options(method, num_steps=num_steps, num_warmup=num_warmup, num_samples=num_samples,
                            num_chains=num_chains, learning_rate=learning_rate)
     kwargs = _parse_model_args(model_args)
+    n_devices = _parse_devices(devices, method)
     out_p = Path(out)
     _claim_out(out_p, force, "--out", run_ok=True)
+    chains_note = None
+    if method in ("nuts", "blackjax-nuts") and "num_chains" not in options:
+        options["num_chains"], chains_note = _default_chains()
     bd = _setup(device)
-    table = _model_table(bd)
-    if model not in table:
-        raise UserError(f"--model: {model!r} is not available; choose one of {sorted(table)}.")
+    factory = _model_factory(bd, model)
     ts, meta = _read_csv(
         bd, data, time_col=time_col, series_col=series_col or "series", series_explicit=series_col is not None,
         value_cols=_split_cols(value_cols), treatment_cols=_split_cols(treatment_cols),
         static_cols=_split_cols(static_cols),
     )
     _say(f"data: {ts!r} from {Path(data).name}", quiet)
-    m = _build_model(table[model], bd, ts, model, kwargs)
+    if ts.time_unit is not None:
+        _say(f"time: {time_col!r} holds dates; the model sees {ts.time_unit} since {ts.time_origin}", quiet)
+    m = _build_model(factory, bd, ts, model, kwargs)
     if ts.treatments is not None and not getattr(m, "needs_treatments", False):
         _say(f"note: --model {model} ignores the treatment columns {ts.treatment_names}.", quiet)
+    if chains_note:
+        _say(f"{method.upper()}: {chains_note}.", quiet)
     import jax
 
+    extra = {}
+    if n_devices is not None:
+        local = jax.local_devices()
+        if n_devices != "all" and n_devices > len(local):
+            raise UserError(f"--devices {n_devices}: this machine has {len(local)} local device(s) "
+                            f"({local[0].platform}); pass --devices all or a number up to {len(local)}.")
+        extra["devices"] = local if n_devices == "all" else local[:n_devices]
+        _say(f"SVI: data-parallel over {len(extra['devices'])} device(s).", quiet)
     t0 = time.perf_counter()
-    post, msgs = _fit_quietly(bd, m, ts, method, key=jax.random.key(seed), quiet=quiet, **options)
+    post, msgs = _fit_quietly(bd, m, ts, method, key=jax.random.key(seed), quiet=quiet, **options, **extra)
     seconds = time.perf_counter() - t0
-    if out_p.is_dir() and not any(out_p.iterdir()):
-        out_p.rmdir()  # an empty folder: take its place
-    post.save(out_p, overwrite=force)
-    _write_json(out_p / _MARKER, _record(bd, {
-        "kind": "fit", "seed": seed, "model": model, "model_args": kwargs, "method": method, "options": options,
-        "data": meta, "fit_seconds": round(seconds, 2),
-    }))
+    from ._atomic import staged_dir
+
+    with staged_dir(out_p, create=False) as tmp:
+        post.save(tmp)
+        _write_json(tmp / _MARKER, _record(bd, {
+            "kind": "fit", "seed": seed, "model": model, "model_args": kwargs, "method": method, "options": options,
+            "devices": devices,
+            "data": meta, "fit_seconds": round(seconds, 2),
+        }))
     print(_health_line(post) + f"  ({seconds:.1f} s)")
     for msg in msgs:
         print(f"warning: {msg}")
@@ -672,21 +818,41 @@ def fit(
 
 
 def _load_run(bd, run: str):
+    """Load a run folder; its cli.json says which user module defines the model (imported
+    first, so that `bd.load` finds the class) and the date unit of its time column."""
     p = Path(run)
     if not p.is_dir():
         raise UserError(f"--run: folder {run!r} not found; make one with `bayesde fit ... --out {run}`.")
-    post = bd.load(p)
-    meta = {"path": str(p.resolve()), "bayesde_json_sha256": _sha256(p / "bayesde.json")}
+    cli = {}
     if (p / _MARKER).exists():
         try:
             cli = json.loads((p / _MARKER).read_text())
-            meta["fit_command"] = cli.get("command")
-            meta["data_sha256"] = cli.get("data", {}).get("sha256")
-            meta["fit_seed"] = cli.get("seed")
-            meta["time_col"] = (cli.get("data") or {}).get("time_col")
         except json.JSONDecodeError:
-            pass
+            cli = {}
+    cli_data = cli.get("data") or {}
+    if ":" in str(cli.get("model", "")):
+        _user_model(cli["model"])
+    try:
+        post = bd.load(p)
+    except ValueError as e:  # a damaged or foreign folder: bd.load says what and where
+        raise UserError(f"--run {run}: {_one_line(e)}") from None
+    if post.data.time_unit is None and cli_data.get("time_unit"):
+        # Runs saved before the run format recorded date units: take them from cli.json.
+        post.data.time_unit = cli_data["time_unit"]
+        post.data.time_origin = _as_datetime(cli_data["time_origin"])
+    meta = {"path": str(p.resolve()), "bayesde_json_sha256": _sha256(p / "bayesde.json")}
+    if cli:
+        meta["fit_command"] = cli.get("command")
+        meta["data_sha256"] = cli_data.get("sha256")
+        meta["fit_seed"] = cli.get("seed")
+        meta["time_col"] = cli_data.get("time_col")
     return post, meta
+
+
+def _as_datetime(text):
+    import numpy as np
+
+    return np.datetime64(text, "s")
 
 
 # ---------------------------------------------------------------------------- forecast
@@ -694,20 +860,22 @@ def _load_run(bd, run: str):
 @_guard
 def forecast(
     run: str = typer.Option(..., "--run", help="Run folder written by `bayesde fit`."),
-    horizon: float = typer.Option(..., "--horizon", help="How far past each series' last observation, in time units."),
+    horizon: float = typer.Option(..., "--horizon",
+                                  help="How far past each series' last observation, in time units (for a date "
+                                       "column: the unit `bayesde fit` printed, e.g. days or years)."),
     out: str = typer.Option(..., "--out", help="Output folder for forecast.csv, forecast.png, posterior.nc."),
     every: Optional[float] = typer.Option(None, "--every", show_default=False,
                                           help="Grid step (default: the median observation spacing)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default=False,
                                               help="Predictive draws (default: every posterior draw)."),
     seed: int = _SEED,
-    device: Optional[str] = _DEVICE,
+    device: Optional[Device] = _DEVICE,
     force: bool = _FORCE,
     quiet: bool = _QUIET,
 ):
     """Forecast a fitted run: quantile CSV, fan chart and ArviZ file.
 
-    forecast.csv is tidy: series, time, variable, part (history/forecast), mean, q05, q25, q50, q75, q95. forecast.png draws the history points, the median and the 50% and 90% bands. posterior.nc is the ArviZ InferenceData (posterior + this forecast).
+    forecast.csv is tidy: series, time, variable, part (history/forecast), mean, q05, q25, q50, q75, q95, with a date column after time when the fitted time column held dates. It is the table of post.forecast(...) in Python. forecast.png draws the history points, the median and the 50% and 90% bands. posterior.nc is the ArviZ InferenceData (posterior + this forecast).
 
     Example:
 
@@ -724,29 +892,34 @@ def forecast(
     bd = _setup(device)
     post, run_meta = _load_run(bd, run)
     data = post.data
-    step = every if every is not None else _median_step(data)
-    ts, end = _forecast_grid(post, horizon, step)
-    if ts.shape[1] > 20000:
-        raise UserError(f"--every {step:g} gives {ts.shape[1]} times per series; use a larger --every.")
-    tr = _hold_treatments(data, ts) if post.model.needs_treatments else None
+    from .inference._forecast import forecast_grid, median_step
+
+    step = every if every is not None else median_step(data)
+    n_times = forecast_grid(post, horizon, step)[0].shape[1]
+    if n_times > 20000:
+        raise UserError(f"--every {step:g} gives {n_times} times per series; use a larger --every.")
     import jax
 
-    _say(f"forecasting {data.n_series} series, {ts.shape[1]} times each, step {step:g}", quiet)
+    unit = f" {data.time_unit}" if data.time_unit else ""
+    _say(f"forecasting {data.n_series} series, {n_times} times each, step {step:g}{unit}", quiet)
     bar = _progress(2, "predict", quiet)
-    pred = post.predict(ts, key=jax.random.key(seed), num_samples=num_samples, treatments=tr)
+    df, pred = post.forecast(horizon, every=step, key=jax.random.key(seed), num_samples=num_samples,
+                             quantiles=_QS, return_prediction=True)
     bar.update(1)
-    df = _tidy(pred, data, end)
-    with _Staging(out_p) as tmp:
+    with _staging(out_p) as tmp:
         df.to_csv(tmp / "forecast.csv", index=False)
-        _fan_chart(bd, pred, data, tmp / "forecast.png", xlabel=run_meta.get("time_col") or "time")
+        xlabel = run_meta.get("time_col") or "time"
+        if data.time_unit:
+            xlabel = f"{data.time_unit} since {str(data.time_origin)[:10]}"
+        _fan_chart(bd, pred, data, tmp / "forecast.png", xlabel=xlabel)
         bar.set_description("arviz")
-        idata = post.to_arviz(pred) if pred.num_samples == post.num_chains * post.num_draws else post.to_arviz()
+        idata = post.to_arviz(pred)
         idata.to_netcdf(str(tmp / "posterior.nc"))
         bar.update(1)
         bar.close()
         _write_json(tmp / _MARKER, _record(bd, {
             "kind": "forecast", "seed": seed, "run": run_meta, "horizon": horizon, "every": step,
-            "num_samples": pred.num_samples,
+            "time_unit": data.time_unit, "num_samples": pred.num_samples,
         }))
     nf = int((df["part"] == "forecast").sum())
     print(f"wrote {out_p}/forecast.csv ({len(df)} rows, {nf} in the forecast), forecast.png, posterior.nc")
@@ -836,7 +1009,7 @@ def effects(
                                           help="Time between future steps (default: the median spacing)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default=False, help="Predictive draws."),
     seed: int = _SEED,
-    device: Optional[str] = _DEVICE,
+    device: Optional[Device] = _DEVICE,
     force: bool = _FORCE,
     quiet: bool = _QUIET,
 ):
@@ -895,7 +1068,7 @@ def effects(
                 df.insert(1, "scope", kind)
                 cframes.append(df)
     contrasts = pd.concat(cframes, ignore_index=True) if cframes else pd.DataFrame()
-    with _Staging(out_p) as tmp:
+    with _staging(out_p) as tmp:
         outcomes.to_csv(tmp / "outcomes.csv", index=False)
         contrasts.to_csv(tmp / "contrasts.csv", index=False)
         n_show = min(post.data.n_series, 4)
@@ -932,7 +1105,7 @@ def datasets(
     csv: Optional[str] = typer.Option(None, "--csv", show_default=False,
                                       help="Write the data set as a long-format CSV (ready for `bayesde fit`)."),
     seed: int = typer.Option(0, "--seed", help="Seed for simulated data sets."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --csv file."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing --csv file."),
 ):
     """List the bundled and simulated data sets, show a data card, or export one as CSV.
 
@@ -975,14 +1148,34 @@ def datasets(
     print(f"wrote {target} ({len(df)} rows; columns series, time, {', '.join(cols)})")
 
 
+# -------------------------------------------------------------------------------- info
+@app.command()
+@_guard
+def info(device: Optional[Device] = _DEVICE):
+    """Print the versions, the JAX platform and devices, and the CPU cores (what a bug report needs).
+
+    Example:
+
+        bayesde info --device cpu
+    """
+    bd = _setup(device)
+    import jax
+
+    print(f"bayesde {bd.__version__}, jax {jax.__version__}, python {sys.version.split()[0]}")
+    print(f"backend: {jax.default_backend()}")
+    print(f"devices: {', '.join(f'{d.platform}:{d.id} ({d.device_kind})' for d in jax.devices())}")
+    chains, note = _default_chains()
+    print(f"cpu cores: {_cpu_cores()}; NUTS from the command line runs {note or f'{chains} chains'}")
+
+
 # -------------------------------------------------------------------------------- demo
 @app.command()
 @_guard
 def demo(
     out: str = typer.Option("bayesde-demo", "--out", help="Output folder."),
-    quick: bool = typer.Option(False, "--quick", help="Fewer NUTS draws (a smoke test, not for conclusions)."),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="Fewer NUTS draws (a smoke test, not for conclusions)."),
     seed: int = _SEED,
-    device: Optional[str] = _DEVICE,
+    device: Optional[Device] = _DEVICE,
     force: bool = _FORCE,
     quiet: bool = _QUIET,
 ):
@@ -1034,8 +1227,10 @@ def demo(
         "posterior_means": {k: float(np.mean(post.samples[k])) for k in ("alpha", "beta", "gamma", "delta", "sigma")
                             if k in post.samples},
     }
-    with _Staging(out_p) as tmp:
-        df = _tidy(pred, history)
+    with _staging(out_p) as tmp:
+        from .inference._forecast import tidy
+
+        df = tidy(pred, history, quantiles=_QS)
         df.insert(2, "year", df["time"] + 1900)
         df.to_csv(tmp / "forecast.csv", index=False)
         hold = pred_hold.to_pandas(_QS)

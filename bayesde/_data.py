@@ -7,7 +7,77 @@ from typing import NamedTuple, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TimeSeries", "Batch"]
+__all__ = ["TimeSeries", "Batch", "DataError"]
+
+
+class DataError(ValueError):
+    """Bad data that the user can fix, with where it is.
+
+    A `ValueError` (so `except ValueError` still catches it) that carries the location
+    as fields, so that a caller (the command line) can say it in its own terms, e.g.
+    add the line of a CSV file, without parsing the message.
+
+    **Arguments:**
+
+    - `problem`: what is wrong and how to fix it, said after the location.
+    - `field`: the `TimeSeries` field or method concerned (`"from_pandas"`, `"ts"`, ...).
+    - `column`: the column of a frame, if any.
+    - `row`: the 0-based row of a frame, if any.
+    - `role`: what the column is for (`"time"`, `"series"`, ...), if said.
+    """
+
+    def __init__(self, problem: str, *, field: str = "from_pandas", column=None, row: Optional[int] = None,
+                 role: Optional[str] = None):
+        self.problem = problem
+        self.field = field
+        self.column = column
+        self.row = None if row is None else int(row)
+        self.role = role
+        super().__init__(self.message())
+
+    def where(self, row_label=None) -> str:
+        """`"column 'x' (role) row 4"`; `row_label(row)` can say the row differently."""
+        parts = []
+        if self.column is not None:
+            parts.append(f"column {self.column!r}" + (f" ({self.role})" if self.role else ""))
+        if self.row is not None:
+            parts.append(f"row {self.row}" if row_label is None else row_label(self.row))
+        return " ".join(parts)
+
+    def message(self, source: Optional[str] = None, row_label=None) -> str:
+        """The whole message, `source` (default `field`) first."""
+        where = self.where(row_label)
+        if not where:
+            return f"{source or self.field}: {self.problem}"
+        sep = "" if self.problem[:1] in (":", ";", ",") else " "
+        return f"{source or self.field}: {where}{sep}{self.problem}"
+
+    def __reduce__(self):
+        return (_rebuild_data_error, (self.problem, self.field, self.column, self.row, self.role))
+
+
+def _rebuild_data_error(problem, field, column, row, role):
+    return DataError(problem, field=field, column=column, row=row, role=role)
+
+
+#: Units a date/time column can be turned into, in days.
+TIME_UNITS = {"years": 365.25, "days": 1.0, "hours": 1.0 / 24.0, "minutes": 1.0 / 1440.0, "seconds": 1.0 / 86400.0}
+
+
+def _choose_unit(days: np.ndarray) -> str:
+    """A readable unit for times `days` (days since the origin): years for annual data,
+    days for daily to monthly data, hours (or finer) below a day."""
+    steps = np.diff(np.unique(days))
+    step = float(np.median(steps)) if steps.size else 1.0
+    if step >= 360.0:
+        return "years"
+    if step >= 1.0 - 1e-9:
+        return "days"
+    if step >= 1.0 / 24.0 - 1e-9:
+        return "hours"
+    if step >= 1.0 / 1440.0 - 1e-9:
+        return "minutes"
+    return "seconds"
 
 
 class Batch(NamedTuple):
@@ -67,6 +137,10 @@ class TimeSeries:
     - `names`, `treatment_names`, `static_names`: column names (defaults `y0, y1, ...`).
     - `series_ids`: optional labels of the series (defaults `0..N-1`).
     - `lengths`: optional number of real (non-padding) times per series (defaults `T`).
+    - `time_unit`, `time_origin`: when the times stand for dates, the unit of `ts`
+      (`"years"`, `"days"`, `"hours"`, `"minutes"` or `"seconds"`) and the date of
+      `t = 0` (anything `numpy.datetime64` reads, e.g. `"1900-01-01"`); `to_dates`
+      turns times back into dates. `from_pandas` sets both for a date column.
 
     Everything is validated on construction; an invalid field raises `ValueError`
     naming the field, the series/time index and the fix.
@@ -85,6 +159,8 @@ class TimeSeries:
         static_names: Optional[Sequence[str]] = None,
         series_ids: Optional[Sequence] = None,
         lengths: Optional[Sequence[int]] = None,
+        time_unit: Optional[str] = None,
+        time_origin=None,
     ):
         ts = _as_float_array("ts", ts, "pass times as floats, e.g. np.asarray(ts, dtype=float).")
         ys = _as_float_array("ys", ys, "pass values as floats, with NaN for missing values.")
@@ -215,6 +291,23 @@ class TimeSeries:
                 f"TimeSeries.lengths: expected {n} integers in [1, {t}], got {lengths.tolist()}."
             )
         self.lengths = lengths
+        if (time_unit is None) != (time_origin is None):
+            raise DataError(
+                "give both time_unit and time_origin (the date of t = 0), or neither.", field="TimeSeries.time_unit"
+            )
+        if time_unit is not None and time_unit not in TIME_UNITS:
+            raise DataError(
+                f"{time_unit!r} is not one of {sorted(TIME_UNITS)}.", field="TimeSeries.time_unit"
+            )
+        if time_origin is not None:
+            try:
+                time_origin = np.datetime64(time_origin, "s")
+            except (ValueError, TypeError):
+                raise DataError(
+                    f"{time_origin!r} is not a date; pass e.g. '1900-01-01'.", field="TimeSeries.time_origin"
+                ) from None
+        self.time_unit = time_unit
+        self.time_origin = time_origin
 
     # ---------------------------------------------------------------- shape
     @property
@@ -272,6 +365,8 @@ class TimeSeries:
             static_names=self.static_names,
             series_ids=self.series_ids,
             lengths=self.lengths,
+            time_unit=self.time_unit,
+            time_origin=self.time_origin,
         )
         fields.update(changes)
         ts, ys = fields.pop("ts"), fields.pop("ys")
@@ -336,6 +431,18 @@ class TimeSeries:
                 ts[i, c:] = _pad_times(self.ts[i, idx], width - c)
         return self._replace(ts=ts, ys=ys, mask=None, treatments=tr, lengths=counts)
 
+    # ----------------------------------------------------------------- dates
+    def to_dates(self, t) -> np.ndarray:
+        """The dates (`datetime64[s]`) of times `t` (any shape), for data whose times
+        stand for dates (`time_unit` and `time_origin` set, e.g. by `from_pandas` on a
+        date column). Years are calendar years: `t = 1` is the origin's anniversary."""
+        if self.time_unit is None:
+            raise DataError(
+                "these times are plain numbers, not dates (time_unit is None); build the data from a "
+                "date column, or pass time_unit= and time_origin=.", field="TimeSeries.to_dates"
+            )
+        return _numbers_to_dates(np.asarray(t, dtype=float), self.time_origin, self.time_unit)
+
     # ---------------------------------------------------------------- pandas
     def to_pandas(self):
         """Long-format `pandas.DataFrame`: `series, time, <values>, <treatments>, <static>`;
@@ -368,33 +475,42 @@ class TimeSeries:
         values: Optional[Sequence[str]] = None,
         treatments: Optional[Sequence[str]] = None,
         static: Optional[Sequence[str]] = None,
+        time_unit: Optional[str] = None,
     ) -> "TimeSeries":
         """Build from a long-format frame: one row per (series, time).
 
-        `values` defaults to every numeric column that is not the time, series,
-        treatment or static column. Empty cells are missing values. Errors name the
-        column and the (0-based) row of the frame.
+        **Arguments:**
+
+        - `df`: a `pandas.DataFrame`.
+        - `time`: the time column: numbers, or dates (`datetime64` or ISO strings such
+          as `"2024-03-01"` / `"2024-03-01T12:00"`). Dates become numbers in `time_unit`
+          since the earliest date (`time_origin`), both recorded on the result.
+        - `series`: the series label column (`None`: one series).
+        - `values`: value columns (default: every other column); empty cells are missing.
+        - `treatments`, `static`: treatment columns (known at every row) and static
+          covariate columns (constant within a series).
+        - `time_unit`: for a date column, `"years"`, `"days"`, `"hours"`, `"minutes"` or
+          `"seconds"`; default: chosen from the median spacing (years for annual
+          data, days for daily to monthly data, hours below a day).
+
+        **Returns:** a `TimeSeries`. Bad input raises `bd.DataError` with the column and
+        the (0-based) row of the frame.
         """
         import pandas as pd
 
         if not isinstance(df, pd.DataFrame):
-            raise ValueError(
-                f"from_pandas: df must be a pandas DataFrame in long format (columns "
-                f"series, time, values...), got {type(df).__name__}; e.g. pd.read_csv(path)."
+            raise DataError(
+                f"df must be a pandas DataFrame in long format (columns series, time, values...), got "
+                f"{type(df).__name__}; e.g. pd.read_csv(path)."
             )
         columns = list(df.columns)
         dup = sorted({str(c) for c in columns if columns.count(c) > 1})
         if dup:
-            raise ValueError(
-                f"from_pandas: column {dup[0]!r} appears more than once; rename the duplicate columns."
-            )
+            raise DataError("appears more than once; rename the duplicate columns.", column=dup[0])
 
         def need(col, role):
             if col not in columns:
-                raise ValueError(
-                    f"from_pandas: column {col!r} ({role}) not found; the frame has "
-                    f"columns {columns}."
-                )
+                raise DataError(f"not found; the frame has columns {columns}.", column=col, role=role)
 
         need(time, "time")
         if series is not None:
@@ -410,11 +526,11 @@ class TimeSeries:
             values = [c for c in columns if c not in taken]
         values = list(values)
         if not values:
-            raise ValueError("from_pandas: no value columns; pass values=[...].")
+            raise DataError("no value columns; pass values=[...].")
         for c in values:
             need(c, "value")
         if len(df) == 0:
-            raise ValueError("from_pandas: the frame has no rows.")
+            raise DataError("the frame has no rows.")
 
         def numeric(col, allow_nan):
             raw = df[col]
@@ -422,27 +538,23 @@ class TimeSeries:
             bad = np.isnan(num) & raw.notna().to_numpy()
             if np.any(bad):
                 r = int(np.argmax(bad))
-                raise ValueError(
-                    f"from_pandas: column {col!r} row {r} holds {raw.iloc[r]!r}, which is "
-                    "not a number; fix or empty that cell."
+                raise DataError(
+                    f"holds {raw.iloc[r]!r}, which is not a number; fix or empty that cell.", column=col, row=r
                 )
             if not allow_nan and np.any(np.isnan(num)):
                 r = int(np.argmax(np.isnan(num)))
-                raise ValueError(
-                    f"from_pandas: column {col!r} row {r} is empty; every row needs a value here."
-                )
+                raise DataError("is empty; every row needs a value here.", column=col, row=r)
             if np.any(np.isinf(num)):
                 r = int(np.argmax(np.isinf(num)))
-                raise ValueError(f"from_pandas: column {col!r} row {r} is infinite.")
+                raise DataError("is infinite.", column=col, row=r)
             return num
 
-        t_all = numeric(time, allow_nan=False)
+        t_all, origin, unit = _time_column(df[time], time, time_unit, numeric)
+        show = (lambda v: str(_numbers_to_dates(np.asarray(v), origin, unit))) if unit else (lambda v: f"{v:g}")
         sid = df[series].to_numpy() if series is not None else np.zeros(len(df), dtype=int)
         if series is not None and df[series].isna().any():
             r = int(np.argmax(df[series].isna().to_numpy()))
-            raise ValueError(
-                f"from_pandas: column {series!r} (series) row {r} is empty; every row needs a series label."
-            )
+            raise DataError("is empty; every row needs a series label.", column=series, role="series", row=r)
         order = list(dict.fromkeys(sid.tolist()))
         v_all = np.stack([numeric(c, True) for c in values], axis=1)
         u_all = np.stack([numeric(c, False) for c in treatments], axis=1) if treatments else None
@@ -456,18 +568,18 @@ class TimeSeries:
             if np.any(step <= 0):
                 j = int(np.argmax(step <= 0)) + 1
                 what = "duplicate" if step[j - 1] == 0 else "unsorted"
-                raise ValueError(
-                    f"from_pandas: column {time!r} row {int(rows[j])}: {what} time {t[j]:g} in "
-                    f"series {s!r} (previous {t[j - 1]:g}); sort by time within each series "
-                    "and merge duplicate times."
+                raise DataError(
+                    f": {what} time {show(t[j])} in series {s!r} (previous {show(t[j - 1])}); sort by time "
+                    "within each series and merge duplicate times.",
+                    column=time, row=int(rows[j]),
                 )
             if s_all is not None:
-                diff = np.any(s_all[rows] != s_all[rows[0]], axis=1)
+                diff = s_all[rows] != s_all[rows[0]]
                 if np.any(diff):
-                    r = int(rows[np.argmax(diff)])
-                    raise ValueError(
-                        f"from_pandas: static columns {static} change within series {s!r} at "
-                        f"row {r}; static covariates must be constant per series."
+                    r, k = (int(x) for x in np.argwhere(diff)[0])
+                    raise DataError(
+                        f"changes within series {s!r}; static covariates must be constant per series.",
+                        column=static[k], role="static", row=int(rows[r]),
                     )
             groups.append(rows)
         width = max(len(g) for g in groups)
@@ -495,7 +607,87 @@ class TimeSeries:
             static_names=static or None,
             series_ids=order,
             lengths=[len(g) for g in groups],
+            time_unit=unit,
+            time_origin=origin,
         )
+
+
+def _time_column(raw, name, time_unit, numeric):
+    """Times as numbers, plus the origin and unit when the column holds dates."""
+    import pandas as pd
+
+    is_dates = pd.api.types.is_datetime64_any_dtype(raw)
+    if not is_dates and not pd.api.types.is_numeric_dtype(raw):
+        filled = raw.dropna()
+        as_num = pd.to_numeric(filled, errors="coerce")
+        if len(filled) and as_num.isna().all():
+            is_dates = True  # no cell is a number: read the column as dates
+    if not is_dates:
+        if time_unit is not None:
+            raise DataError(
+                f"time_unit={time_unit!r} applies to a date column, and this one holds numbers; drop time_unit.",
+                column=name, role="time",
+            )
+        return numeric(name, False), None, None
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise DataError(f"time_unit={time_unit!r} is not one of {sorted(TIME_UNITS)}.", column=name, role="time")
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        dates = pd.Series(raw)
+    else:
+        dates = pd.to_datetime(raw, errors="coerce", format="ISO8601", utc=True)
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
+    bad = dates.isna().to_numpy()
+    if np.any(bad):
+        r = int(np.argmax(bad))
+        v = raw.iloc[r]
+        if pd.isna(v):
+            raise DataError("is empty; every row needs a time.", column=name, role="time", row=r)
+        raise DataError(
+            f"holds {v!r}, which is not an ISO date (e.g. 2024-03-01 or 2024-03-01T12:00); fix that cell.",
+            column=name, role="time", row=r,
+        )
+    stamps = dates.to_numpy().astype("datetime64[s]")
+    origin = stamps.min()
+    days = (stamps - origin).astype(np.float64) / 86400.0
+    unit = time_unit or _choose_unit(days)
+    return _dates_to_numbers(stamps, origin, unit), origin, unit
+
+
+def _dates_to_numbers(stamps: np.ndarray, origin, unit: str) -> np.ndarray:
+    """`datetime64[s]` -> numbers in `unit` since `origin` (calendar years for "years")."""
+    seconds = (stamps - origin).astype(np.float64)
+    if unit != "years":
+        return seconds / (86400.0 * TIME_UNITS[unit])
+    import pandas as pd
+
+    o = pd.Timestamp(origin)
+    out = np.empty(stamps.shape, dtype=np.float64)
+    for idx, s in np.ndenumerate(stamps):
+        s = pd.Timestamp(s)
+        k = s.year - o.year
+        if o + pd.DateOffset(years=k) > s:
+            k -= 1
+        a, b = o + pd.DateOffset(years=k), o + pd.DateOffset(years=k + 1)
+        out[idx] = k + (s - a) / (b - a)
+    return out
+
+
+def _numbers_to_dates(t: np.ndarray, origin, unit: str) -> np.ndarray:
+    """The inverse of `_dates_to_numbers`, to the second."""
+    t = np.asarray(t, dtype=np.float64)
+    if unit != "years":
+        secs = np.round(t * 86400.0 * TIME_UNITS[unit]).astype(np.int64)
+        return np.datetime64(origin, "s") + secs.astype("timedelta64[s]")
+    import pandas as pd
+
+    o = pd.Timestamp(origin)
+    out = np.empty(t.shape, dtype="datetime64[s]")
+    for idx, v in np.ndenumerate(t):
+        k = int(np.floor(v + 1e-9))
+        a, b = o + pd.DateOffset(years=k), o + pd.DateOffset(years=k + 1)
+        out[idx] = np.datetime64(a + (b - a) * max(v - k, 0.0), "s")
+    return out
 
 
 def _names(field, names, size, prefix):

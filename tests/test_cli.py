@@ -250,9 +250,15 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     assert_user_error(r, "--model", "'transformer'")
     r = runner.invoke(app, ["forecast", "--run", "no-such-run", "--horizon", "3", "--out", "f"])
     assert_user_error(r, "'no-such-run' not found")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--method", "nuts", "--devices", "2"])
+    assert_user_error(r, "--devices applies to --method svi only")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--devices", "zero"])
+    assert_user_error(r, "--devices: expected 'all' or a positive number of devices, got 'zero'")
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS[:4], "--out", "r", "--devices", "64"])
+    assert_user_error(r, "--devices 64: this machine has 1 local device(s)")
 
 
-@pytest.mark.parametrize("command", ["fit", "forecast", "effects", "datasets", "demo"])
+@pytest.mark.parametrize("command", ["fit", "forecast", "effects", "datasets", "info", "demo"])
 def test_help_shows_an_example(command):
     from typer.testing import CliRunner
 
@@ -364,3 +370,218 @@ def test_refit_with_the_same_seed_gives_identical_forecasts(work):
     fc = cli("forecast", "--run", "run_again", "--horizon", "3", "--out", "fc_again", "--seed", "5", "-q", cwd=d)
     assert_ok(fc)
     assert (d / "fc_again" / "forecast.csv").read_bytes() == (d / "fc1" / "forecast.csv").read_bytes()
+
+
+# ------------------------------------------------------------- startup and import
+def test_import_bayesde_and_the_cli_do_not_start_jax():
+    code = (
+        "import sys, bayesde, bayesde._cli\n"
+        "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if m.startswith('jax'))\n"
+        "names = dir(bayesde)\n"
+        "for n in ('fit', 'models', 'TimeSeries', 'load', 'SVI', 'NUTS', 'BlackJAXNUTS', 'Posterior',\n"
+        "          'Prediction', 'datasets', 'metrics', 'plot', 'solvers', 'networks', 'calibration',\n"
+        "          'effects', 'distributed', 'DataError', '__version__'):\n"
+        "    assert n in names, n\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_ok(proc)
+    assert proc.stdout.strip() == "ok"
+
+
+def test_every_lazy_public_name_resolves_and_static_tools_see_it():
+    import ast
+    import inspect
+
+    import bayesde as bd
+
+    for name, (module, attr) in bd._PUBLIC.items():
+        value = getattr(bd, name)
+        assert value is not None, name
+        assert (value.__name__ == "bayesde" + module) if attr is None else (getattr(value, "__name__", attr) == attr)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bd.nope  # noqa: B018
+    # The TYPE_CHECKING block re-exports exactly the names of the table.
+    tree = ast.parse(inspect.getsource(bd))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))
+    static = {a.asname for node in block.body for a in node.names}
+    assert static == set(bd._PUBLIC)
+
+
+# ------------------------------------------------------------------------- device
+def test_device_cpu_selects_the_cpu_platform(tmp_path):
+    proc = cli("info", "--device", "cpu", cwd=tmp_path)
+    assert_ok(proc)
+    assert "backend: cpu" in proc.stdout and "devices: cpu:0" in proc.stdout
+
+
+def test_device_gpu_without_a_gpu_is_a_clear_error(tmp_path):
+    import jax
+
+    try:
+        has_gpu = bool(jax.devices("gpu"))
+    except RuntimeError:
+        has_gpu = False
+    if has_gpu:
+        pytest.skip("this machine has a GPU")
+    # The shell's JAX_PLATFORMS=cpu (set by `cli`) must not hide the request.
+    proc = cli("info", "--device", "gpu", cwd=tmp_path)
+    assert_user_error(proc, "--device gpu", "use --device cpu")
+
+
+# ------------------------------------------------------------ arguments and exits
+def test_choices_are_checked_before_anything_starts(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["fit", "--data", "x.csv", "--out", "r", "--device", "tpu"])
+    assert_user_error(r, "--device", "'tpu'")
+    r = runner.invoke(app, ["fit", "--data", "x.csv", "--out", "r", "--model", "not a model"])
+    assert_user_error(r, "--model", "MODULE:CLASS")
+    # --force is a plain flag: a value after it is an extra argument.
+    r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "1", "--out", "f", "--force", "true"])
+    assert_user_error(r, "unexpected extra argument", "true")
+    assert "<bool>" not in runner.invoke(app, ["fit", "--help"]).stdout.split("--force")[1].splitlines()[0]
+
+
+def test_an_internal_bug_exits_1_and_asks_for_a_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import bayesde._cli as cli_mod
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    good_frame().to_csv(tmp_path / "pelts.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_mod, "_read_csv", broken)
+    r = CliRunner().invoke(cli_mod.app, ["fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run"])
+    assert r.exit_code == 1
+    assert "Traceback" in r.stderr and "please report" in r.stderr
+    assert "an internal inconsistency" in r.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, "-m", "bayesde._cli", "datasets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written (`| head -0`)
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # as a process killed by SIGPIPE
+
+
+@pytest.mark.parametrize("cores, chains, note", [(1, 2, True), (2, 2, True), (3, 3, True), (16, 4, False)])
+def test_nuts_chains_follow_the_cpu_cores(monkeypatch, cores, chains, note):
+    import bayesde._cli as cli_mod
+
+    monkeypatch.setattr(cli_mod, "_cpu_cores", lambda: cores)
+    n, msg = cli_mod._default_chains()
+    assert n == chains
+    assert (msg is not None) == note
+    if note:
+        assert f"{chains} chains ({cores} CPU core" in msg and "--num-chains 4" in msg
+
+
+# ----------------------------------------------------------------- your own model
+USER_MODEL = '''
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+import bayesde as bd
+
+
+@bd.models.register_model
+class LevelModel(bd.models.AbstractModel):
+    """A constant level per value column plus Normal noise."""
+
+    dim: int
+    scale: float = 1.0
+
+    def program(self, batch, query=None, *, subsample_size=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 50.0).expand([self.dim]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(self.scale * 20.0))
+        numpyro.sample("y", dist.Normal(jnp.broadcast_to(mu, batch.ys.shape), sigma).mask(batch.mask),
+                       obs=batch.ys)
+        if query is not None:
+            f = numpyro.deterministic("f_out", jnp.broadcast_to(mu, query.ts.shape + (self.dim,)))
+            numpyro.sample("y_out", dist.Normal(f, sigma))
+
+
+def level(dim, scale=1.0):
+    return LevelModel(dim=dim, scale=scale)
+'''
+
+
+def test_fit_and_forecast_your_own_model_class(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mymodels.py").write_text(USER_MODEL)
+    good_frame().to_csv(tmp_path / "pelts.csv", index=False)
+    env_path = str(tmp_path / "pkg")
+
+    def run(*args):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore",
+                   PYTHONPATH=os.pathsep.join(p for p in (env_path, os.environ.get("PYTHONPATH")) if p))
+        return subprocess.run([sys.executable, "-m", "bayesde._cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=600)
+
+    fit = run("fit", "--data", "pelts.csv", "--time-col", "year", "--series-col", "region",
+              "--model", "mymodels:LevelModel", "--model-args", '{"scale": 2.0}', "--method", "svi",
+              "--num-steps", "20", "--num-samples", "10", "--out", "run", "--quiet")
+    assert_ok(fit)
+    rec = json.loads((tmp_path / "run" / "cli.json").read_text())
+    assert rec["model"] == "mymodels:LevelModel" and rec["model_args"] == {"scale": 2.0}
+    fc = run("forecast", "--run", "run", "--horizon", "2", "--out", "fc", "--quiet")
+    assert_ok(fc)
+    df = pd.read_csv(tmp_path / "fc" / "forecast.csv")
+    assert list(df.columns) == FORECAST_COLUMNS and (df["part"] == "forecast").sum() == 2 * 2 * 2
+    bad = run("fit", "--data", "pelts.csv", "--time-col", "year", "--series-col", "region",
+              "--model", "mymodels:Nope", "--out", "run2")
+    assert_user_error(bad, "mymodels", "'Nope'")
+
+
+def test_model_function_gets_the_data_dimension(tmp_path, monkeypatch):
+    import bayesde as bd
+    import bayesde._cli as cli_mod
+
+    (tmp_path / "mymodels_fn.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = bd.TimeSeries.from_pandas(good_frame(), time="year", series="region")
+    m = cli_mod._build_model(cli_mod._model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level",
+                             {"scale": 3.0})
+    assert type(m).__name__ == "LevelModel" and m.dim == 2 and m.scale == 3.0
+    with pytest.raises(cli_mod.UserError, match="--model-args"):
+        cli_mod._build_model(cli_mod._model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level",
+                             {"width": 3})
+
+
+# ------------------------------------------------------------------ atomic folders
+def test_staged_dir_replaces_whole_or_not_at_all(tmp_path):
+    from bayesde._atomic import claim_dir, recover, staged_dir
+
+    out = tmp_path / "out"
+    with staged_dir(out) as tmp:
+        (tmp / "cli.json").write_text("{}")
+        (tmp / "a.csv").write_text("1")
+    assert (out / "a.csv").read_text() == "1"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_dir(out) as tmp:
+            (tmp / "a.csv").write_text("half")
+            raise KeyboardInterrupt
+    assert (out / "a.csv").read_text() == "1"  # the old output is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left behind
+    assert "already exists" in claim_dir(out, overwrite=False, marker="cli.json")
+    assert claim_dir(out, overwrite=True, marker="cli.json") is None
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert "not written by bayesde" in claim_dir(tmp_path / "mine", overwrite=True, marker="cli.json")
+    # A crash between the two renames of a replacement: the old folder comes back.
+    os.replace(out, tmp_path / ".out.old-123")
+    with pytest.warns(UserWarning, match="interrupted"):
+        assert recover(out, marker="cli.json")
+    assert (out / "a.csv").read_text() == "1"

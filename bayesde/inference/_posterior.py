@@ -218,14 +218,82 @@ class Posterior:
             y = y[..., None]
         return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)
 
+    def forecast(
+        self,
+        horizon: float,
+        *,
+        every: Optional[float] = None,
+        key,
+        num_samples: Optional[int] = None,
+        quantiles=(0.05, 0.25, 0.5, 0.75, 0.95),
+        return_prediction: bool = False,
+    ):
+        """A tidy forecast table: the posterior predictive on a regular grid from each
+        series' start to `horizon` past its last observation (models with treatment
+        inputs: the future steps only, with the last treatment held), summarised by its
+        mean and quantiles. `bayesde forecast` writes this table as forecast.csv.
+
+        **Arguments:**
+
+        - `horizon`: how far past each series' last observation, in the time units of
+          the data (for data built from dates: its `time_unit`).
+        - `every`: the grid spacing (default: the median observation spacing).
+        - `key`: a JAX PRNG key (same key, same numbers).
+        - `num_samples`: predictive draws (default: every posterior draw).
+        - `quantiles`: the quantile levels, one column each (`0.05` -> `q05`).
+        - `return_prediction`: also return the `bd.Prediction` behind the table.
+
+        **Returns:** a `pandas.DataFrame` with columns `series, time, [date,] variable,
+        part, mean, q05, ..., q95` (`part` is `history` or `forecast`; `date` when the
+        data's times stand for dates), or `(table, prediction)`.
+        """
+        from ._forecast import forecast
+
+        return forecast(self, horizon, every=every, key=key, num_samples=num_samples, quantiles=quantiles,
+                        return_prediction=return_prediction)
+
     # --------------------------------------------------------------- arviz
-    def to_arviz(self, prediction: Optional[Prediction] = None):
-        """An `arviz.InferenceData` with groups posterior, posterior_predictive (at the
-        training times; drawn with a key derived from the fit's key), sample_stats,
-        observed_data and constant_data (the per-series times)."""
+    def to_arviz(self, prediction: Optional[Prediction] = None, *, log_likelihood: bool = True):
+        """An `arviz.InferenceData` that `az.loo`, `az.waic`, `az.compare`, `az.plot_ppc`,
+        `az.plot_trace` and `az.summary` take as it is.
+
+        Groups:
+
+        - `posterior`: every sampled site `(chain, draw, ...)` (extra dims `<site>_dim_<i>`);
+          absent when every parameter is a point estimate (e.g. a `LatentSDE` fitted by
+          SVI: there `az.loo(idata, reff=1.0)` works, `az.compare` does not).
+          `sample_stats` (MCMC): `diverging`, `lp`, `acceptance_rate`, `tree_depth`, `n_steps`.
+        - `log_likelihood`: `y`, the pointwise `log p(y_value | draw)` of every observed
+          value, traced from the model's `"y"` site with NumPyro (SVI point parameters
+          substituted, as in `predict`; latent-path models average the likelihood over
+          their paths).
+        - `posterior_predictive`: `y` at the training times (drawn with a key derived from
+          the fit's key), and `observed_data`: `y`, the data, in the same layout.
+        - `constant_data`: `ts (series, time_index)`, the per-series times.
+        - `predictions` and `predictions_constant_data`: a `prediction` at other times
+          than the training times (out of sample), `y` with dims `(chain, draw, series,
+          time, variable)`.
+
+        Layout of `y`: when every value of the data is observed, dims `(series, time,
+        variable)` with the series ids, the times and the value names as coordinates
+        (`time_index` with a 2-D `time` coordinate when the series have different
+        times). When values are missing (mask False, NaN) they are left out, not
+        filled: `y` then has the single dim `obs`, one entry per observed value, with
+        `series`, `time`, `time_index` and `variable` coordinates along it, so that
+        `az.loo`/`az.waic` count exactly the observed values.
+
+        **Arguments:**
+
+        - `prediction`: a `bd.Prediction` to include; at the training times it is the
+          posterior predictive, at other times it goes to `predictions`.
+        - `log_likelihood`: compute the `log_likelihood` group (one pass of the model per
+          draw); False skips it.
+
+        **Returns:** an `arviz.InferenceData`.
+        """
         from ._arviz import to_inference_data
 
-        return to_inference_data(self, prediction)
+        return to_inference_data(self, prediction, log_likelihood=log_likelihood)
 
     def predictive_key(self):
         """The key `to_arviz` uses for its posterior predictive (derived from the fit key)."""
