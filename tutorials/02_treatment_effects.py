@@ -28,25 +28,35 @@
 # true counterfactuals are known, so we can check the credible intervals. At the end we
 # fit the same kind of model to a real dosing data set (theophylline, R's `Theoph`).
 #
-# Set `BAYESDE_FAST=1` to run everything in seconds with tiny sizes.
+# **What you will learn:**
+#
+# 1. how to simulate confounded, irregularly measured treatment data with known
+#    counterfactuals (`bd.datasets.tumor_growth`);
+# 2. how to fit `bd.models.BNCDE` by SVI;
+# 3. how to write treatment plans and get counterfactual outcome distributions and
+#    paired contrasts (`bd.effects.counterfactual`, `eff.contrast`, `eff.average`);
+# 4. how to check the intervals against the truth (coverage, CRPS);
+# 5. how to condition on a real subject's first measurements and forecast the rest.
+#
+# The committed notebook runs in full mode (sizes in the first code cell);
+# `BAYESDE_FAST=1` runs everything in seconds with tiny sizes.
 
 # %%
 import os
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 import bayesde as bd
 
 FAST = os.environ.get("BAYESDE_FAST", "") not in ("", "0")
-N_TRAIN, N_TEST = (60, 16) if FAST else (1500, 300)
-MODEL_KW = dict(hidden=4, width=16, train_paths=2, horizon=2, ahead_starts=8) if FAST else dict(hidden=8, width=64, train_paths=10)
-STEPS = 40 if FAST else 1500
-DRAWS = 30 if FAST else 200
+# full mode: 300 training and 60 test patients, 400 SVI steps, 100 draws per plan
+# (a laptop-sized run; benchmarks/bncde.py runs the paper's 4000 patients)
+N_TRAIN, N_TEST = (60, 16) if FAST else (300, 60)
+MODEL_KW = dict(hidden=4, width=16, train_paths=2, horizon=2, ahead_starts=8) if FAST else dict(hidden=8, width=32, train_paths=4)
+STEPS = 40 if FAST else 400
+DRAWS = 30 if FAST else 100
 
 # %% [markdown]
 # ## The data: 60 days of tumour volumes under confounded treatment
@@ -77,6 +87,12 @@ model = bd.models.BNCDE(**MODEL_KW)
 post = bd.fit(model, sim.train, method="svi", num_steps=STEPS, batch_size=min(64, N_TRAIN),
               learning_rate=5e-3, key=jax.random.key(1), progress_bar=False, warn=False)
 print("final loss (mean of the last 20 steps):", float(np.mean(post.loss[-20:])))
+
+fig, ax = plt.subplots(figsize=(6, 2.5))
+ax.plot(post.loss, lw=0.5)
+ax.set(xlabel="SVI step", ylabel="loss (negative ELBO)", yscale="symlog", title="BNCDE training loss")
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## The clinician's question
@@ -122,7 +138,7 @@ axes[1].set_ylabel("volume difference (cm³)")
 axes[1].set_title("chemo now − wait 2 days")
 axes[1].legend(frameon=False)
 fig.tight_layout()
-fig.savefig("02_treatment_effects.png", dpi=80)
+plt.show()
 
 # %%
 print(f"day {int(ts_p[-1])}: chemo now − wait = {float(med[patient, -1, 0]):.3g} cm³, "
@@ -139,10 +155,15 @@ print(f"average effect of 'chemo now' vs none at day +5 over the test patients: 
 # truth. A calibrated model covers about 90% of true outcomes with its 90% intervals.
 
 # %%
+calibration = {}
 for name, plan in plans.items():
     truth = sim.counterfactual(plan)
     cov = bd.metrics.coverage(eff.outcomes[name], truth, level=0.9)
+    calibration[name] = cov
     print(f"{name:>14}: 90% coverage {cov:.2f}, CRPS {bd.metrics.crps(eff.outcomes[name], truth):.3g}")
+true_contrast = bd.TimeSeries(d.ts, true_d, names=sim.test.names)
+print(f"contrast 'chemo now − wait': 95% coverage of the true differences "
+      f"{bd.metrics.coverage(d, true_contrast, level=0.95):.2f}")
 
 # %% [markdown]
 # ## A real dosing data set: theophylline
@@ -156,7 +177,7 @@ for name, plan in plans.items():
 theoph = bd.datasets.load("theoph")
 print(theoph)
 cde = bd.models.BNCDE(hidden=4, width=16, train_paths=4, horizon=2 if FAST else 3, ahead_starts=0, transform="none")
-post_t = bd.fit(cde, theoph, method="svi", num_steps=60 if FAST else 2000, learning_rate=5e-3,
+post_t = bd.fit(cde, theoph, method="svi", num_steps=60 if FAST else 600, learning_rate=5e-3,
                 key=jax.random.key(3), progress_bar=False, warn=False)
 k = 5
 hist = bd.TimeSeries(theoph.ts[:, :k], theoph.ys[:, :k], treatments=theoph.treatments[:, :k],
@@ -173,12 +194,30 @@ for ax, s in zip(axes, (0, 4, 8)):
     bd.plot.forecast(ax, pred, history=hist, series=s, truth=held_out, legend=(s == 0))
     ax.set_xlabel("hours since dose")
 fig.tight_layout()
-fig.savefig("02_theoph.png", dpi=80)
-plt.close("all")
+plt.show()
 
 # %% [markdown]
-# **What to take away.** The BNCDE answers "what if" questions with a full predictive
-# distribution per plan, and contrasts are computed from paired draws, so their
-# intervals are much narrower than the difference of two independent intervals. On the
-# simulator the intervals can be checked against the truth; `benchmarks/bncde.py`
-# compares their calibration with MC dropout (TE-CDE) at the paper's configuration.
+# ## What it showed
+#
+# In the full-mode run committed with this notebook (300 training and 60 test patients,
+# 400 SVI steps, 100 draws per plan; theophylline: 12 subjects, 600 steps):
+#
+# - **An answer per plan, with its uncertainty.** For the patient with the largest last
+#   measured tumour, the model puts "chemo now − wait 2 days" on day 38 at −0.105 cm³,
+#   95% interval [−0.356, −0.030]; averaged over the 60 test patients, "chemo now"
+#   against no treatment shrinks the day-+5 volume by between 0.019 and 0.075 cm³ (95%).
+# - **The outcome intervals are nearly calibrated.** Against the simulator's true
+#   counterfactuals, the 90% intervals cover 0.83–0.84 of the outcomes under each plan:
+#   a little overconfident.
+# - **The contrast intervals are not.** Differences are computed from paired draws, so
+#   their intervals are narrow, and with this training budget they are too narrow: the
+#   95% intervals of "chemo now − wait" cover only 0.47 of the true differences. In the
+#   figure the model gets the early days right (day 34) but misses how much larger the
+#   true benefit of treating now is on days 36–37. Trust the plan outcomes before the
+#   contrast, and check contrast coverage on a simulator like this one before relying
+#   on it; `benchmarks/bncde.py` runs the paper's configuration (4000 patients) and
+#   compares calibration with MC dropout (TE-CDE).
+# - **Real irregular data work the same way.** On theophylline, conditioned on each
+#   subject's first five measurements, the 90% bands cover 0.68 of the remaining
+#   concentrations: the bands follow the elimination curve but are too narrow for
+#   12 subjects (subject 5's late values fall below them).

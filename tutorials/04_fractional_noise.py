@@ -24,19 +24,24 @@
 # `bd.models.FractionalSDE` (Daems et al., ICLR 2024) drives a neural SDE with a
 # *Markov approximation* of fBM (a weighted sum of `K` Ornstein–Uhlenbeck processes,
 # `bd.solvers.MarkovFBM`) and learns `H` with the rest of the model by variational
-# inference. Here we
+# inference.
 #
-# 1. see what Brownian noise misses,
-# 2. learn `H` with its uncertainty on data where the truth is known,
-# 3. compare forecasts with a Brownian latent SDE (the same model at `H = ½`).
+# **What you will learn:**
+#
+# 1. what Brownian noise misses: the autocorrelation of increments for `H = 0.3, 0.5, 0.7`;
+# 2. how to learn `H` with its uncertainty (`learn_hurst=True`) on data where the truth is
+#    known, and how to read the posterior;
+# 3. how to compare forecasts with a Brownian latent SDE (the same model at `H = ½`) by
+#    held-out coverage and CRPS;
+# 4. how to fit a real long-memory series (the Nile) the same way.
+#
+# The committed notebook runs in full mode (32 series × 200 times, 300 SVI steps);
+# `BAYESDE_FAST=1` runs it in seconds with tiny sizes.
 
 # %%
 import os
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -67,6 +72,7 @@ axes[1].axhline(0, color="k", lw=0.5)
 axes[1].set(title="autocorrelation of increments", xlabel="lag")
 axes[1].legend(fontsize=8)
 fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 2. Learning H
@@ -83,6 +89,17 @@ post = bd.fit(frac, train, method="svi", num_steps=STEPS, key=jax.random.key(1),
 h = np.asarray(post.samples["hurst"])
 print(f"true H = {data.truth['hurst']}, posterior mean {h.mean():.3f}, "
       f"90% interval [{np.quantile(h, 0.05):.3f}, {np.quantile(h, 0.95):.3f}]")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+axes[0].plot(post.loss, lw=0.8)
+axes[0].set(xlabel="SVI step", ylabel="negative ELBO", title="training loss")
+axes[1].hist(h.ravel(), bins=30, color="C0", alpha=0.7)
+axes[1].axvline(data.truth["hurst"], color="k", ls="--", label="true H")
+axes[1].axvline(0.5, color="C3", ls=":", label="Brownian (H = ½)")
+axes[1].set(xlabel="H", title="posterior draws of H")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # The interval is the AutoNormal guide's: variational posteriors are typically too
@@ -119,6 +136,7 @@ for (name, pred), c in zip(rows.items(), ("C0", "C1")):
 ax.axvline(8.0, color="k", lw=0.5)
 ax.set(xlabel="t", title="held-out forecasts, series 0")
 ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## A real long-memory series
@@ -135,3 +153,38 @@ if not FAST:
                        key=jax.random.key(3), progress_bar=False, warn=False)
     hn = np.asarray(post_nile.samples["hurst"])
     print(f"Nile: H = {hn.mean():.2f} [{np.quantile(hn, 0.05):.2f}, {np.quantile(hn, 0.95):.2f}]")
+
+# %% [markdown]
+# ## What it showed
+#
+# The numbers this notebook printed, in one place:
+
+# %%
+print(f"learned H: {h.mean():.3f}, 90% interval [{np.quantile(h, 0.05):.3f}, {np.quantile(h, 0.95):.3f}]"
+      f" (truth {data.truth['hurst']})")
+for name, pred in rows.items():
+    print(f"{name:>10}: 90% coverage {bd.metrics.coverage(pred, test, 0.9):.2f}, "
+          f"mean 90% width {bd.metrics.interval_width(pred, test, 0.9):.2f}, "
+          f"CRPS {bd.metrics.crps(pred, test):.3f}")
+
+# %% [markdown]
+# In the full-mode run committed with this notebook (32 series × 200 times, 300 SVI steps):
+#
+# - **Memory is visible in the increments.** The lag-1 autocorrelation of the simulated
+#   increments is about −0.23 for `H = 0.3`, about 0 for `H = 0.5` and about +0.25 for
+#   `H = 0.7` (the fBM values −0.24 / 0 / +0.32, damped by the OU mean reversion); a
+#   Brownian SDE can only produce the middle curve.
+# - **`H` is learned.** The posterior mean is 0.323 for a true 0.3, far from the Brownian
+#   ½; but the 90% interval [0.314, 0.333] misses the truth: the variational
+#   posterior is too narrow, as warned above. Read it as a point estimate with a
+#   too-optimistic error bar.
+# - **On this short horizon the forecasts barely differ.** Fractional and Brownian
+#   models cover 0.87 and 0.86 of the held-out values with their 90% intervals (slightly
+#   below 0.9), with mean widths 2.17 and 2.11 and CRPS 0.395 and 0.397. Memory matters
+#   for what the model says about the noise (`H`), much less for a two-time-unit
+#   forecast of a mean-reverting process.
+# - **The Nile is not a one-liner.** The default `FractionalSDE` with 300 steps puts the
+#   Nile's `H` at about 0.20 [0.16, 0.25], i.e. rough, not the long memory (`H ≈ 0.7–0.9`)
+#   Hurst found. A likely reason (not tested here): with 100 yearly values and a learned
+#   drift, the drift absorbs the slow swings and leaves the noise with the year-to-year
+#   roughness. Treat it as a starting point, not a replication of Hurst.
