@@ -23,6 +23,13 @@ pred = post.predict(ts, key=jax.random.key(1), devices=jax.devices())   # sharde
 - *Series / patients*: pass a 2-D `jax.sharding.Mesh` with axes `("d", "series")`
   (e.g. `bd.distributed.mesh(shape=(2, 2))`) to also split the series axis of the data,
   the query times and the output.
+- *Series in SVI* (data parallelism): `bd.fit(model, data, method="svi",
+  devices=jax.devices(), key=k)` splits each minibatch (the whole batch when
+  `batch_size` is None) over the devices along the series axis and keeps the
+  variational parameters and optimiser state replicated; XLA adds the cross-device sums
+  of the ELBO and of its gradients. The series are split over every axis of the mesh.
+  The minibatch is drawn exactly as on one device (same key, same series), so the loss
+  trajectory equals the single-device one up to the order of floating-point sums.
 
 **Many hosts.** Start every process with `bd.distributed.initialize(...)` (a thin
 wrapper over `jax.distributed.initialize`) before anything else touches JAX; then
@@ -41,6 +48,25 @@ srun python forecast.py          # forecast.py calls bd.distributed.initialize()
 Elsewhere give the coordinator explicitly, the same address on every process:
 `bd.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=i)`. On CPUs
 the processes exchange data through gloo (JAX's default CPU collectives).
+
+**Data-parallel SVI over hosts** (`bd.fit(..., method="svi", devices=jax.devices())`
+after `initialize`) takes the data in one of two ways:
+
+- *global* (default): every process passes the same, whole `TimeSeries`; each process
+  puts on its devices only what they hold (`jax.make_array_from_callback`): their share
+  of the series for a whole-batch fit, all series when minibatching, so that drawing a
+  minibatch needs no communication.
+- *process-local*: each process passes only its own series, `bd.fit(model, local,
+  method="svi", devices=jax.devices(), process_local=True, key=k)`. Every process holds
+  the same number of series, and the global data set is the concatenation of the local
+  ones in process order (`jax.make_array_from_process_local_data`); the guide's one-off
+  set-up gathers the whole data on every host, the steps read only the devices' shards.
+  The model must come out of `adapt` identical on every process (its standardisation
+  constants are data-derived): this is checked, and a mismatch is refused before
+  anything runs.
+
+Either way the same key gives the single-process loss trajectory; checkpoints are
+written by process 0 only.
 """
 
 from __future__ import annotations
@@ -53,7 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-__all__ = ["initialize", "mesh", "sharded_predict", "is_multiprocess"]
+__all__ = ["initialize", "mesh", "sharded_predict", "is_multiprocess", "series_sharding"]
 
 DRAWS = "d"
 SERIES = "series"
@@ -141,11 +167,11 @@ def mesh(devices: Optional[Sequence] = None, *, shape: Optional[tuple] = None) -
     return Mesh(np.array(devs).reshape(shape), (DRAWS, SERIES), axis_types=(auto, auto))
 
 
-def _as_mesh(devices) -> Mesh:
+def _as_mesh(devices, owner: str = "predict") -> Mesh:
     if isinstance(devices, Mesh):
         if devices.axis_names[0] != DRAWS or (len(devices.axis_names) > 1 and devices.axis_names[1:] != (SERIES,)):
             raise ValueError(
-                f"predict: devices is a Mesh with axes {devices.axis_names}; expected ('d',) or "
+                f"{owner}: devices is a Mesh with axes {devices.axis_names}; expected ('d',) or "
                 "('d', 'series'); build it with bd.distributed.mesh(...)."
             )
         return devices
@@ -155,12 +181,26 @@ def _as_mesh(devices) -> Mesh:
         devs = list(devices)
     except TypeError:
         raise TypeError(
-            f"predict: devices must be a list of JAX devices or a Mesh, got {type(devices).__name__}."
+            f"{owner}: devices must be a list of JAX devices or a Mesh, got {type(devices).__name__}."
         ) from None
     for i, d in enumerate(devs):
         if not isinstance(d, jax.Device):
-            raise TypeError(f"predict: devices[{i}] is {d!r}, not a JAX device; use jax.devices().")
+            raise TypeError(f"{owner}: devices[{i}] is {d!r}, not a JAX device; use jax.devices().")
     return mesh(devs)
+
+
+def series_sharding(devices) -> NamedSharding:
+    """The layout of data-parallel SVI: the leading (series) axis split over every device
+    of the mesh, in mesh order.
+
+    **Arguments:**
+
+    - `devices`: a list of JAX devices or a `Mesh` from `mesh(...)`.
+
+    **Returns:** a `NamedSharding`; `NamedSharding(s.mesh, P())` is its replicated twin.
+    """
+    m = _as_mesh(devices, "SVI.devices")
+    return NamedSharding(m, P(tuple(m.axis_names)))
 
 
 def _global(x, sharding: NamedSharding):
@@ -169,17 +209,71 @@ def _global(x, sharding: NamedSharding):
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _replicated(tree, m: Mesh):
+    """A PyTree of host or single-device values (typed PRNG keys included) as global
+    arrays replicated over the mesh `m`; every process must pass the same values."""
+    rep = NamedSharding(m, P())
+
+    def put(x):
+        if _is_key(x):
+            return jax.random.wrap_key_data(_global(jax.random.key_data(x), rep), impl=jax.random.key_impl(x))
+        return _global(x, rep)
+
+    return jax.tree.map(put, tree)
+
+
+def _place_series(tree, sharding: NamedSharding, *, process_local: bool = False):
+    """A PyTree of arrays whose leading axis is the series as global arrays laid out by
+    `sharding`. `process_local=False`: every process holds the whole arrays;
+    `process_local=True`: each holds its own rows, concatenated in process order."""
+    if process_local:
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    return jax.tree.map(lambda x: _global(x, sharding), tree)
+
+
+def _gather_series(tree):
+    """Host copies of the whole data from each process's own rows (process order)."""
+    if not is_multiprocess():
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True)), tree)
+
+
+def _check_same_on_every_process(what: str, value: bytes, fix: str) -> None:
+    """Refuse (on every process) when `value` differs between the processes of a job."""
+    if not is_multiprocess():
+        return
+    import hashlib
+
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(hashlib.sha256(value).digest()[:8], dtype=np.int32)
+    every = np.asarray(multihost_utils.process_allgather(digest))
+    differ = [i for i in range(every.shape[0]) if not np.array_equal(every[i], every[0])]
+    if differ:
+        raise ValueError(f"{what} differs between process 0 and process {differ[0]}; {fix}")
+
+
 def _pad(v: np.ndarray, size: int) -> np.ndarray:
     if v.shape[0] == size:
         return v
     return np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], 0)])
 
 
-def _chunk_size(post, query, data, n: int) -> int:
-    from .inference._posterior import _CHUNK_ELEMENTS
+#: Above this many predictive numbers per chunk, the posterior predictive is computed in
+#: chunks of draws (memory); the one place this size is decided, on one device or many.
+CHUNK_ELEMENTS = 2**25
 
+
+def _chunk_size(n: int, query, data) -> int:
+    """Draws per chunk of the posterior predictive of `n` draws at `query` for `data`."""
     per_draw = int(np.prod(query.ts.shape)) * data.dim * 2
-    return max(1, min(n, _CHUNK_ELEMENTS // max(per_draw, 1)))
+    return max(1, min(n, CHUNK_ELEMENTS // max(per_draw, 1)))
 
 
 def sharded_predict(post, query, data, *, key, num_samples=None, devices=None):
@@ -220,7 +314,7 @@ def sharded_predict(post, query, data, *, key, num_samples=None, devices=None):
             f"series; use a series axis that divides {data.n_series}."
         )
     flat, n = post._flat_samples(num_samples)
-    chunk = _chunk_size(post, query, data, n)
+    chunk = _chunk_size(n, query, data)
     if chunk == 1 and n_d > 1:
         # NumPyro does not split the key for a single draw, so a padded chunk would
         # change the numbers; one draw per chunk gains nothing from a mesh anyway.

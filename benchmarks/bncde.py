@@ -19,7 +19,8 @@ Reports, per model:
 
 For scale, the authors' PyTorch code on one core of the project's earlier (AVX-512)
 machine: about 53 s per epoch per 1000 patients and about 162 s for the 1000-patient
-predictive.
+predictive. Where the training step's time goes, and the best time this CPU allows:
+`benchmarks/bncde_profile.py`.
 
     python benchmarks/bncde.py                       # realistic run (about 7 min on 2 cores)
     python benchmarks/bncde.py --quick               # smoke test (seconds)

@@ -1,8 +1,11 @@
-"""The aggregation in `benchmarks/bncde_sweep.py` (pure Python: no fitting here)."""
+"""The aggregation in `benchmarks/bncde_sweep.py` (pure Python: no fitting here) and the
+plan of `benchmarks/gpu.sh` (its dry run computes nothing)."""
 
 import importlib.util
 import json
 import pathlib
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -43,3 +46,27 @@ def test_sweep_gathers_seeds_and_tests_the_band_edges(tmp_path):
     assert b["median_width_0.95_mean"] == pytest.approx([0.03, 0.04])
     assert b["in_92_98_at_every_tau_every_seed"] is True
     assert table["TECDE_MC_dropout dropout=0.1"]["in_92_98_at_every_tau_every_seed"] is False
+
+
+def test_gpu_script_dry_run_plans_every_step_without_computing(tmp_path):
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out)],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert 'pip install ".[cuda]"' in text
+    for script in ("benchmarks/run.py --quick", "benchmarks/bncde.py", "benchmarks/latent_sde.py"):
+        assert f"{script}" in text and f"{script.split()[0]} --help: ok" in text, script
+    assert "benchmarks/scaling.py --quick --devices real" in text
+    # Every result lands in the one folder; a dry run writes nothing.
+    assert text.count(str(out)) >= 5
+    assert not out.exists()
+    # The step timeouts add up to less than 8 minutes.
+    limits = [int(x) for x in re.findall(r"\(timeout (\d+)s\)", text)]
+    assert len(limits) == 5 and sum(limits) < 480
+
+
+def test_gpu_script_refuses_an_unknown_option():
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--fast"], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown option '--fast'" in proc.stderr

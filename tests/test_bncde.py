@@ -69,6 +69,9 @@ def test_girsanov_kl_matches_the_ou_closed_form():
     solve = jax.jit(lambda k, mu: weight_sde(k, mu, sigma, s, lambda s_, w_: -kappa * w_, num_paths=2))
     w, kl = solve(jax.random.key(0), mu0)
     assert w.shape == (2, 201, p) and kl.shape == (2,)
+    w_again, _ = solve(jax.random.key(0), mu0)
+    np.testing.assert_array_equal(w, w_again)  # same key, same paths
+    assert not np.allclose(w[0], w[1])  # independent paths
     per_coord = float(jnp.mean(kl)) / p
     exact = ou_kl_closed_form(m0, sigma**2, kappa, sigma, 1.0)
     assert per_coord == pytest.approx(exact, rel=0.04)

@@ -3,6 +3,7 @@
 from ._engines import SVI as SVI
 from ._engines import NUTS as NUTS
 from ._engines import BlackJAXNUTS as BlackJAXNUTS
+from ._chees import Chees as Chees
 from ._engines import default_optimizer as default_optimizer
 from ._fit import fit as fit
 from ._posterior import Posterior as Posterior

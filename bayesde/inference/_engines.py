@@ -21,7 +21,7 @@ from numpyro.infer import NUTS as _NumPyroNUTS
 from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 
-__all__ = ["SVI", "NUTS", "BlackJAXNUTS", "resolve_method", "EngineResult", "default_optimizer"]
+__all__ = ["SVI", "NUTS", "BlackJAXNUTS", "ENGINES", "register_engine", "resolve_method", "EngineResult", "default_optimizer"]
 
 
 def _fast() -> bool:
@@ -77,6 +77,19 @@ class SVI:
     - `checkpoint_dir`: folder for checkpoints (required with `checkpoint_every`).
     - `resume`: a checkpoint folder to continue from; the result equals the
       uninterrupted run with the same key.
+    - `devices`: `None` (one device), or a list of JAX devices or a mesh from
+      `bd.distributed.mesh(...)` for data parallelism: each step's minibatch (the whole
+      batch when `batch_size` is None) is split over the devices along the series axis,
+      parameters and optimiser state are replicated, and XLA sums the ELBO and its
+      gradients across devices. The minibatch is drawn as on one device, so the same key
+      gives the same loss trajectory up to the order of floating-point sums. The
+      batch must divide evenly over the devices. Across hosts call
+      `bd.distributed.initialize()` first and pass `jax.devices()`.
+    - `process_local`: with `devices` in a multi-process job, `data` holds only this
+      process's series (the same count on every process; the global data set is the
+      concatenation in process order; the guide's set-up gathers it once on every host,
+      the steps read only the devices' shards). Default `False`: every process passes
+      the same, whole data set.
     """
 
     optimizer: Any = None
@@ -90,6 +103,8 @@ class SVI:
     checkpoint_every: Optional[int] = None
     checkpoint_dir: Optional[str] = None
     resume: Optional[str] = None
+    devices: Any = None
+    process_local: bool = False
 
     name = "svi"
 
@@ -115,6 +130,37 @@ class SVI:
             )
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("SVI.checkpoint_dir: checkpoint_every needs a folder; pass checkpoint_dir=...")
+        if self.devices is not None:
+            from jax.sharding import Mesh
+
+            if isinstance(self.devices, jax.Device):
+                object.__setattr__(self, "devices", (self.devices,))
+            elif not isinstance(self.devices, Mesh):
+                if isinstance(self.devices, str):
+                    raise ValueError(
+                        f"SVI.devices: expected a list of JAX devices or a Mesh, got the text "
+                        f"{self.devices!r}; pass jax.devices()."
+                    )
+                try:
+                    devs = tuple(self.devices)
+                except TypeError:
+                    raise ValueError(
+                        f"SVI.devices: expected a list of JAX devices or a Mesh, got "
+                        f"{type(self.devices).__name__}; pass jax.devices()."
+                    ) from None
+                if not devs:
+                    raise ValueError("SVI.devices: the list is empty; pass jax.devices() or None.")
+                for i, d in enumerate(devs):
+                    # Text entries are the record a saved run keeps (see `_io._method_config`).
+                    if not isinstance(d, (jax.Device, str)):
+                        raise ValueError(
+                            f"SVI.devices[{i}]: {d!r} is not a JAX device; pass jax.devices()."
+                        )
+                object.__setattr__(self, "devices", devs)
+        if not isinstance(self.process_local, bool):
+            raise ValueError(f"SVI.process_local: expected True or False, got {self.process_local!r}.")
+        if self.process_local and self.devices is None:
+            raise ValueError("SVI.process_local: only means something with devices=...; pass devices=jax.devices().")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,20 +211,23 @@ class BlackJAXNUTS:
 
 
 Method = Union[SVI, NUTS, BlackJAXNUTS]
-_BY_NAME = {"svi": SVI, "nuts": NUTS, "blackjax-nuts": BlackJAXNUTS}
+#: Every engine by name: `fit`, the save format and the command line read this one table.
+#: An engine is a frozen dataclass of options with a `name`, registered with its runner
+#: by `register_engine` (see `_chees.py` for one that lives in its own file).
+ENGINES: dict[str, type] = {}
 
 
 def resolve_method(method, overrides: dict) -> Method:
     """A method object from a string or object plus keyword overrides."""
     if isinstance(method, str):
-        if method not in _BY_NAME:
+        if method not in ENGINES:
             raise ValueError(
-                f"fit: unknown method {method!r}; choose one of {sorted(_BY_NAME)} or pass "
+                f"fit: unknown method {method!r}; choose one of {sorted(ENGINES)} or pass "
                 "bd.SVI(...), bd.NUTS(...), bd.BlackJAXNUTS(...)."
             )
-        cls = _BY_NAME[method]
+        cls = ENGINES[method]
         base = cls()
-    elif isinstance(method, tuple(_BY_NAME.values())):
+    elif isinstance(method, tuple(ENGINES.values())):
         cls, base = type(method), method
     else:
         raise TypeError(
@@ -240,8 +289,102 @@ def default_optimizer(learning_rate):
     return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate))
 
 
+class _ShardSeriesPlate(numpyro.primitives.Messenger):
+    """Lays the indices of the `"series"` plate (the minibatch a model gathers, or
+    `arange(N)` for the whole batch) out over the devices, so that everything the model
+    computes per series is split the same way. Only inside a trace: the eager first
+    trace that initialises the guide runs on one device as without `devices`."""
+
+    def __init__(self, fn, sharding):
+        self.sharding = sharding
+        super().__init__(fn)
+
+    def postprocess_message(self, msg):
+        if (
+            msg["type"] == "plate"
+            and msg["name"] == "series"
+            and isinstance(msg["value"], jax.core.Tracer)
+        ):
+            msg["value"] = jax.lax.with_sharding_constraint(msg["value"], self.sharding)
+
+
+class _DataParallel:
+    """Where the pieces of a data-parallel SVI run live: series split over the mesh,
+    everything else replicated."""
+
+    def __init__(self, method: SVI, batch, model):
+        from .. import distributed
+
+        self.sharding = distributed.series_sharding(method.devices)
+        self.mesh = self.sharding.mesh
+        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self.n_devices = int(self.mesh.size)
+        local = int(batch.ts.shape[0])
+        if method.process_local:
+            distributed._check_same_on_every_process(
+                "fit: the number of local series (process_local=True)", str(local).encode(),
+                "give every process the same number of series.",
+            )
+            distributed._check_same_on_every_process(
+                f"fit: the adapted {type(model).__name__} (process_local=True)", _fingerprint(model),
+                "its data-derived constants come from each process's own series; pass the whole "
+                "data set on every process (process_local=False) or data whose local statistics agree.",
+            )
+        n = local * (jax.process_count() if method.process_local else 1)
+        per_step = n if method.batch_size is None else method.batch_size
+        if per_step % self.n_devices:
+            lower = per_step // self.n_devices * self.n_devices
+            hint = f"e.g. batch_size={lower}" if lower else f"at least {self.n_devices}"
+            if method.batch_size is None:
+                fix = (
+                    f"pass a batch_size that is a multiple of {self.n_devices} ({hint}) or use"
+                    if getattr(model, "minibatch", True) else "use"
+                )
+                raise ValueError(
+                    f"fit: batch_size=None puts all {n} series in every step, which do not divide "
+                    f"evenly over {self.n_devices} devices; {fix} a device count that divides {n}."
+                )
+            raise ValueError(
+                f"fit: batch_size={method.batch_size} does not divide evenly over "
+                f"{self.n_devices} devices; use a multiple of {self.n_devices} ({hint})."
+            )
+        # What the eager set-up (site discovery, guide initialisation) sees: the whole
+        # data, so that it equals the single-process run.
+        self.host_batch = distributed._gather_series(batch) if method.process_local else batch
+        if method.process_local:
+            self.batch = distributed._place_series(batch, self.sharding, process_local=True)
+        elif method.batch_size is None:
+            self.batch = distributed._place_series(batch, self.sharding)
+        else:
+            # Replicated, so that gathering a random minibatch needs no communication;
+            # the gathered rows are then split by `_ShardSeriesPlate`.
+            self.batch = distributed._replicated(batch, self.mesh)
+
+    def wrap(self, fn):
+        if fn is None:
+            return None
+        return _ShardSeriesPlate(fn, self.sharding)
+
+    def replicate(self, tree):
+        from .. import distributed
+
+        return distributed._replicated(tree, self.mesh)
+
+
+def _fingerprint(model) -> bytes:
+    import json
+
+    try:
+        return json.dumps(model.config(), sort_keys=True, default=str).encode()
+    except (ValueError, TypeError):
+        return repr(model).encode()
+
+
 def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResult:
     program = _bind(model, method.batch_size, batch)
+    dp = _DataParallel(method, batch, model) if method.devices is not None else None
+    if dp is not None:
+        batch = dp.host_batch
     k_init, k_latent, k_post = jax.random.split(key, 3)
     latent = _latent_sites(program, batch, k_latent)
     guide = _make_guide(method.guide if method.guide is not None else model.guide(), program, latent, model.init_strategy())
@@ -249,7 +392,10 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
     if tx is None:
         tx = default_optimizer(method.learning_rate)
     svi = _NumPyroSVI(
-        program, guide, numpyro.optim.optax_to_numpyro(tx), loss=Trace_ELBO(num_particles=method.num_particles)
+        program if dp is None else dp.wrap(program),
+        guide if dp is None else dp.wrap(guide),
+        numpyro.optim.optax_to_numpyro(tx),
+        loss=Trace_ELBO(num_particles=method.num_particles),
     )
     t_start = time.perf_counter()
     state = svi.init(k_init, batch)
@@ -271,8 +417,15 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
                 "checkpoint_every as the interrupted run."
             )
         first_chunk, losses = done // chunk, [old_losses]
+    if dp is not None:
+        state = dp.replicate(state)
+        batch_in = dp.batch
+        jit = lambda f: jax.jit(f, out_shardings=dp.replicated)  # noqa: E731
+    else:
+        batch_in = batch
+        jit = jax.jit
 
-    @jax.jit
+    @jit
     def run_chunk(state, verified, start, batch):
         # `verified` is the last state whose loss was computed and finite. A step's loss
         # is that of the parameters going in, so when it is non-finite the run stops and
@@ -300,7 +453,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
     chunk_seconds = []
     for c in range(first_chunk, n_chunks):
         t_chunk = time.perf_counter()
-        state, verified, bad, ls = run_chunk(state, verified, c * chunk, batch)
+        state, verified, bad, ls = run_chunk(state, verified, c * chunk, batch_in)
         ls = np.asarray(ls)
         chunk_seconds.append(time.perf_counter() - t_chunk)
         losses.append(ls)
@@ -314,7 +467,11 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
             state = verified
             break
         done = min((c + 1) * chunk, method.num_steps)
-        if method.checkpoint_every is not None and (done % method.checkpoint_every == 0 or done == method.num_steps):
+        if (
+            method.checkpoint_every is not None
+            and (done % method.checkpoint_every == 0 or done == method.num_steps)
+            and jax.process_index() == 0
+        ):
             from ._checkpoint import save_checkpoint
 
             save_checkpoint(method.checkpoint_dir, state, done, np.concatenate(losses)[:done])
@@ -331,6 +488,9 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
             stacklevel=3,
         )
     params = svi.get_params(state)
+    if dp is not None:
+        # Host copies: drawing from the guide below runs on one device, as without `devices`.
+        params = {k: np.asarray(v) for k, v in params.items()}
     seconds = time.perf_counter() - t_start
     if latent:
         if isinstance(guide, autoguide.AutoGuide):
@@ -356,6 +516,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
             "num_steps_run": int(len(loss)),
             "stopped_at": stopped,
             "guide": type(guide).__name__ if not isinstance(guide, type(_empty_guide)) else "none",
+            "num_devices": 1 if dp is None else dp.n_devices,
         },
     )
 
@@ -508,7 +669,23 @@ def run_blackjax_nuts(model, batch, method: BlackJAXNUTS, *, key, progress_bar: 
     )
 
 
-RUNNERS: dict[type, Callable] = {SVI: run_svi, NUTS: run_nuts, BlackJAXNUTS: run_blackjax_nuts}
+RUNNERS: dict[type, Callable] = {}
+
+
+def register_engine(cls: type, runner: Callable) -> type:
+    """Record an engine: `cls` is its options dataclass (with a class attribute `name`,
+    the string `fit(method=...)` accepts), `runner(model, batch, options, *, key,
+    progress_bar) -> EngineResult` runs it. Adding an engine is one file that calls this."""
+    if not dataclasses.is_dataclass(cls) or not isinstance(getattr(cls, "name", None), str):
+        raise TypeError(f"register_engine: {cls!r} must be a dataclass with a string `name`.")
+    ENGINES[cls.name] = cls
+    RUNNERS[cls] = runner
+    return cls
+
+
+register_engine(SVI, run_svi)
+register_engine(NUTS, run_nuts)
+register_engine(BlackJAXNUTS, run_blackjax_nuts)
 
 
 def _progress(enabled: bool, total: int, desc: str):

@@ -34,13 +34,29 @@ import numpyro.distributions as dist
 
 from .._data import Batch, TimeSeries
 from ..solvers._cde import fill_missing, observation_counts, solve_cde_grid
-from ..solvers._sde import brownian_increments, solve_sde_grid
+from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 
 __all__ = ["BNCDE", "AbstractCDEForecaster", "weight_sde", "ou_kl_closed_form"]
 
 
 # --------------------------------------------------------------------- weight SDE
+def _path_noise(key, num_paths: int, s_grid, p: int, dtype):
+    """The standard normals of `num_paths` weight paths: initial `(num_paths, P)` and
+    Brownian increments `(num_paths, G − 1, P)` on `s_grid`.
+
+    They are drawn from a Threefry-4x32 key derived from `key` (`jax.random` with
+    `impl="threefry4x32"`): the same key gives the same numbers on every backend, and on
+    CPU it is several times faster than JAX's default Threefry-2x32, whose CPU lowering
+    runs its rounds as a loop; these millions of normals are a large share of a BNCDE
+    training step (`benchmarks/bncde_profile.py`)."""
+    key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="threefry4x32")
+    # One call for every path and step (per-path keys under `vmap` make XLA's CPU compile
+    # of the unrolled hash very slow).
+    z = jax.random.normal(key, (num_paths, s_grid.shape[0], p), dtype)
+    return z[:, 0], z[:, 1:] * jnp.sqrt(jnp.diff(s_grid)).astype(dtype)[:, None]
+
+
 def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int):
     """Weight paths of the posterior SDE `dw = (h(s, w) − w) ds + σ dB`,
     `w_0 ~ N(μ_0, σ²)`, with the Girsanov KL to the OU prior `dw = −w ds + σ dB`,
@@ -55,12 +71,12 @@ def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int):
     **Returns:** `(w (num_paths, G, P), kl (num_paths,))`.
     """
     p = mu0.shape[0]
+    z0, db = _path_noise(key, num_paths, s_grid, p, mu0.dtype)
 
-    def one(k):
-        k0, k1 = jax.random.split(k)
-        w0 = mu0 + sigma * jax.random.normal(k0, (p,), mu0.dtype)
+    def one(z0_i, db_i):
+        w0 = mu0 + sigma * z0_i
         y0 = jnp.concatenate([w0, jnp.zeros((1,), mu0.dtype)])
-        dw = brownian_increments(k1, s_grid, (p + 1,), dtype=mu0.dtype)
+        dw = jnp.concatenate([db_i, jnp.zeros(db_i.shape[:1] + (1,), mu0.dtype)], -1)  # no noise in the KL
 
         def drift(s, y, _):
             w = y[:p]
@@ -73,7 +89,7 @@ def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int):
         ys = solve_sde_grid(drift, diffusion, y0, s_grid, dw)
         return ys[:, :p], ys[-1, p]
 
-    return jax.vmap(one)(jax.random.split(key, num_paths))
+    return jax.vmap(one)(z0, db)
 
 
 def ou_kl_closed_form(m0, v0, kappa, sigma, t_end):
@@ -469,20 +485,14 @@ class BNCDE(AbstractCDEForecaster):
     - `horizon`: training horizon `τ = 1..horizon`; `τ = 1` is trained from every row,
       `τ ≥ 2` from `ahead_starts` random start rows per step (0: every row).
     - `stochastic`: `"last"` (stochastic weights for the output layer of both fields;
-      default) or `"all"` (every field layer). Measured at the paper's configuration
-      (σ = 3e-2, one seed, `benchmarks/bncde_sweep.py`): the same counterfactual coverage
-      (95%: .973 … .942 against .966 … .950) and a lower CRPS (.111 … .105 against
-      .126 … .107) for 1.1× the training time and 2.1× the predictive time, so `"last"`
-      stays the default.
+      default) or `"all"` (every field layer, slower to train and to predict).
+      `benchmarks/bncde_sweep.py` compares the two (results in
+      `benchmarks/results/bncde_sweep.json`).
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
       It sets the spread of the weight paths, so it trades sharpness for coverage: tune
-      it on held-out data. At the paper's configuration (width 128; 4000 patients,
-      8 epochs, cosine learning-rate decay; 3 seeds) `benchmarks/bncde_sweep.py` gave mean
-      counterfactual 95% coverage τ = 1..5 of .966 … .905 with 2e-2 (as wide as MC
-      dropout, which covered .956 … .884), .967 … .918 with 3e-2 and .969 … .922 with
-      4e-2 (10% wider). The default 1e-2 suits small fields too: with 3e-2 a width-16
-      field learned the treatment effect with the wrong sign; with 1e-3 a small model's
-      90% intervals covered only 0.67–0.88 of held-out patients.
+      it on held-out data (`benchmarks/bncde_sweep.py` sweeps it at the paper's
+      configuration). The default 1e-2 suits small fields; wide fields trained for a
+      few epochs may need more (`benchmarks/bncde.py` uses 4e-2 at width 128).
     - `train_paths`: weight paths per training step (10 in the paper); prediction draws
       one path per predictive sample.
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
