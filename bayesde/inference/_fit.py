@@ -2,30 +2,61 @@
 
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Callable, Optional
 
-import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+import numpyro
 
 from .._data import TimeSeries
 from ..models._base import AbstractModel
-from ._engines import RUNNERS, resolve_method
+from ..models._function import FunctionModel
+from ._engines import RUNNERS, SVI, resolve_method
 from ._posterior import Posterior
 
-__all__ = ["fit", "FunctionModel"]
+__all__ = ["fit"]
 
 
-class FunctionModel(AbstractModel):
-    """Wraps a plain NumPyro model `fn(batch, query=None)` that follows the site contract
-    of `AbstractModel` (observe `"y"`, predict `"y_out"`)."""
+def _site_kinds(model, batch, key) -> dict[str, str]:
+    """Names of the program's `param` sites and unobserved `sample` sites, found by
+    tracing it abstractly (`jax.eval_shape`: nothing is compiled or computed)."""
+    kinds: dict[str, str] = {}
 
-    fn: Callable = eqx.field(static=True)
+    def run(k):
+        with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=k):
+            tr = numpyro.handlers.trace(model.program).get_trace(batch)
+        for name, site in tr.items():
+            if site["type"] == "param":
+                kinds[name] = "param"
+            elif (site["type"] == "sample" and not site["is_observed"]
+                  and not isinstance(site["fn"], numpyro.distributions.Delta)):
+                kinds[name] = "latent"
+        return jnp.zeros(())
 
-    def program(self, batch, query=None, *, subsample_size=None):
-        return self.fn(batch, query)
+    jax.eval_shape(run, key)
+    return kinds
+
+
+def _check_samplable(model, data: TimeSeries, method: str, key) -> None:
+    """Refuse an MCMC engine for a program it cannot sample: one with no latent site, or
+    with `numpyro.param` sites (network weights fitted as point estimates), which a
+    sampler would leave at their initial values."""
+    kinds = _site_kinds(model, data.batch(), key)
+    params = sorted(k for k, v in kinds.items() if v == "param")
+    name = type(model).__name__
+    if params:
+        shown = ", ".join(params[:4]) + (", ..." if len(params) > 4 else "")
+        raise ValueError(
+            f"fit: method={method!r} samples latent variables, but {name} has {len(params)} "
+            f"parameters that are point estimates ({shown}), which a sampler would leave at "
+            "their initial values; fit it with method='svi'."
+        )
+    if not any(v == "latent" for v in kinds.values()):
+        raise ValueError(
+            f"fit: method={method!r} has nothing to sample: {name} has no latent sample site; "
+            "fit it with method='svi'."
+        )
 
 
 def _as_key(key):
@@ -58,8 +89,9 @@ def fit(
 
     - `model`: a `bd.models` model, or a plain NumPyro model `fn(batch, query=None)`.
     - `data`: a `bd.TimeSeries`.
-    - `method`: `"svi"`, `"nuts"`, `"blackjax-nuts"`, or a configured `bd.SVI(...)`,
-      `bd.NUTS(...)`, `bd.BlackJAXNUTS(...)`.
+    - `method`: `"svi"`, `"nuts"`, `"blackjax-nuts"`, `"chees"` (many-chain HMC, for
+      accelerators), or a configured `bd.SVI(...)`, `bd.NUTS(...)`, `bd.BlackJAXNUTS(...)`,
+      `bd.Chees(...)`.
     - `key`: a JAX PRNG key; the same key gives the same numbers.
     - `progress_bar`: show progress (off when `BAYESDE_FAST=1`).
     - `warn`: warn after the fit about divergences, R-hat, ESS, unconverged loss.
@@ -96,7 +128,19 @@ def fit(
         raise ValueError(
             f"fit: {type(model).__name__} needs treatments; build the TimeSeries with treatments=..."
         )
+    if getattr(method_obj, "batch_size", None) is not None and not model.minibatch:
+        what = (
+            f"the model function {getattr(model.fn, '__qualname__', model.fn)!r} takes no "
+            "`subsample_size` keyword" if isinstance(model, FunctionModel)
+            else f"{type(model).__name__} does not minibatch"
+        )
+        raise ValueError(
+            f"fit: batch_size={method_obj.batch_size} needs a model that fits on minibatches, but "
+            f"{what}; drop batch_size to fit on all {data.n_series} series at once."
+        )
     model = model.adapt(data)
+    if not isinstance(method_obj, SVI):
+        _check_samplable(model, data, method_obj.name, key)
     progress = progress_bar and os.environ.get("BAYESDE_FAST", "") in ("", "0")
     runner = RUNNERS[type(method_obj)]
     result = runner(model, data.batch(), method_obj, key=key, progress_bar=progress)

@@ -2,6 +2,8 @@
 
 from ._base import AbstractModel as AbstractModel
 from ._base import Query as Query
+from ._base import register_model as register_model
+from ._function import FunctionModel as FunctionModel
 from ..datasets._core_data import lotka_volterra_field as lotka_volterra_field
 from ..datasets._core_data import lotka_volterra_priors as lotka_volterra_priors
 from ._ode import ODE as ODE

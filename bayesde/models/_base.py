@@ -30,6 +30,21 @@ MODEL_REGISTRY: dict[str, type] = {}
 
 
 def register_model(cls):
+    """Class decorator: record a model class by name so that `bd.load` can rebuild a saved
+    run of it. Use it on your own `AbstractModel` subclasses (define them in an importable
+    module, import it before `bd.load`)."""
+    if not (isinstance(cls, type) and issubclass(cls, AbstractModel)):
+        raise TypeError(
+            f"register_model: expected a subclass of bd.models.AbstractModel, got {cls!r}."
+        )
+    known = MODEL_REGISTRY.get(cls.__name__)
+    if known is not None and known is not cls and (known.__module__, known.__qualname__) != (
+        cls.__module__, cls.__qualname__
+    ):
+        raise ValueError(
+            f"register_model: a model named {cls.__name__!r} is already registered "
+            f"({known.__module__}.{known.__qualname__}); give your class another name."
+        )
     MODEL_REGISTRY[cls.__name__] = cls
     return cls
 
@@ -54,6 +69,9 @@ class AbstractModel(eqx.Module):
 
     amortized: ClassVar[bool] = False
     needs_treatments: ClassVar[bool] = False
+    #: Whether `program` honours `subsample_size` (minibatch SVI); `fit` refuses
+    #: `batch_size` for a model that does not.
+    minibatch: ClassVar[bool] = True
 
     def adapt(self, data: TimeSeries) -> "AbstractModel":
         """A copy with data-derived constants (e.g. standardisation) filled in; called

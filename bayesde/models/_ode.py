@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 from typing import Callable, Literal, Optional
@@ -94,17 +95,21 @@ class _AbstractODEModel(AbstractModel):
     """Shared program of ODE models: per-series initial states, a solve at each series'
     times, a masked Normal/LogNormal likelihood and a solver-failure factor."""
 
+    @abc.abstractmethod
     def _rhs(self, params):
-        raise NotImplementedError
+        """The vector field `(t, u, args) -> du/dt` for the drawn parameters."""
 
+    @abc.abstractmethod
     def _draw_params(self):
-        raise NotImplementedError
+        """Sample the vector field's parameters."""
 
-    def _init_prior(self):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _init_prior(self, idx):
+        """Prior of the initial states of the series `idx`."""
 
+    @abc.abstractmethod
     def _noise(self):
-        raise NotImplementedError
+        """Sample the observation noise scale."""
 
     def _to_data(self, u):
         return u
@@ -114,15 +119,20 @@ class _AbstractODEModel(AbstractModel):
 
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         params = self._draw_params()
-        n, _, d = batch.ys.shape
-        with numpyro.plate("series", n):
-            u0 = numpyro.sample("y0", self._init_prior().to_event(1))
+        n = batch.ys.shape[0]
+        with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
+            u0 = numpyro.sample("y0", self._init_prior(idx).to_event(1))
         sigma = self._noise()
+        if subsample_size is not None:
+            batch = Batch(*(None if x is None else x[idx] for x in batch))
         t0 = batch.ts[:, 0]
         u, ok = self._solve_all(params, u0, t0, batch.ts)
         numpyro.factor("solver_failed", jnp.sum(jnp.where(ok, 0.0, -jnp.inf)))
         f = self._to_data(u)
-        _observe("y", f, self._obs_scale(sigma), self.observation, batch.mask, batch.ys)
+        # A minibatch of B series stands for all N: its likelihood counts N / B times
+        # (the series plate does the same for the initial states).
+        with numpyro.handlers.scale(scale=n / u0.shape[0]):
+            _observe("y", f, self._obs_scale(sigma), self.observation, batch.mask, batch.ys)
         if query is not None:
             u_out, _ = self._solve_all(params, u0, t0, query.ts)
             f_out = numpyro.deterministic("f_out", self._to_data(u_out))
@@ -188,8 +198,8 @@ class ODE(_AbstractODEModel):
     def _rhs(self, params):
         return lambda t, y, args: self.vector_field(t, y, params)
 
-    def _init_prior(self):
-        loc = jnp.asarray(self.init_loc)
+    def _init_prior(self, idx):
+        loc = jnp.asarray(self.init_loc)[idx]
         if self.observation == "lognormal":
             return dist.LogNormal(jnp.log(loc), self.init_scale)
         return dist.Normal(loc, self.init_scale)
@@ -309,8 +319,8 @@ class BayesianNeuralODE(_AbstractODEModel):
 
         return rhs
 
-    def _init_prior(self):
-        return dist.Normal(jnp.asarray(self.init_loc), self.init_scale)
+    def _init_prior(self, idx):
+        return dist.Normal(jnp.asarray(self.init_loc)[idx], self.init_scale)
 
     def _noise(self):
         return numpyro.sample("sigma", dist.HalfNormal(self.noise_scale))

@@ -1,0 +1,182 @@
+"""The house rules that keep bayesde easy to extend: no import circle (imports inside
+functions included), models that say whether they minibatch, `fit` that never ignores an
+option silently, and a plain NumPyro function that saves and loads like any model."""
+
+import ast
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bayesde as bd
+
+PACKAGE = Path(bd.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every `import` and `from ... import` in the package, at any depth (functions,
+    methods, `if TYPE_CHECKING` blocks excluded), as edges between bayesde modules."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {m: set() for m in files}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text())
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        skip = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skip.update(id(n) for n in ast.walk(node))
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                # `from pkg import sub` names a submodule when `pkg.sub` is a module.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in files:
+                    t = t.rpartition(".")[0]
+                if t and t != mod:
+                    graph[mod].add(t)
+    return graph
+
+
+def _cycles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _is_package_edge(a: str, b: str) -> bool:
+    # A package's __init__ re-exporting its own modules is not a circle of logic.
+    return b.startswith(a + ".") or a.startswith(b + ".")
+
+
+def test_no_import_circle():
+    graph = _import_graph()
+    graph = {a: {b for b in bs if not _is_package_edge(a, b)} for a, bs in graph.items()}
+    assert _cycles(graph) == []
+
+
+def test_import_graph_sees_imports_inside_functions():
+    graph = _import_graph()
+    # `fit` warns through the diagnostics module, imported inside the function.
+    assert "bayesde.inference._diagnostics" in graph["bayesde.inference._fit"]
+
+
+# ----------------------------------------------------------------- minibatches
+@pytest.fixture(scope="module")
+def lv():
+    return bd.datasets.lotka_volterra(n_series=16, n_times=12, t_max=6.0, key=jax.random.key(0))
+
+
+def _lv_model():
+    return bd.models.ODE(
+        bd.models.lotka_volterra_field, priors=bd.models.lotka_volterra_priors(beta=0.025, delta=0.025)
+    )
+
+
+def test_ode_minibatch_scales_the_likelihood_by_n_over_b(lv):
+    model = _lv_model().adapt(lv)
+    batch = lv.batch()
+    with numpyro.handlers.seed(rng_seed=0):
+        tr = numpyro.handlers.trace(model.program).get_trace(batch, subsample_size=4)
+    assert tr["y"]["value"].shape == (4, 12, 2)
+    assert tr["y"]["scale"] == pytest.approx(16 / 4)
+    assert tr["y0"]["value"].shape == (4, 2)
+    # The same series' times and values reach the likelihood as the plate's indices.
+    idx = np.asarray(tr["series"]["value"])
+    np.testing.assert_allclose(tr["y"]["value"], np.asarray(batch.ys)[idx])
+    with numpyro.handlers.seed(rng_seed=0):
+        full = numpyro.handlers.trace(model.program).get_trace(batch)
+    assert full["y"]["value"].shape == (16, 12, 2) and full["y"].get("scale") in (None, 1.0)
+
+
+def test_ode_fits_on_minibatches(lv):
+    post = bd.fit(_lv_model(), lv, method="svi", batch_size=8, num_steps=30, num_samples=5,
+                  key=jax.random.key(1), progress_bar=False, warn=False)
+    assert post.samples["y0"].shape == (1, 5, 16, 2)
+    assert np.all(np.isfinite(post.loss))
+    pred = post.predict(lv.ts[:, :3], key=jax.random.key(2))
+    assert pred.samples.shape == (5, 16, 3, 2)
+
+
+def _plain(batch, query=None):
+    n, _, d = batch.ys.shape
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0).expand([d]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    numpyro.sample("y", dist.Normal(mu, sigma).mask(batch.mask), obs=batch.ys)
+    if query is not None:
+        f = numpyro.deterministic("f_out", jnp.broadcast_to(mu, query.ts.shape + (d,)))
+        numpyro.sample("y_out", dist.Normal(f, sigma))
+
+
+def test_batch_size_is_refused_for_a_function_without_subsample_size(lv):
+    with pytest.raises(ValueError, match=r"fit: batch_size=4 needs a model that fits on minibatches, "
+                                         r"but the model function '_plain' takes no `subsample_size`"):
+        bd.fit(_plain, lv, method="svi", batch_size=4, num_steps=5, key=jax.random.key(0))
+
+
+def test_register_model_refuses_what_is_not_a_model():
+    with pytest.raises(TypeError, match="register_model: expected a subclass of bd.models.AbstractModel"):
+        bd.models.register_model(dict)
+
+
+def test_plain_function_saves_loads_and_predicts_the_same(lv, tmp_path):
+    post = bd.fit(_plain, lv, method="svi", num_steps=50, num_samples=20, key=jax.random.key(3),
+                  progress_bar=False, warn=False)
+    post.save(tmp_path / "run")
+    again = bd.load(tmp_path / "run")
+    assert type(again.model).__name__ == "FunctionModel" and again.model.fn is _plain
+    a = post.predict(lv.ts[:, -3:], key=jax.random.key(4))
+    b = again.predict(lv.ts[:, -3:], key=jax.random.key(4))
+    np.testing.assert_array_equal(np.asarray(a.samples), np.asarray(b.samples))
+
+
+def test_samplers_refuse_a_model_of_point_estimates():
+    data = bd.datasets.lotka_volterra(n_series=2, n_times=8, t_max=4.0, key=jax.random.key(0))
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, hidden=8)
+    with pytest.raises(ValueError, match=r"fit: method='nuts' samples latent variables, but LatentSDE has "
+                                         r"\d+ parameters that are point estimates .*; fit it with method='svi'"):
+        bd.fit(model, data, method="nuts", num_warmup=2, num_samples=2, key=jax.random.key(0))
