@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Callable
 
 __all__ = ["register", "load", "names", "card", "data_path"]
@@ -38,9 +39,17 @@ def data_path(filename: str):
 
     The files live in the repository's top-level `datasets/` folder; the build maps that
     folder onto the package `bayesde.datasets.data` (see `pyproject.toml`), so the same
-    call works from a source checkout, an editable install and an installed wheel.
+    call works from an editable install and an installed wheel. Code imported straight
+    from a source checkout (e.g. `python -m pytest` in the repository, which puts the
+    checkout first on `sys.path`) has no such package and reads the folder itself.
     """
-    return resources.files("bayesde.datasets.data").joinpath(filename)
+    try:
+        return resources.files("bayesde.datasets.data").joinpath(filename)
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "datasets"
+        if not (checkout / filename).is_file():
+            raise
+        return checkout / filename
 
 
 def card(name: str) -> str:
