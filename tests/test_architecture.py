@@ -6,13 +6,12 @@ import ast
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
 import pytest
 
 import bayesde as bd
+from _programs import normal_mean
 
 PACKAGE = Path(bd.__file__).parent
 
@@ -142,20 +141,11 @@ def test_ode_fits_on_minibatches(lv):
     assert pred.samples.shape == (5, 16, 3, 2)
 
 
-def _plain(batch, query=None):
-    n, _, d = batch.ys.shape
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0).expand([d]).to_event(1))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    numpyro.sample("y", dist.Normal(mu, sigma).mask(batch.mask), obs=batch.ys)
-    if query is not None:
-        f = numpyro.deterministic("f_out", jnp.broadcast_to(mu, query.ts.shape + (d,)))
-        numpyro.sample("y_out", dist.Normal(f, sigma))
-
 
 def test_batch_size_is_refused_for_a_function_without_subsample_size(lv):
     with pytest.raises(ValueError, match=r"fit: batch_size=4 needs a model that fits on minibatches, "
-                                         r"but the model function '_plain' takes no `subsample_size`"):
-        bd.fit(_plain, lv, method="svi", batch_size=4, num_steps=5, key=jax.random.key(0))
+                                         r"but the model function 'normal_mean' takes no `subsample_size`"):
+        bd.fit(normal_mean, lv, method="svi", batch_size=4, num_steps=5, key=jax.random.key(0))
 
 
 def test_register_model_refuses_what_is_not_a_model():
@@ -163,12 +153,12 @@ def test_register_model_refuses_what_is_not_a_model():
         bd.models.register_model(dict)
 
 
-def test_plain_function_saves_loads_and_predicts_the_same(lv, tmp_path):
-    post = bd.fit(_plain, lv, method="svi", num_steps=50, num_samples=20, key=jax.random.key(3),
+def testnormal_mean_function_saves_loads_and_predicts_the_same(lv, tmp_path):
+    post = bd.fit(normal_mean, lv, method="svi", num_steps=50, num_samples=20, key=jax.random.key(3),
                   progress_bar=False, warn=False)
     post.save(tmp_path / "run")
     again = bd.load(tmp_path / "run")
-    assert type(again.model).__name__ == "FunctionModel" and again.model.fn is _plain
+    assert type(again.model).__name__ == "FunctionModel" and again.model.fn is normal_mean
     a = post.predict(lv.ts[:, -3:], key=jax.random.key(4))
     b = again.predict(lv.ts[:, -3:], key=jax.random.key(4))
     np.testing.assert_array_equal(np.asarray(a.samples), np.asarray(b.samples))

@@ -9,24 +9,15 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
 
 import bayesde as bd
 from bayesde.inference import Chees
+from _devices import device_env
+from _programs import normal_mean
 
 
-def _normal_mean(batch, query=None):
-    n, _, d = batch.ys.shape
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0).expand([d]).to_event(1))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    numpyro.sample("y", dist.Normal(mu, sigma).mask(batch.mask), obs=batch.ys)
-    if query is not None:
-        f = numpyro.deterministic("f_out", jnp.broadcast_to(mu, query.ts.shape + (d,)))
-        numpyro.sample("y_out", dist.Normal(f, sigma))
 
 
 def _toy_data():
@@ -46,7 +37,7 @@ SMALL = dict(num_chains=8, num_warmup=150, num_samples=40, chunk_size=16, progre
 
 @pytest.fixture(scope="module")
 def toy_post(toy):
-    return bd.fit(_normal_mean, toy, method="chees", key=jax.random.key(0), **SMALL)
+    return bd.fit(normal_mean, toy, method="chees", key=jax.random.key(0), **SMALL)
 
 
 def test_draws_and_statistics_have_the_nuts_layout(toy, toy_post):
@@ -70,10 +61,10 @@ def test_draws_and_statistics_have_the_nuts_layout(toy, toy_post):
 
 
 def test_same_key_same_draws_and_chunking_does_not_matter(toy, toy_post):
-    again = bd.fit(_normal_mean, toy, method="chees", key=jax.random.key(0), **dict(SMALL, chunk_size=40))
+    again = bd.fit(normal_mean, toy, method="chees", key=jax.random.key(0), **dict(SMALL, chunk_size=40))
     for k, v in toy_post.samples.items():
         assert np.array_equal(v, again.samples[k]), k
-    other = bd.fit(_normal_mean, toy, method=Chees(**{k: v for k, v in SMALL.items() if k != "progress_bar"}),
+    other = bd.fit(normal_mean, toy, method=Chees(**{k: v for k, v in SMALL.items() if k != "progress_bar"}),
                    key=jax.random.key(1), progress_bar=False)
     assert not np.array_equal(other.samples["mu"], toy_post.samples["mu"])
 
@@ -102,16 +93,16 @@ def test_predict_and_save_load(tmp_path, toy, toy_post):
 )
 def test_bad_options_are_refused_before_anything_compiles(toy, options, message):
     with pytest.raises(ValueError, match=message):
-        bd.fit(_normal_mean, toy, method="chees", key=jax.random.key(0), **options)
+        bd.fit(normal_mean, toy, method="chees", key=jax.random.key(0), **options)
 
 
 _SHARDED = textwrap.dedent(
     """
     import json, jax, numpy as np
     import bayesde as bd
-    import tests.test_chees as t
+    import test_chees as t
     data = t._toy_data()
-    post = bd.fit(t._normal_mean, data, method="chees", key=jax.random.key(0), **t.SMALL)
+    post = bd.fit(t.normal_mean, data, method="chees", key=jax.random.key(0), **t.SMALL)
     print("RESULT" + json.dumps({"devices": len(jax.devices()), "num_devices": post.info["num_devices"],
                                  "step_size": post.info["step_size"], "mu": np.asarray(post.samples["mu"]).tolist()}))
     """
@@ -119,10 +110,10 @@ _SHARDED = textwrap.dedent(
 
 
 def test_chains_are_split_over_devices_and_agree_with_one_device(toy_post):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               BAYESDE_FAST="1", PYTHONWARNINGS="ignore")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=root, capture_output=True, text=True,
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = device_env(4)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=here, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][len("RESULT"):])

@@ -12,14 +12,13 @@ must be set before JAX starts, and this pytest process has one device.
 """
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _devices import device_env, two_processes_and_one
 
 RTOL_LOSS = 1e-4
 ATOL_PARAMS = 1e-4
@@ -118,16 +117,6 @@ _FOUR_DEVICES = _COMMON + textwrap.dedent(
 )
 
 
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        JAX_PLATFORMS="cpu",
-        BAYESDE_FAST="1",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
-
 
 def _result(proc) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -140,7 +129,7 @@ def four_devices():
     # About a minute on an idle 2-core machine (compiling two small models twice).
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _FOUR_DEVICES], env=_env(4), capture_output=True, text=True, timeout=1800
+            [sys.executable, "-c", _FOUR_DEVICES], env=device_env(4), capture_output=True, text=True, timeout=1800
         )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the four-device fits did not finish in {e.timeout} s")
@@ -239,39 +228,13 @@ _WORKER = _COMMON + textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_two_processes_fit_like_one(tmp_path):
     """2 processes x 2 CPU devices (gloo): `bd.fit(..., devices=jax.devices())` with the
     whole data on every process, and with process-local shards, both follow the
     single-process fit."""
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(i), "2", port, str(tmp_path)],
-            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        single = subprocess.run(
-            [sys.executable, "-c", _WORKER, "0", "1", port, str(tmp_path)],
-            env=_env(1), capture_output=True, text=True, timeout=900,
-        )
-        assert single.returncode == 0, single.stderr[-3000:]
-        for p in procs:
-            _, err = p.communicate(timeout=900)
-            assert p.returncode == 0, err[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    two_processes_and_one(_WORKER, tmp_path, timeout=900)
     ref = json.loads((tmp_path / "fit_1_0.json").read_text())
     for i in range(2):
         got = json.loads((tmp_path / f"fit_2_{i}.json").read_text())

@@ -6,14 +6,13 @@ Every check runs in a subprocess: the device count (`XLA_FLAGS`) and
 """
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _devices import device_env, two_processes_and_one
 
 # A tiny Bayesian neural ODE written as a plain NumPyro program (explicit Euler on the
 # observation grid): cheap to compile, and it has the sites the core reads.
@@ -97,21 +96,11 @@ _WORKER = _MODEL + textwrap.dedent(
 )
 
 
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        JAX_PLATFORMS="cpu",
-        BAYESDE_FAST="1",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
-
 
 @pytest.fixture(scope="module")
 def four_devices():
     proc = subprocess.run(
-        [sys.executable, "-c", _MULTI_DEVICE], env=_env(4), capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _MULTI_DEVICE], env=device_env(4), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
@@ -155,38 +144,12 @@ def test_mesh_and_input_checks():
         bd.distributed._as_mesh(["cpu0"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_two_processes_agree_with_one(tmp_path):
     """Two local processes (2 CPU devices each, gloo collectives) run one sharded
     posterior predictive; both get every draw, equal to a single process."""
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(i), "2", port, str(tmp_path)],
-            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        single = subprocess.run(
-            [sys.executable, "-c", _WORKER, "0", "1", port, str(tmp_path)],
-            env=_env(1), capture_output=True, text=True, timeout=600,
-        )
-        assert single.returncode == 0, single.stderr[-3000:]
-        for p in procs:
-            _, err = p.communicate(timeout=600)
-            assert p.returncode == 0, err[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    two_processes_and_one(_WORKER, tmp_path, timeout=600)
     ref = np.load(tmp_path / "samples_1_0.npy")
     for i in range(2):
         got = np.load(tmp_path / f"samples_2_{i}.npy")
@@ -221,7 +184,7 @@ def test_sharded_bayesian_neural_ode_matches_single_device():
     within the solver tolerance (per-device vectorised code may round the last bit
     differently, which can move an adaptive step)."""
     proc = subprocess.run(
-        [sys.executable, "-c", _NEURAL_ODE], env=_env(4), capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", _NEURAL_ODE], env=device_env(4), capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])

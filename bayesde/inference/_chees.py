@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _engines
-from ._engines import EngineResult, _bind, _check_int, _check_real, _progress
+from ._engines import EngineResult, _bind, _check_int, _check_real, _check_sampler, _progress
 
 __all__ = ["Chees", "run_chees"]
 
@@ -80,15 +80,12 @@ class Chees:
     name = "chees"
 
     def __post_init__(self):
-        _check_int("Chees", "num_warmup", self.num_warmup, 1)
-        _check_int("Chees", "num_samples", self.num_samples, 1)
-        _check_int("Chees", "num_chains", self.num_chains, 1)
+        _check_sampler("Chees", self, min_warmup=1)
         if self.num_chains < 2:
             raise ValueError(
                 f"Chees.num_chains: expected at least 2 chains, got {self.num_chains}; the adaptation "
                 "averages over the chains (use 32 or more), or use method='nuts' for one chain."
             )
-        _check_real("Chees", "target_accept_prob", self.target_accept_prob, 0.0, 1.0)
         _check_real("Chees", "learning_rate", self.learning_rate, 0.0, np.inf)
         _check_real("Chees", "initial_step_size", self.initial_step_size, 0.0, np.inf)
         _check_int("Chees", "max_leapfrog_steps", self.max_leapfrog_steps, 1)

@@ -48,12 +48,14 @@ def _check_real(owner: str, name: str, value, low: float, high: float, *, open_l
         raise ValueError(f"{owner}.{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}.")
 
 
-def _check_sampler(owner: str, m) -> None:
-    _check_int(owner, "num_warmup", m.num_warmup, 0)
+def _check_sampler(owner: str, m, *, min_warmup: int = 0) -> None:
+    """The options every MCMC engine shares (and `max_tree_depth` where it has one)."""
+    _check_int(owner, "num_warmup", m.num_warmup, min_warmup)
     _check_int(owner, "num_samples", m.num_samples, 1)
     _check_int(owner, "num_chains", m.num_chains, 1)
     _check_real(owner, "target_accept_prob", m.target_accept_prob, 0.0, 1.0)
-    _check_int(owner, "max_tree_depth", m.max_tree_depth, 1)
+    if hasattr(m, "max_tree_depth"):
+        _check_int(owner, "max_tree_depth", m.max_tree_depth, 1)
 
 
 @dataclasses.dataclass(frozen=True)
