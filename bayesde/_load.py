@@ -27,8 +27,6 @@ def load(path) -> Posterior:
     Refuses a folder that is not a bayesde run, a different format version (naming
     both versions), and files that were truncated or edited (checksums).
     """
-    import xarray as xr
-
     path = Path(path)
     recover(path, marker=MARKER, what="run")
     meta = path / MARKER

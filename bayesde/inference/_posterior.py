@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import jax
@@ -11,8 +10,9 @@ import numpy as np
 import numpyro
 from numpyro.infer import Predictive
 
-from .._data import Batch, TimeSeries
+from .._data import TimeSeries
 from ..models._base import AbstractModel, Query
+from ._forecast import QUANTILES, forecast
 from ._prediction import Prediction
 
 __all__ = ["Posterior"]
@@ -225,7 +225,7 @@ class Posterior:
         every: Optional[float] = None,
         key,
         num_samples: Optional[int] = None,
-        quantiles=(0.05, 0.25, 0.5, 0.75, 0.95),
+        quantiles=QUANTILES,
         return_prediction: bool = False,
     ):
         """A tidy forecast table: the posterior predictive on a regular grid from each
@@ -247,7 +247,6 @@ class Posterior:
         part, mean, q05, ..., q95` (`part` is `history` or `forecast`; `date` when the
         data's times stand for dates), or `(table, prediction)`.
         """
-        from ._forecast import forecast
 
         return forecast(self, horizon, every=every, key=key, num_samples=num_samples, quantiles=quantiles,
                         return_prediction=return_prediction)

@@ -333,7 +333,7 @@ class FractionalSDE(AbstractModel):
 
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         self._check_adapted()
-        d, D, K, S = self.latent_dim, self.data_dim, self.num_ou, self.steps_per_obs
+        d, D, S = self.latent_dim, self.data_dim, self.steps_per_obs
         dtype = batch.ys.dtype
         loc = jnp.asarray(self.loc, dtype)
         scale = jnp.asarray(self.scale, dtype)
@@ -351,8 +351,6 @@ class FractionalSDE(AbstractModel):
         drift_net, control_net, diff_net, decoder = self._networks()
         fbm = MarkovFBM(hurst, self.num_ou, self.gamma_max, self.window, self.fbm_type, dtype=dtype)
         w = fbm.weights
-        omega = jnp.sum(w)
-        g = fbm.speeds
 
         enc = None
         if not self._identity:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import diffrax
-import jax
 import jax.numpy as jnp
 
 __all__ = ["solve_ode"]
