@@ -3,7 +3,7 @@
 ```python
 import jax, bayesde as bd
 data = bd.datasets.load("hare_lynx")
-post = bd.fit(bd.models.BayesianNeuralODE(dim=2), data, method="svi", key=jax.random.key(0))
+post = bd.fit(bd.models.BayesianNeuralODE(state_dim=2), data, method="svi", key=jax.random.key(0))
 pred = post.predict(data.ts, key=jax.random.key(1))
 ```
 
@@ -31,8 +31,11 @@ _PUBLIC: dict[str, tuple[str, typing.Optional[str]]] = {
     "NUTS": (".inference", "NUTS"),
     "BlackJAXNUTS": (".inference", "BlackJAXNUTS"),
     "Chees": (".inference", "Chees"),
+    "Ensemble": (".inference", "Ensemble"),
     "Posterior": (".inference", "Posterior"),
     "Prediction": (".inference", "Prediction"),
+    "backtest": ("._backtest", "backtest"),
+    "Backtest": ("._backtest", "Backtest"),
     "load": ("._load", "load"),
     "calibration": (".calibration", None),
     "datasets": (".datasets", None),
@@ -84,6 +87,9 @@ if typing.TYPE_CHECKING:  # what type checkers and griffe/mkdocstrings see
     from .inference import SVI as SVI
     from .inference import BlackJAXNUTS as BlackJAXNUTS
     from .inference import Chees as Chees
+    from .inference import Ensemble as Ensemble
     from .inference import Posterior as Posterior
     from .inference import Prediction as Prediction
     from .inference import fit as fit
+    from ._backtest import Backtest as Backtest
+    from ._backtest import backtest as backtest

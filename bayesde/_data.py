@@ -102,22 +102,153 @@ def _as_float_array(field: str, x, fix: str) -> np.ndarray:
     try:
         arr = np.asarray(x)
     except ValueError:
-        raise ValueError(
-            f"TimeSeries.{field}: the rows have different lengths (a ragged list); pad the "
-            "short series with NaN to a common length, or build the data with "
-            "TimeSeries.from_pandas(df)."
+        raise DataError(
+            "the rows have different lengths (a ragged list); pad the short series with NaN to a common length, "
+            "or build the data with TimeSeries.from_pandas(df).", field=f"TimeSeries.{field}",
         ) from None
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(
-            f"TimeSeries.{field}: dtype {arr.dtype} is not numeric; {fix}"
-        )
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"dtype {arr.dtype} is not numeric; {fix}", field=f"TimeSeries.{field}")
     return arr.astype(np.float64)
 
 
 def _first_bad(bad: np.ndarray) -> tuple:
     return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+# Constructor checks, in the order `TimeSeries.__init__` applies them. Each raises
+# `DataError` naming the field (`TimeSeries.ys`, ...) and, where there is one, the
+# series/time index of the first bad entry.
+def _check_ys(ys: np.ndarray) -> np.ndarray:
+    """Values as `(N, T, D)` (one series may be given as `(T, D)` or `(T,)`)."""
+    if ys.ndim == 1:
+        ys = ys[None, :, None]
+    elif ys.ndim == 2:
+        ys = ys[None]
+    if ys.ndim != 3:
+        raise DataError(f"expected shape (N, T, D), got {ys.shape}; reshape to (series, time, dim).",
+                        field="TimeSeries.ys")
+    if 0 in ys.shape:
+        raise DataError(f"empty shape {ys.shape}; provide at least one series, one time point and one dimension.",
+                        field="TimeSeries.ys")
+    return ys
+
+
+def _check_ts(ts: np.ndarray, shape: tuple) -> np.ndarray:
+    """Times as `(N, T)`: shared `(T,)` times are repeated; finite, strictly increasing."""
+    n, t, _ = shape
+    if ts.ndim == 1:
+        ts = np.broadcast_to(ts, (n, ts.shape[0])).copy()
+    if ts.ndim != 2 or ts.shape != (n, t):
+        raise DataError(f"shape {ts.shape} does not match ys {shape}; expected ({t},) or ({n}, {t}).",
+                        field="TimeSeries.ts")
+    if not np.all(np.isfinite(ts)):
+        i, j = _first_bad(~np.isfinite(ts))
+        raise DataError(
+            f"series {i} has a non-finite time ({ts[i, j]}) at time index {j}; times must be finite, so drop that "
+            "row or fill in its time.", field="TimeSeries.ts",
+        )
+    if t > 1:
+        step = np.diff(ts, axis=1)
+        if np.any(step <= 0):
+            i, j = _first_bad(step <= 0)
+            raise DataError(
+                f"series {i} is not strictly increasing at time index {j + 1} (t={ts[i, j + 1]:g} after "
+                f"t={ts[i, j]:g}); sort the times within each series and merge duplicates.", field="TimeSeries.ts",
+            )
+    return ts
+
+
+def _check_mask(mask, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(ys, mask)` with NaN exactly where `mask` is False; at least one finite value."""
+    if mask is None:
+        mask = ~np.isnan(ys)
+    else:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise DataError(
+                f"dtype {mask.dtype} is not bool; pass a boolean array with True where a value is observed.",
+                field="TimeSeries.mask",
+            )
+        if mask.shape != ys.shape:
+            raise DataError(f"shape {mask.shape} does not match ys {ys.shape}.", field="TimeSeries.mask")
+        mask = mask & ~np.isnan(ys)
+    if not np.all(np.isfinite(ys[mask])):
+        i, j, k = _first_bad(mask & ~np.isfinite(np.where(mask, ys, 0.0)))
+        raise DataError(
+            f"series {i} has an infinite value at time index {j}, dim {k}; use NaN (or mask=False) for a "
+            "missing value.", field="TimeSeries.ys",
+        )
+    if not mask.any():
+        raise DataError("every value is missing; provide at least one observed value.", field="TimeSeries.ys")
+    return np.where(mask, ys, np.nan), mask
+
+
+def _check_treatments(treatments, shape: tuple) -> Optional[np.ndarray]:
+    """Treatments as `(N, T, K)`, finite everywhere (they are inputs, never missing)."""
+    if treatments is None:
+        return None
+    n, t, _ = shape
+    treatments = _as_float_array("treatments", treatments, "encode treatments as numbers (e.g. 0/1 or doses).")
+    if treatments.ndim == 2 and n == 1:
+        treatments = treatments[None]
+    if treatments.ndim != 3 or treatments.shape[:2] != (n, t):
+        raise DataError(f"shape {treatments.shape} does not match ys {shape}; expected ({n}, {t}, K).",
+                        field="TimeSeries.treatments")
+    if not np.all(np.isfinite(treatments)):
+        i, j, k = _first_bad(~np.isfinite(treatments))
+        raise DataError(
+            f"series {i} has a non-finite value at time index {j}, channel {k}; treatments must be known at "
+            "every time (use 0 for none).", field="TimeSeries.treatments",
+        )
+    return treatments
+
+
+def _check_static(static, n: int) -> Optional[np.ndarray]:
+    """Static covariates as `(N, C)`, finite everywhere."""
+    if static is None:
+        return None
+    static = _as_float_array("static", static, "encode static covariates as numbers.")
+    if static.ndim == 1 and n == 1:
+        static = static[None]
+    if static.ndim != 2 or static.shape[0] != n:
+        raise DataError(f"shape {static.shape} does not match {n} series; expected ({n}, C).",
+                        field="TimeSeries.static")
+    if not np.all(np.isfinite(static)):
+        i, j = _first_bad(~np.isfinite(static))
+        raise DataError(f"series {i} has a non-finite value in column {j}; fill or drop it.",
+                        field="TimeSeries.static")
+    return static
+
+
+def _check_series_ids(series_ids, n: int) -> list:
+    series_ids = list(range(n)) if series_ids is None else list(series_ids)
+    if len(series_ids) != n:
+        raise DataError(f"{len(series_ids)} labels for {n} series.", field="TimeSeries.series_ids")
+    return series_ids
+
+
+def _check_lengths(lengths, n: int, t: int) -> np.ndarray:
+    lengths = np.full(n, t) if lengths is None else lengths
+    lengths = np.asarray(lengths, dtype=int)
+    if lengths.shape != (n,) or np.any(lengths < 1) or np.any(lengths > t):
+        raise DataError(f"expected {n} integers in [1, {t}], got {lengths.tolist()}.", field="TimeSeries.lengths")
+    return lengths
+
+
+def _check_dates(time_unit, time_origin) -> tuple:
+    """`(time_unit, time_origin as datetime64[s])`, both given or neither."""
+    if (time_unit is None) != (time_origin is None):
+        raise DataError("give both time_unit and time_origin (the date of t = 0), or neither.",
+                        field="TimeSeries.time_unit")
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise DataError(f"{time_unit!r} is not one of {sorted(TIME_UNITS)}.", field="TimeSeries.time_unit")
+    if time_origin is not None:
+        try:
+            time_origin = np.datetime64(time_origin, "s")
+        except (ValueError, TypeError):
+            raise DataError(f"{time_origin!r} is not a date; pass e.g. '1900-01-01'.",
+                            field="TimeSeries.time_origin") from None
+    return time_unit, time_origin
 
 
 class TimeSeries:
@@ -163,103 +294,12 @@ class TimeSeries:
         time_origin=None,
     ):
         ts = _as_float_array("ts", ts, "pass times as floats, e.g. np.asarray(ts, dtype=float).")
-        ys = _as_float_array("ys", ys, "pass values as floats, with NaN for missing values.")
-        if ys.ndim == 1:
-            ys = ys[None, :, None]
-        elif ys.ndim == 2:
-            ys = ys[None]
-        if ys.ndim != 3:
-            raise ValueError(
-                f"TimeSeries.ys: expected shape (N, T, D), got {ys.shape}; "
-                "reshape to (series, time, dim)."
-            )
+        ys = _check_ys(_as_float_array("ys", ys, "pass values as floats, with NaN for missing values."))
         n, t, d = ys.shape
-        if n == 0 or t == 0 or d == 0:
-            raise ValueError(
-                f"TimeSeries.ys: empty shape {ys.shape}; provide at least one series, "
-                "one time point and one dimension."
-            )
-        if ts.ndim == 1:
-            ts = np.broadcast_to(ts, (n, ts.shape[0])).copy()
-        if ts.ndim != 2 or ts.shape != (n, t):
-            raise ValueError(
-                f"TimeSeries.ts: shape {ts.shape} does not match ys {ys.shape}; "
-                f"expected ({t},) or ({n}, {t})."
-            )
-        if not np.all(np.isfinite(ts)):
-            i, j = _first_bad(~np.isfinite(ts))
-            raise ValueError(
-                f"TimeSeries.ts: series {i} has a non-finite time ({ts[i, j]}) at time index "
-                f"{j}; times must be finite, so drop that row or fill in its time."
-            )
-        if t > 1:
-            step = np.diff(ts, axis=1)
-            if np.any(step <= 0):
-                i, j = _first_bad(step <= 0)
-                raise ValueError(
-                    f"TimeSeries.ts: series {i} is not strictly increasing at time index "
-                    f"{j + 1} (t={ts[i, j + 1]:g} after t={ts[i, j]:g}); sort the times "
-                    "within each series and merge duplicates."
-                )
-        if mask is None:
-            mask = ~np.isnan(ys)
-        else:
-            mask = np.asarray(mask)
-            if mask.dtype != bool:
-                raise ValueError(
-                    f"TimeSeries.mask: dtype {mask.dtype} is not bool; pass a boolean "
-                    "array with True where a value is observed."
-                )
-            if mask.shape != ys.shape:
-                raise ValueError(
-                    f"TimeSeries.mask: shape {mask.shape} does not match ys {ys.shape}."
-                )
-            mask = mask & ~np.isnan(ys)
-        observed = ys[mask]
-        if not np.all(np.isfinite(observed)):
-            i, j, k = _first_bad(mask & ~np.isfinite(np.where(mask, ys, 0.0)))
-            raise ValueError(
-                f"TimeSeries.ys: series {i} has an infinite value at time index {j}, dim "
-                f"{k}; use NaN (or mask=False) for a missing value."
-            )
-        if not mask.any():
-            raise ValueError(
-                "TimeSeries.ys: every value is missing; provide at least one observed value."
-            )
-        ys = np.where(mask, ys, np.nan)
-
-        if treatments is not None:
-            treatments = _as_float_array(
-                "treatments", treatments, "encode treatments as numbers (e.g. 0/1 or doses)."
-            )
-            if treatments.ndim == 2 and n == 1:
-                treatments = treatments[None]
-            if treatments.ndim != 3 or treatments.shape[:2] != (n, t):
-                raise ValueError(
-                    f"TimeSeries.treatments: shape {treatments.shape} does not match ys "
-                    f"{ys.shape}; expected ({n}, {t}, K)."
-                )
-            if not np.all(np.isfinite(treatments)):
-                i, j, k = _first_bad(~np.isfinite(treatments))
-                raise ValueError(
-                    f"TimeSeries.treatments: series {i} has a non-finite value at time index "
-                    f"{j}, channel {k}; treatments must be known at every time (use 0 for none)."
-                )
-        if static is not None:
-            static = _as_float_array("static", static, "encode static covariates as numbers.")
-            if static.ndim == 1 and n == 1:
-                static = static[None]
-            if static.ndim != 2 or static.shape[0] != n:
-                raise ValueError(
-                    f"TimeSeries.static: shape {static.shape} does not match {n} series; "
-                    f"expected ({n}, C)."
-                )
-            if not np.all(np.isfinite(static)):
-                i, j = _first_bad(~np.isfinite(static))
-                raise ValueError(
-                    f"TimeSeries.static: series {i} has a non-finite value in column {j}; "
-                    "fill or drop it."
-                )
+        ts = _check_ts(ts, ys.shape)
+        ys, mask = _check_mask(mask, ys)
+        treatments = _check_treatments(treatments, ys.shape)
+        static = _check_static(static, n)
 
         self.ts = ts
         self.ys = ys
@@ -275,39 +315,9 @@ class TimeSeries:
         self.static_names = (
             None if static is None else _names("static_names", static_names, static.shape[1], "s")
         )
-        if series_ids is None:
-            series_ids = list(range(n))
-        series_ids = list(series_ids)
-        if len(series_ids) != n:
-            raise ValueError(
-                f"TimeSeries.series_ids: {len(series_ids)} labels for {n} series."
-            )
-        self.series_ids = series_ids
-        if lengths is None:
-            lengths = np.full(n, t)
-        lengths = np.asarray(lengths, dtype=int)
-        if lengths.shape != (n,) or np.any(lengths < 1) or np.any(lengths > t):
-            raise ValueError(
-                f"TimeSeries.lengths: expected {n} integers in [1, {t}], got {lengths.tolist()}."
-            )
-        self.lengths = lengths
-        if (time_unit is None) != (time_origin is None):
-            raise DataError(
-                "give both time_unit and time_origin (the date of t = 0), or neither.", field="TimeSeries.time_unit"
-            )
-        if time_unit is not None and time_unit not in TIME_UNITS:
-            raise DataError(
-                f"{time_unit!r} is not one of {sorted(TIME_UNITS)}.", field="TimeSeries.time_unit"
-            )
-        if time_origin is not None:
-            try:
-                time_origin = np.datetime64(time_origin, "s")
-            except (ValueError, TypeError):
-                raise DataError(
-                    f"{time_origin!r} is not a date; pass e.g. '1900-01-01'.", field="TimeSeries.time_origin"
-                ) from None
-        self.time_unit = time_unit
-        self.time_origin = time_origin
+        self.series_ids = _check_series_ids(series_ids, n)
+        self.lengths = _check_lengths(lengths, n, t)
+        self.time_unit, self.time_origin = _check_dates(time_unit, time_origin)
 
     # ---------------------------------------------------------------- shape
     @property
@@ -496,107 +506,15 @@ class TimeSeries:
         **Returns:** a `TimeSeries`. Bad input raises `bd.DataError` with the column and
         the (0-based) row of the frame.
         """
-        import pandas as pd
-
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(
-                f"df must be a pandas DataFrame in long format (columns series, time, values...), got "
-                f"{type(df).__name__}; e.g. pd.read_csv(path)."
-            )
-        columns = list(df.columns)
-        dup = sorted({str(c) for c in columns if columns.count(c) > 1})
-        if dup:
-            raise DataError("appears more than once; rename the duplicate columns.", column=dup[0])
-
-        def need(col, role):
-            if col not in columns:
-                raise DataError(f"not found; the frame has columns {columns}.", column=col, role=role)
-
-        need(time, "time")
-        if series is not None:
-            need(series, "series")
-        treatments = list(treatments or [])
-        static = list(static or [])
-        for c in treatments:
-            need(c, "treatment")
-        for c in static:
-            need(c, "static")
-        if values is None:
-            taken = {time, series, *treatments, *static}
-            values = [c for c in columns if c not in taken]
-        values = list(values)
-        if not values:
-            raise DataError("no value columns; pass values=[...].")
-        for c in values:
-            need(c, "value")
-        if len(df) == 0:
-            raise DataError("the frame has no rows.")
-
-        def numeric(col, allow_nan):
-            raw = df[col]
-            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-            bad = np.isnan(num) & raw.notna().to_numpy()
-            if np.any(bad):
-                r = int(np.argmax(bad))
-                raise DataError(
-                    f"holds {raw.iloc[r]!r}, which is not a number; fix or empty that cell.", column=col, row=r
-                )
-            if not allow_nan and np.any(np.isnan(num)):
-                r = int(np.argmax(np.isnan(num)))
-                raise DataError("is empty; every row needs a value here.", column=col, row=r)
-            if np.any(np.isinf(num)):
-                r = int(np.argmax(np.isinf(num)))
-                raise DataError("is infinite.", column=col, row=r)
-            return num
-
-        t_all, origin, unit = _time_column(df[time], time, time_unit, numeric)
+        values, treatments, static = _frame_columns(df, time, series, values, treatments, static)
+        t_all, origin, unit = _time_column(df, time, time_unit)
+        sid, order = _series_labels(df, series)
+        v_all = np.stack([_numeric_column(df, c, True) for c in values], axis=1)
+        u_all = np.stack([_numeric_column(df, c, False) for c in treatments], axis=1) if treatments else None
+        s_all = np.stack([_numeric_column(df, c, False) for c in static], axis=1) if static else None
         show = (lambda v: str(_numbers_to_dates(np.asarray(v), origin, unit))) if unit else (lambda v: f"{v:g}")
-        sid = df[series].to_numpy() if series is not None else np.zeros(len(df), dtype=int)
-        if series is not None and df[series].isna().any():
-            r = int(np.argmax(df[series].isna().to_numpy()))
-            raise DataError("is empty; every row needs a series label.", column=series, role="series", row=r)
-        order = list(dict.fromkeys(sid.tolist()))
-        v_all = np.stack([numeric(c, True) for c in values], axis=1)
-        u_all = np.stack([numeric(c, False) for c in treatments], axis=1) if treatments else None
-        s_all = np.stack([numeric(c, False) for c in static], axis=1) if static else None
-
-        groups = []
-        for s in order:
-            rows = np.flatnonzero(sid == s)
-            t = t_all[rows]
-            step = np.diff(t)
-            if np.any(step <= 0):
-                j = int(np.argmax(step <= 0)) + 1
-                what = "duplicate" if step[j - 1] == 0 else "unsorted"
-                raise DataError(
-                    f": {what} time {show(t[j])} in series {s!r} (previous {show(t[j - 1])}); sort by time "
-                    "within each series and merge duplicate times.",
-                    column=time, row=int(rows[j]),
-                )
-            if s_all is not None:
-                diff = s_all[rows] != s_all[rows[0]]
-                if np.any(diff):
-                    r, k = (int(x) for x in np.argwhere(diff)[0])
-                    raise DataError(
-                        f"changes within series {s!r}; static covariates must be constant per series.",
-                        column=static[k], role="static", row=int(rows[r]),
-                    )
-            groups.append(rows)
-        width = max(len(g) for g in groups)
-        n, d = len(groups), len(values)
-        ts = np.empty((n, width))
-        ys = np.full((n, width, d), np.nan)
-        us = None if u_all is None else np.zeros((n, width, len(treatments)))
-        st = None if s_all is None else np.stack([s_all[g[0]] for g in groups])
-        for i, g in enumerate(groups):
-            c = len(g)
-            ts[i, :c] = t_all[g]
-            ys[i, :c] = v_all[g]
-            if c < width:
-                ts[i, c:] = _pad_times(t_all[g], width - c)
-            if us is not None:
-                us[i, :c] = u_all[g]
-                us[i, c:] = u_all[g[-1]]
+        groups = [_series_rows(sid, s, t_all, time, show, s_all, static) for s in order]
+        ts, ys, us, st = _pad_series(groups, t_all, v_all, u_all, s_all)
         return cls(
             ts,
             ys,
@@ -612,10 +530,130 @@ class TimeSeries:
         )
 
 
-def _time_column(raw, name, time_unit, numeric):
+# `from_pandas` in steps; each raises `DataError` with the column and 0-based row.
+def _frame_columns(df, time, series, values, treatments, static) -> tuple[list, list, list]:
+    """Check that `df` is a frame with every named column (once) and some rows, and
+    return the value, treatment and static column lists (values default to the rest)."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"df must be a pandas DataFrame in long format (columns series, time, values...), got "
+            f"{type(df).__name__}; e.g. pd.read_csv(path)."
+        )
+    columns = list(df.columns)
+    dup = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if dup:
+        raise DataError("appears more than once; rename the duplicate columns.", column=dup[0])
+
+    def need(col, role):
+        if col not in columns:
+            raise DataError(f"not found; the frame has columns {columns}.", column=col, role=role)
+
+    need(time, "time")
+    if series is not None:
+        need(series, "series")
+    treatments = list(treatments or [])
+    static = list(static or [])
+    for c in treatments:
+        need(c, "treatment")
+    for c in static:
+        need(c, "static")
+    if values is None:
+        taken = {time, series, *treatments, *static}
+        values = [c for c in columns if c not in taken]
+    values = list(values)
+    if not values:
+        raise DataError("no value columns; pass values=[...].")
+    for c in values:
+        need(c, "value")
+    if len(df) == 0:
+        raise DataError("the frame has no rows.")
+    return values, treatments, static
+
+
+def _numeric_column(df, col, allow_nan: bool) -> np.ndarray:
+    """Column `col` as floats: every filled cell a finite number, and (unless
+    `allow_nan`) no empty cell."""
+    import pandas as pd
+
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(num) & raw.notna().to_numpy()
+    if np.any(bad):
+        r = int(np.argmax(bad))
+        raise DataError(f"holds {raw.iloc[r]!r}, which is not a number; fix or empty that cell.", column=col, row=r)
+    if not allow_nan and np.any(np.isnan(num)):
+        r = int(np.argmax(np.isnan(num)))
+        raise DataError("is empty; every row needs a value here.", column=col, row=r)
+    if np.any(np.isinf(num)):
+        r = int(np.argmax(np.isinf(num)))
+        raise DataError("is infinite.", column=col, row=r)
+    return num
+
+
+def _series_labels(df, series) -> tuple[np.ndarray, list]:
+    """Each row's series label, and the labels in order of first appearance (one
+    series labelled 0 when `series` is None)."""
+    sid = df[series].to_numpy() if series is not None else np.zeros(len(df), dtype=int)
+    if series is not None and df[series].isna().any():
+        r = int(np.argmax(df[series].isna().to_numpy()))
+        raise DataError("is empty; every row needs a series label.", column=series, role="series", row=r)
+    return sid, list(dict.fromkeys(sid.tolist()))
+
+
+def _series_rows(sid, s, t_all, time, show, s_all, static) -> np.ndarray:
+    """The rows of series `s`, checked: times strictly increasing (`show` writes a
+    time as the user gave it) and static covariates constant."""
+    rows = np.flatnonzero(sid == s)
+    t = t_all[rows]
+    step = np.diff(t)
+    if np.any(step <= 0):
+        j = int(np.argmax(step <= 0)) + 1
+        what = "duplicate" if step[j - 1] == 0 else "unsorted"
+        raise DataError(
+            f": {what} time {show(t[j])} in series {s!r} (previous {show(t[j - 1])}); sort by time "
+            "within each series and merge duplicate times.",
+            column=time, row=int(rows[j]),
+        )
+    if s_all is not None:
+        diff = s_all[rows] != s_all[rows[0]]
+        if np.any(diff):
+            r, k = (int(x) for x in np.argwhere(diff)[0])
+            raise DataError(
+                f"changes within series {s!r}; static covariates must be constant per series.",
+                column=static[k], role="static", row=int(rows[r]),
+            )
+    return rows
+
+
+def _pad_series(groups, t_all, v_all, u_all, s_all) -> tuple:
+    """Rows grouped by series -> `ts (N, T)`, `ys (N, T, D)`, `treatments (N, T, K)`
+    and `static (N, C)`; a short series is padded with later times, missing values
+    and its last treatment held."""
+    width = max(len(g) for g in groups)
+    n = len(groups)
+    ts = np.empty((n, width))
+    ys = np.full((n, width, v_all.shape[1]), np.nan)
+    us = None if u_all is None else np.zeros((n, width, u_all.shape[1]))
+    st = None if s_all is None else np.stack([s_all[g[0]] for g in groups])
+    for i, g in enumerate(groups):
+        c = len(g)
+        ts[i, :c] = t_all[g]
+        ys[i, :c] = v_all[g]
+        if c < width:
+            ts[i, c:] = _pad_times(t_all[g], width - c)
+        if us is not None:
+            us[i, :c] = u_all[g]
+            us[i, c:] = u_all[g[-1]]
+    return ts, ys, us, st
+
+
+def _time_column(df, name, time_unit):
     """Times as numbers, plus the origin and unit when the column holds dates."""
     import pandas as pd
 
+    raw = df[name]
     is_dates = pd.api.types.is_datetime64_any_dtype(raw)
     if not is_dates and not pd.api.types.is_numeric_dtype(raw):
         filled = raw.dropna()
@@ -628,7 +666,7 @@ def _time_column(raw, name, time_unit, numeric):
                 f"time_unit={time_unit!r} applies to a date column, and this one holds numbers; drop time_unit.",
                 column=name, role="time",
             )
-        return numeric(name, False), None, None
+        return _numeric_column(df, name, False), None, None
     if time_unit is not None and time_unit not in TIME_UNITS:
         raise DataError(f"time_unit={time_unit!r} is not one of {sorted(TIME_UNITS)}.", column=name, role="time")
     if pd.api.types.is_datetime64_any_dtype(raw):
@@ -695,9 +733,8 @@ def _names(field, names, size, prefix):
         return [f"{prefix}{i}" for i in range(size)]
     names = [str(x) for x in names]
     if len(names) != size:
-        raise ValueError(
-            f"TimeSeries.{field}: {len(names)} names for {size} columns; give exactly one name per column."
-        )
+        raise DataError(f"{len(names)} names for {size} columns; give exactly one name per column.",
+                        field=f"TimeSeries.{field}")
     return names
 
 

@@ -113,8 +113,8 @@ def save_posterior(post: "Posterior", path, *, overwrite: bool = False) -> None:
             "bayesde_version": __version__,
             "model": {"class": type(post.model).__name__, "config": post.model.config()},
             "method": {"name": post.method_name, "config": _method_config(post.method)},
-            "info": _to_json(post.info, "info", "Posterior"),
-            "key_data": post._key_data.tolist(),
+            "info": _to_json(post.info.to_dict(), "info", "Posterior"),
+            "key_data": post.key_data.tolist(),
             "params": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in post.params.items()},
             "data": {
                 "names": data.names,

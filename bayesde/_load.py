@@ -14,7 +14,7 @@ from ._atomic import recover
 from ._data import TimeSeries
 from ._io import FILES, MARKER, _sha256
 from ._version import FORMAT_VERSION, __version__
-from .inference._engines import ENGINES, EngineResult
+from .inference._engines import ENGINES, EngineResult, as_info
 from .inference._posterior import Posterior
 from .models._base import MODEL_REGISTRY, _from_json
 
@@ -130,5 +130,7 @@ def _build(path: Path, config: dict) -> Posterior:
         raise ValueError(f"load: unknown method {mname!r} in {str(path / 'bayesde.json')!r}; expected one of {sorted(ENGINES)}.")
     mcfg = {k: v for k, v in config["method"]["config"].items() if not (k in ("optimizer", "guide") and isinstance(v, str) and v not in ("normal", "mvn", "delta"))}
     method = ENGINES[mname](**{k: _from_json(v) for k, v in mcfg.items()})
-    result = EngineResult(samples=samples, params=params, sample_stats=stats, loss=loss, info=_from_json(config["info"]))
+    # `info` is the engine's record as a flat dict (runs saved before the records too).
+    info = as_info(_from_json(config["info"]), ENGINES[mname])
+    result = EngineResult(samples=samples, params=params, sample_stats=stats, loss=loss, info=info)
     return Posterior(model, data, method, result, key_data=np.asarray(config["key_data"], dtype=np.uint32), method_name=mname)

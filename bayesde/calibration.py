@@ -25,7 +25,10 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from ._backtest import conformalize as conformalize
+
 __all__ = [
+    "conformalize",
     "SBCResult",
     "sbc",
     "rank_uniformity",

@@ -79,7 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-__all__ = ["initialize", "mesh", "sharded_predict", "is_multiprocess", "series_sharding"]
+__all__ = ["initialize", "mesh", "sharded_predict", "is_multiprocess", "series_sharding", "ShardedPlacement"]
 
 DRAWS = "d"
 SERIES = "series"
@@ -259,31 +259,95 @@ def _check_same_on_every_process(what: str, value: bytes, fix: str) -> None:
         raise ValueError(f"{what} differs between process 0 and process {differ[0]}; {fix}")
 
 
-def _pad(v: np.ndarray, size: int) -> np.ndarray:
-    if v.shape[0] == size:
-        return v
-    return np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], 0)])
+class ShardedPlacement:
+    """Where the chunks of the posterior predictive run when `predict(..., devices=...)`
+    is given: each chunk's draws split over the mesh axis `"d"`, the data and the query
+    times replicated (or split over the axis `"series"` of a 2-D mesh).
 
+    The chunk loop, the chunk size and the keys are those of the single-device run
+    (`bayesde.inference._predictive`); this only pads each chunk up to a multiple of the
+    number of devices on the draw axis (the extra draws are computed and dropped) and
+    lays the arrays out. JAX's partitionable Threefry makes random bits independent of
+    the layout, and NumPyro's split keys are a prefix-stable function of their count,
+    so the kept draws equal the single-device ones.
 
-#: Above this many predictive numbers per chunk, the posterior predictive is computed in
-#: chunks of draws (memory); the one place this size is decided, on one device or many.
-CHUNK_ELEMENTS = 2**25
+    **Arguments:**
 
+    - `devices`: a list of devices (1-D mesh over draws) or a `Mesh` from `mesh(...)`.
+    - `n_series`: the number of series of the data predicted from.
+    """
 
-def _chunk_size(n: int, query, data) -> int:
-    """Draws per chunk of the posterior predictive of `n` draws at `query` for `data`."""
-    per_draw = int(np.prod(query.ts.shape)) * data.dim * 2
-    return max(1, min(n, CHUNK_ELEMENTS // max(per_draw, 1)))
+    def __init__(self, devices, *, n_series: int):
+        self.mesh = _as_mesh(devices)
+        if not jax.config.jax_threefry_partitionable:
+            raise ValueError(
+                "predict(devices=...): needs jax.config.update('jax_threefry_partitionable', True) "
+                "(JAX's default) so that random numbers do not depend on the device layout."
+            )
+        self.n_draws = self.mesh.shape[DRAWS]
+        n_s = self.mesh.shape.get(SERIES, 1)
+        if n_s > 1 and n_series % n_s:
+            raise ValueError(
+                f"predict: the mesh splits series over {n_s} devices but data has {n_series} "
+                f"series; use a series axis that divides {n_series}."
+            )
+        self._rep = NamedSharding(self.mesh, P())
+        self._draws = NamedSharding(self.mesh, P(DRAWS))
+        self._series = NamedSharding(self.mesh, P(SERIES)) if n_s > 1 else self._rep
+        self._out = NamedSharding(self.mesh, P(DRAWS, SERIES)) if n_s > 1 else self._draws
+
+    def worthwhile(self, chunk: int) -> bool:
+        """False for one draw per chunk over several devices: NumPyro does not split the
+        key for a single draw, so padding it would change the numbers, and one draw
+        gains nothing from a mesh anyway (the caller then stays on one device)."""
+        return not (chunk == 1 and self.n_draws > 1)
+
+    def size(self, chunk: int) -> int:
+        return -(-chunk // self.n_draws) * self.n_draws
+
+    def shared(self, tree):
+        return jax.tree.map(lambda x: _global(x, self._series), tree)
+
+    def draws(self, tree):
+        return {k: _global(np.asarray(v), self._draws) for k, v in tree.items()}
+
+    def key(self, key):
+        """A chunk's key as replicated key data, with its PRNG implementation (or
+        `None` for a raw `uint32` key)."""
+        if _is_key(key):
+            return _global(jax.random.key_data(key), self._rep), jax.random.key_impl(key)
+        return _global(key, self._rep), None
+
+    def compile(self, fn):
+        """`fn(key, draws, batch, query, n)` taking `key` as `self.key` gives it and
+        returning its outputs laid out over the mesh (one compiled program per PRNG
+        implementation)."""
+        compiled = []
+
+        def call(key, sub, batch, q, n):
+            kd, impl = key
+            for known, jitted in compiled:
+                if known == impl:
+                    break
+            else:
+                def run(kd, sub, batch, q, n):
+                    k = kd if impl is None else jax.random.wrap_key_data(kd, impl=impl)
+                    return fn(k, sub, batch, q, n)
+
+                jitted = jax.jit(run, static_argnums=4, out_shardings=self._out)
+                compiled.append((impl, jitted))
+            return jitted(kd, sub, batch, q, n)
+
+        return call
+
+    def assemble(self, parts):
+        return _assemble(parts)
 
 
 def sharded_predict(post, query, data, *, key, num_samples=None, devices=None):
     """The posterior predictive of `post` with its draws (and optionally series) split
-    over devices; what `Posterior.predict(..., devices=...)` calls.
-
-    Same chunks of draws, same keys and same padding as the single-device
-    `Posterior.predict`, so the same key gives the same numbers; each chunk is padded
-    up to a multiple of the number of devices on the draw axis (the extra draws are
-    computed and dropped).
+    over devices: `post.predict(query.ts, ..., devices=devices)`, kept for code written
+    against it (see `ShardedPlacement` for the layout).
 
     **Arguments:**
 
@@ -292,72 +356,17 @@ def sharded_predict(post, query, data, *, key, num_samples=None, devices=None):
     - `data`: the `bd.TimeSeries` to condition on.
     - `key`: a JAX PRNG key.
     - `num_samples`: predictive draws (default every posterior draw).
-    - `devices`: a list of devices (1-D mesh over draws) or a `Mesh` from `mesh(...)`.
+    - `devices`: a list of devices (1-D mesh over draws) or a `Mesh` from `mesh(...)`;
+      default every device.
 
     **Returns:** a `bd.Prediction`; in one process its arrays stay sharded over the
     mesh (see `pred.samples.sharding`), in a multi-process job every process gets all
     draws as host arrays.
     """
-    from .inference._prediction import Prediction
-
-    m = _as_mesh(devices)
-    if not jax.config.jax_threefry_partitionable:
-        raise ValueError(
-            "predict(devices=...): needs jax.config.update('jax_threefry_partitionable', True) "
-            "(JAX's default) so that random numbers do not depend on the device layout."
-        )
-    n_d = m.shape[DRAWS]
-    n_s = m.shape.get(SERIES, 1)
-    if n_s > 1 and data.n_series % n_s:
-        raise ValueError(
-            f"predict: the mesh splits series over {n_s} devices but data has {data.n_series} "
-            f"series; use a series axis that divides {data.n_series}."
-        )
-    flat, n = post._flat_samples(num_samples)
-    chunk = _chunk_size(n, query, data)
-    if chunk == 1 and n_d > 1:
-        # NumPyro does not split the key for a single draw, so a padded chunk would
-        # change the numbers; one draw per chunk gains nothing from a mesh anyway.
-        return post.predict(np.asarray(query.ts), key=key, num_samples=num_samples, data=data,
-                            treatments=query.treatments)
-    padded = -(-chunk // n_d) * n_d
-    fn = post._predict_fn()
-
-    draw_sh = NamedSharding(m, P(DRAWS))
-    rep = NamedSharding(m, P())
-    series_sh = NamedSharding(m, P(SERIES)) if n_s > 1 else rep
-    out_sh = NamedSharding(m, P(DRAWS, SERIES)) if n_s > 1 else draw_sh
-
-    batch = jax.tree.map(lambda x: _global(x, series_sh), data.batch())
-    q = jax.tree.map(lambda x: _global(x, series_sh), query)
-
-    typed = jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
-    impl = jax.random.key_impl(key) if typed else None
-
-    def run(kd, sub, batch, q):
-        k = jax.random.wrap_key_data(kd, impl=impl) if typed else kd
-        out = fn(k, sub, batch, q, padded)
-        return {name: v for name, v in out.items() if name in ("y_out", "f_out")}
-
-    runner = jax.jit(run, out_shardings=out_sh)
-    ys, fs = [], []
-    for c, start in enumerate(range(0, n, chunk)):
-        stop = min(n, start + chunk)
-        # Pad exactly as the single-device path (to `chunk`), then to the mesh multiple:
-        # NumPyro's split keys are a prefix-stable (partitionable Threefry) function of
-        # the count, so the first `chunk` draws keep their keys.
-        sub = {k: _global(_pad(np.asarray(v[start:stop]), padded), draw_sh) for k, v in flat.items()}
-        kc = jax.random.fold_in(key, c)
-        kd = _global(jax.random.key_data(kc) if typed else kc, rep)
-        out = runner(kd, sub, batch, q)
-        ys.append((out["y_out"], stop - start))
-        if "f_out" in out:
-            fs.append((out["f_out"], stop - start))
-    y = _assemble(ys)
-    f = _assemble(fs) if fs else None
-    if y.ndim == 3:
-        y = y[..., None]
-    return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)
+    return post.predict(
+        np.asarray(query.ts), key=key, num_samples=num_samples, data=data, treatments=query.treatments,
+        devices=jax.devices() if devices is None else devices,
+    )
 
 
 def _assemble(parts):

@@ -94,11 +94,11 @@ def run(args):
     sim = bd.datasets.tumor_growth(n_patients=args.n_train, n_test=args.n_test, gamma=args.gamma,
                                    key=jax.random.fold_in(key, 0))
     models = {
-        "BNCDE": bd.models.BNCDE(hidden=8, width=args.width, train_paths=10, sigma=args.sigma),
-        "TECDE_MC_dropout": bd.models.TECDE(hidden=8, width=args.width, dropout=args.dropout),
+        "BNCDE": bd.models.BNCDE(state_dim=8, width=args.width, train_paths=10, sigma=args.sigma),
+        "TECDE_MC_dropout": bd.models.TECDE(state_dim=8, width=args.width, dropout=args.dropout),
     }
     if args.with_all:
-        models["BNCDE_all_layers"] = bd.models.BNCDE(hidden=8, width=args.width, train_paths=10,
+        models["BNCDE_all_layers"] = bd.models.BNCDE(state_dim=8, width=args.width, train_paths=10,
                                                      stochastic="all", sigma=args.sigma)
     if args.models:
         keep = args.models.split(",")

@@ -250,7 +250,7 @@ def _path_noise_2x32(key, num_paths, s_grid, p, dtype):
 def build(args):
     key = jax.random.key(args.seed)
     sim = bd.datasets.tumor_growth(n_patients=args.n_train, n_test=8, gamma=2.0, key=jax.random.fold_in(key, 0))
-    model = bd.models.BNCDE(hidden=8, width=args.width, train_paths=10, sigma=args.sigma).adapt(sim.train)
+    model = bd.models.BNCDE(state_dim=8, width=args.width, train_paths=10, sigma=args.sigma).adapt(sim.train)
     batch = sim.train.batch()
     bs = args.batch_size
 

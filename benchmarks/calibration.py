@@ -22,6 +22,7 @@ level) and `benchmarks/results/calibration.png`. A model whose fit fails is reco
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -74,7 +75,7 @@ def case_ode(quick, key):
 
 def case_bnode(quick, key):
     data, hist, regions = _lv_case(quick, key)
-    model = bd.models.BayesianNeuralODE(dim=2, width=16, observation="lognormal")
+    model = bd.models.BayesianNeuralODE(state_dim=2, width=16, observation="lognormal")
     opts = dict(num_steps=600 if quick else 4000, learning_rate=1e-2, num_samples=200 if quick else 500)
     return "lotka_volterra", "svi", hist, model, opts, dict(ts=data.ts), regions
 
@@ -84,7 +85,7 @@ def case_latent_sde(quick, key):
         n_series=32 if quick else 128, n_times=40 if quick else 100, key=key
     )
     hist, fut = data.split(1.5)
-    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, hidden=16 if quick else 32)
+    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, width=16 if quick else 32)
     opts = dict(num_steps=200 if quick else 2000, learning_rate=1e-2)
     return "stochastic_lorenz", "svi", hist, model, opts, dict(ts=fut.ts), {"forecast": fut}
 
@@ -106,7 +107,7 @@ def case_bncde(quick, key):
         n_patients=160 if quick else 600, n_test=80 if quick else 200, n_days=30, min_history=10,
         gamma=2.0, key=key,
     )
-    model = bd.models.BNCDE(hidden=4, width=16, train_paths=2)
+    model = bd.models.BNCDE(state_dim=4, width=16, train_paths=2)
     opts = dict(num_steps=300 if quick else 2000, batch_size=32, learning_rate=1e-2)
     predict = dict(ts=sim.factual.ts, data=sim.test, treatments=sim.factual.treatments)
     return "tumor_growth", "svi", sim.train, model, opts, predict, {"factual forecast": sim.factual}
@@ -251,14 +252,296 @@ def plot(summaries, sbc_res, path):
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- panel
+PANEL_LEVELS = (0.5, 0.8, 0.9, 0.95)
+#: Missing fraction of seed `s`: `PANEL_MISSING[s % 3]`, so two seeds span 0 and 30%.
+PANEL_MISSING = (0.0, 0.3, 0.15)
+#: Model configurations at their library defaults; `dim` is the only size the data set.
+PANEL_MODELS = {
+    "LatentSDE": dict(family="neural", encoder="gru", build=lambda dim: bd.models.LatentSDE()),
+    "LatentSDE-langevin": dict(family="langevin", encoder="gru",
+                               build=lambda dim: bd.models.LatentSDE(family="langevin")),
+    "LatentSDE-linear-noise": dict(family="linear-noise", encoder="gru",
+                                   build=lambda dim: bd.models.LatentSDE(family="linear-noise")),
+    "LatentSDE-geometric": dict(family="geometric", encoder="gru",
+                                build=lambda dim: bd.models.LatentSDE(family="geometric")),
+    "LatentSDE-ncde": dict(family="neural", encoder="ncde", build=lambda dim: bd.models.LatentSDE(encoder="ncde")),
+    "FractionalSDE": dict(family="", encoder="", build=lambda dim: bd.models.FractionalSDE(latent_dim=dim)),
+    "BayesianNeuralODE": dict(family="", encoder="", build=lambda dim: bd.models.BayesianNeuralODE(state_dim=dim)),
+    "BNCDE": dict(family="", encoder="", build=lambda dim: bd.models.BNCDE(), treatment=True),
+}
+PANEL_COLUMNS = ["process", "model", "family", "encoder", "seed", "missing", "steps", "region", "level",
+                 "coverage", "width", "crps", "crps_climatology", "nonfinite", "n", "seconds", "status", "error"]
+TUMOR_PLANS = {"factual": "inside", "none": "outside", "chemo": "outside"}
+
+
+def _crps_ensemble(samples, y):
+    """CRPS of an ensemble `samples (S, ...)` at `y (...)`: `E|X − y| − ½ E|X − X'|`, the
+    second term from the sorted draws."""
+    s = np.sort(samples, axis=0)
+    m = s.shape[0]
+    w = (2 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * (s.ndim - 1))
+    return np.mean(np.abs(s - y[None]), axis=0) - np.sum(w * s, axis=0) / m**2
+
+
+def _climatology_crps(history, y, sd):
+    """CRPS (standardised by `sd`) of each series' own training values as the forecast."""
+    out = np.full(y.shape, np.nan)
+    for i in range(y.shape[0]):
+        for d in range(y.shape[2]):
+            h = history[i, :, d]
+            h = h[np.isfinite(h)]
+            if h.size == 0:
+                continue
+            out[i, :, d] = _crps_ensemble(h[:, None] / sd[d], y[i, :, d] / sd[d])
+    return out
+
+
+def _score(samples, y, history, sd):
+    """Rows of level, coverage, width and CRPS (width and CRPS in units of the training
+    data's sd per dimension) over the observed entries of `y (N, T, D)`."""
+    samples, y = np.asarray(samples, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(y)
+    # Non-finite draws (a diverged solve) stay in: their intervals are NaN and cover nothing.
+    nonfinite = float(np.mean(~np.isfinite(samples[:, ok])))
+    z = samples / sd
+    crps = _crps_ensemble(z, y / sd)[ok].mean()
+    clim = np.nanmean(_climatology_crps(history, y, sd)[ok])
+    rows = []
+    for lv in PANEL_LEVELS:
+        lo, hi = np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2], axis=0)
+        cov = ((y >= lo) & (y <= hi))[ok].mean()
+        width = ((hi - lo) / sd)[ok].mean()
+        rows.append(dict(level=lv, coverage=float(cov), width=float(width), crps=float(crps),
+                         crps_climatology=float(clim), nonfinite=nonfinite, n=int(ok.sum())))
+    return rows
+
+
+def _panel_case(case, model_name, seed, quick, steps, num_pred, key):
+    """Fit one model configuration on one simulated data set and score its forecast (or,
+    for treatment cases, its outcomes under each plan). Returns rows."""
+    spec = PANEL_MODELS[model_name]
+    missing = PANEL_MISSING[seed % len(PANEL_MISSING)] if case.kind == "forecast" else float("nan")
+    k_data = jax.random.fold_in(key, seed)
+    k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
+    opts = {} if steps is None else dict(num_steps=steps)
+    data = case.simulate(key=k_data, missing=missing, quick=quick)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if case.kind == "forecast":
+            real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
+            t_lo, t_hi = data.ts[real].min(), data.ts[real].max()
+            hist, fut = data.split(t_lo + 0.75 * (t_hi - t_lo))
+            sd = np.nanstd(np.where(hist.mask, hist.ys, np.nan), axis=(0, 1))
+            post = bd.fit(spec["build"](data.dim), hist, key=k_fit, progress_bar=False, warn=False, **opts)
+            pred = post.predict(fut.ts, key=k_pred, num_samples=num_pred)
+            y = np.where(fut.mask, fut.ys, np.nan)
+            scored = {"forecast": _score(pred.samples, y, np.where(hist.mask, hist.ys, np.nan), sd)}
+        else:
+            train = data.train
+            sd = np.nanstd(np.where(train.mask, train.ys, np.nan), axis=(0, 1))
+            post = bd.fit(spec["build"](train.dim), train, key=k_fit, progress_bar=False, warn=False, **opts)
+            plans = {p: data.plan(p) for p in TUMOR_PLANS}
+            eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
+                                            num_samples=num_pred)
+            hist_vals = np.where(data.test.mask, data.test.ys, np.nan)
+            scored = {f"{p} ({TUMOR_PLANS[p]})": _score(eff.outcomes[p].samples, data.counterfactual(p).ys,
+                                                         hist_vals, sd)
+                      for p in plans}
+    return missing, scored
+
+
+def run_panel(args):
+    """`--panel`: every model configuration at its defaults on every panel process."""
+    import pandas as pd
+
+    cases = bd.datasets.panel()
+    procs = _names(args.processes, cases, "process")
+    models = _names(args.models, PANEL_MODELS, "model")
+    n_seeds = args.seeds if args.seeds is not None else (2 if args.quick else 3)
+    steps = None if args.steps_multiplier == 1 else int(round(bd.SVI().num_steps * args.steps_multiplier))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("calibration_panel" if args.steps_multiplier == 1 else
+                         f"calibration_panel_steps{args.steps_multiplier:g}x")
+    csv_path = out / f"{name}.csv"
+    done = set()
+    if args.resume and csv_path.exists():
+        old = pd.read_csv(csv_path)
+        done = set(zip(old.process, old.model, old.seed))
+    elif csv_path.exists():
+        csv_path.unlink()
+    key = jax.random.key(args.seed)
+    num_pred = 200 if args.quick else 500
+    t_start = time.perf_counter()
+    # Seed-major, then model: a run stopped by --budget-minutes has whole models done.
+    todo = [(p, m, s) for s in range(n_seeds) for m in models for p in procs
+            if (cases[p].kind == "treatment") == bool(PANEL_MODELS[m].get("treatment"))]
+    print(f"panel: {len(todo)} fits ({len(procs)} processes x {len(models)} models x {n_seeds} seeds), "
+          f"steps={'default' if steps is None else steps}, quick={args.quick}", flush=True)
+    for i, (p, m, s) in enumerate(todo):
+        if (p, m, s) in done:
+            continue
+        if args.budget_minutes and time.perf_counter() - t_start > 60 * args.budget_minutes:
+            print(f"budget of {args.budget_minutes:g} min spent: {len(todo) - i} fits not run "
+                  "(rerun with --resume to continue)", flush=True)
+            break
+        spec = PANEL_MODELS[m]
+        base = dict(process=p, model=m, family=spec["family"], encoder=spec["encoder"], seed=s,
+                    missing=np.nan, steps=steps or bd.SVI().num_steps, status="ok", error="")
+        t0 = time.perf_counter()
+        rows = []
+        try:
+            missing, scored = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
+                                          jax.random.fold_in(key, list(cases).index(p)))
+            base.update(missing=missing, seconds=time.perf_counter() - t0)
+            for region, rs in scored.items():
+                rows += [dict(base, region=region, **r) for r in rs]
+            c90 = {reg: next(r["coverage"] for r in rs if r["level"] == 0.9) for reg, rs in scored.items()}
+            msg = " ".join(f"{reg}={c:.2f}" for reg, c in c90.items())
+        except Exception as e:  # a failing fit is a row, the panel goes on
+            traceback.print_exc()
+            base.update(seconds=time.perf_counter() - t0, status="error", error=f"{type(e).__name__}: {e}"[:500])
+            rows = [dict(base, region="", level=np.nan, coverage=np.nan, width=np.nan, crps=np.nan,
+                         crps_climatology=np.nan, nonfinite=np.nan, n=0)]
+            msg = f"FAILED {type(e).__name__}: {e}"[:200]
+        pd.DataFrame(rows, columns=PANEL_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.exists(),
+                                                         index=False)
+        print(f"[{i + 1}/{len(todo)} {time.perf_counter() - t_start:6.0f}s] {p} {m} seed={s}: "
+              f"{time.perf_counter() - t0:.0f}s, cov90 {msg}", flush=True)
+    df = pd.read_csv(csv_path)
+    summary = panel_summary(df)
+    meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
+                fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
+                steps_multiplier=args.steps_multiplier, processes=procs, models=models,
+                sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
+                missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
+                machine=_machine(), band=[0.85, 0.95], floor=0.80)
+    (out / f"{name}.json").write_text(json.dumps(
+        dict(meta=meta, summary=summary.reset_index().to_dict(orient="records"),
+             rows=df.to_dict(orient="records")), indent=1, default=str))
+    plot_panel(df, out / f"{name}.png")
+    print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(panel_markdown(df))
+    bad = df[df.status != "ok"]
+    for _, r in bad.iterrows():
+        print(f"FAILED {r['process']} {r['model']} seed={r['seed']}: {r['error']}")
+    print(f"wrote {csv_path}, {out / (name + '.json')} and {out / (name + '.png')}")
+
+
+def _names(arg, known, what):
+    if not arg:
+        return list(known)
+    names = [n for a in arg for n in a.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what}(es) {unknown}; choose from {list(known)}")
+    return names
+
+
+def _machine():
+    import platform
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _machine import avx512
+
+    return dict(backend=jax.default_backend(), devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
+                avx512=avx512(), processor=platform.processor() or platform.machine(), jax=jax.__version__,
+                bayesde=bd.__version__)
+
+
+def panel_summary(df):
+    """Mean and worst (over seeds) 90% coverage, mean 90% width and CRPS per process,
+    model and region; `in_band` marks the must-show band."""
+    ok = df[(df.status == "ok") & np.isclose(df.level.fillna(-1), 0.9)]
+    g = ok.groupby(["process", "model", "region"])
+    s = g.agg(cov90_mean=("coverage", "mean"), cov90_worst=("coverage", "min"), width90=("width", "mean"),
+              crps=("crps", "mean"), crps_clim=("crps_climatology", "mean"), seeds=("seed", "nunique"))
+    s["in_band"] = (s.cov90_mean >= 0.85) & (s.cov90_mean <= 0.95) & (s.cov90_worst >= 0.80)
+    return s
+
+
+def panel_markdown(df):
+    """The panel's headline table (process x model: mean and worst 90% coverage over
+    seeds), as markdown for `docs/calibration.md`; cells outside the band are bold."""
+    s = panel_summary(df).reset_index()
+    s["case"] = np.where(s.region == "forecast", s.process, s.process + " " + s.region.astype(str))
+    cases = list(dict.fromkeys(s.case))
+    models = list(dict.fromkeys(s.model))
+    lines = ["| process | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
+    for c in cases:
+        cells = []
+        for m in models:
+            r = s[(s.case == c) & (s.model == m)]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            txt = f"{r.cov90_mean:.2f} ({r.cov90_worst:.2f})"
+            cells.append(txt if r.in_band else f"**{txt}**")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_panel(df, path):
+    """Mean 90% coverage per process (x) and model (colour), seeds as small dots, the
+    must-show band [0.85, 0.95] shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df.status == "ok") & np.isclose(df.level.fillna(-1), 0.9)].copy()
+    ok["case"] = np.where(ok.region == "forecast", ok.process, ok.process + "\n" + ok.region.astype(str))
+    cases = list(dict.fromkeys(ok.case))
+    models = list(dict.fromkeys(ok.model))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(cases) + 3), 4.5))
+    ax.axhspan(0.85, 0.95, color="g", alpha=0.12, label="band [0.85, 0.95]")
+    ax.axhline(0.9, color="g", lw=0.8)
+    ax.axhline(0.8, color="r", lw=0.8, ls=":", label="floor 0.80")
+    width = 0.8 / max(1, len(models))
+    for j, m in enumerate(models):
+        sub = ok[ok.model == m]
+        for i, c in enumerate(cases):
+            v = sub[sub.case == c].coverage.to_numpy()
+            if v.size == 0:
+                continue
+            x = i - 0.4 + (j + 0.5) * width
+            ax.plot([x] * v.size, v, ".", color=f"C{j}", ms=3, alpha=0.6)
+            ax.plot(x, v.mean(), "o", color=f"C{j}", ms=6, label=m if i == min(
+                k for k, cc in enumerate(cases) if cc in set(sub.case)) else None)
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("90% interval coverage")
+    ax.set_ylim(min(0.4, float(ok.coverage.min()) - 0.05) if len(ok) else 0.4, 1.01)
+    ax.set_title("Calibration panel: library defaults, held-out forecasts (dots: seeds)")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small data and short fits (minutes)")
     p.add_argument("--sbc", type=int, default=None, help="SBC data sets (default 100, 0 with --quick)")
-    p.add_argument("--models", nargs="*", default=None, help="subset of model names")
+    p.add_argument("--models", nargs="*", default=None,
+                   help="subset of model names (comma or space separated; with --panel, of PANEL_MODELS)")
+    p.add_argument("--panel", action="store_true",
+                   help="the calibration panel: every model at its defaults on processes it was not developed on")
+    p.add_argument("--seeds", type=int, default=None, help="panel seeds (default 3, 2 with --quick)")
+    p.add_argument("--processes", nargs="*", default=None, help="panel processes (comma or space separated)")
+    p.add_argument("--steps-multiplier", type=float, default=1.0,
+                   help="panel: SVI steps = this x the default (the longer-training check uses 10)")
+    p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")
+    p.add_argument("--resume", action="store_true", help="panel: keep finished rows of an earlier run")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="panel: start no new fit after this many minutes (then summarise what ran)")
     p.add_argument("--out", default=str(RESULTS), help="output folder")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.panel:
+        return run_panel(args)
     import pandas as pd
 
     out = Path(args.out)
@@ -267,7 +550,7 @@ def main(argv=None):
     num_pred = 200 if args.quick else 500
     rows, summaries = [], {}
     for i, (name, builder) in enumerate(CASES):
-        if args.models and name not in args.models:
+        if args.models and name not in [n for a in args.models for n in a.split(",")]:
             continue
         print(f"[{name}]", flush=True)
         r, s = run_case(name, builder, args.quick, jax.random.fold_in(key, i), num_pred)

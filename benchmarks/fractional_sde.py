@@ -69,7 +69,7 @@ def step_cost(*, control_width, n_times, steps=60, chunk=10):
     model = bd.models.FractionalSDE(latent_dim=1, num_ou=5, control_width=control_width)
     post = bd.fit(model, paths, method="svi", num_steps=steps, chunk_size=chunk, key=jax.random.key(6),
                   progress_bar=False, warn=False)
-    return post.info["seconds_per_step"]
+    return post.info.seconds_per_step
 
 
 def main():
@@ -84,7 +84,7 @@ def main():
         out = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
         out["authors_config_step_cost"] = {
             "config": "batch 32, K=5, Euler scan, control MLP width 1000 (depth 2), "
-                      f"{n_times} observation times x {bd.models.FractionalSDE().steps_per_obs} sub-steps",
+                      f"{n_times} observation times x {bd.models.FractionalSDE().substeps} sub-steps",
             "seconds_per_step": step_cost(control_width=1000, n_times=n_times),
             "authors_reference_seconds_per_step": {"euler_scan": 0.7, "milstein": 3.0},
             "command": "python benchmarks/fractional_sde.py --cost-only" + (" --fast" if fast else ""),
@@ -98,7 +98,7 @@ def main():
         print(json.dumps(r))
     cost = {
         "config": "batch 32, K=5, Euler scan, control MLP width 1000 (depth 2), "
-                  f"{n_times} observation times x {bd.models.FractionalSDE().steps_per_obs} sub-steps",
+                  f"{n_times} observation times x {bd.models.FractionalSDE().substeps} sub-steps",
         "seconds_per_step": step_cost(control_width=1000, n_times=n_times),
         "authors_reference_seconds_per_step": {"euler_scan": 0.7, "milstein": 3.0},
     }

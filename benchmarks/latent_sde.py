@@ -143,8 +143,8 @@ def solver_part(iters):
     return out
 
 
-TORCHSDE = dict(latent_dim=4, context_dim=64, hidden=128, encoder="gru", family="neural", substeps=2,
-                method="euler")
+TORCHSDE = dict(latent_dim=4, context_dim=64, width=128, encoder="gru", family="neural", substeps=2,
+                scheme="euler")
 
 
 def torchsde_baseline(python, iters):

@@ -171,7 +171,7 @@ def _node_direct(model):
     import numpyro
     import numpyro.distributions as dist
 
-    D, Wd = model.dim, model.width
+    D, Wd = model.state_dim, model.width
     loc, scale = jnp.asarray(model.loc), jnp.asarray(model.scale)
     init_loc, T = jnp.asarray(model.init_loc), model.time_scale
     sizes = [D] + [Wd] * model.depth + [D]
@@ -253,7 +253,7 @@ def bench_overhead(quick: bool) -> dict:
     import bayesde as bd
 
     data = _small_problem(4, 16)
-    model = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1)
+    model = bd.models.BayesianNeuralODE(state_dim=2, width=8, depth=1)
     s1, s2 = (100, 300) if quick else (200, 1000)
     key = jax.random.key(0)
     kw = dict(chunk_size=100, num_samples=10)
@@ -262,7 +262,7 @@ def bench_overhead(quick: bool) -> dict:
     # Steady seconds per step as `bd.fit` measures it (median chunk after the compiling
     # first chunk); the difference of two fits is kept for reference, but compile-time
     # noise can swamp it on a busy machine.
-    per_step_bd = post.info["seconds_per_step"]
+    per_step_bd = post.info.seconds_per_step
     per_step_diff = (t2 - t1) / (s2 - s1)
     adapted = post.model
     batch = data.batch()
@@ -272,7 +272,7 @@ def bench_overhead(quick: bool) -> dict:
     args = (batch.ts, np.asarray(data.ys), batch.mask)
     steady_direct, compile_direct = _svi_loop_seconds(direct, args, s2 - s1, key)
     return {
-        "config": {"model": "BayesianNeuralODE(dim=2, width=8, depth=1)", "series": 4, "times": 16,
+        "config": {"model": "BayesianNeuralODE(state_dim=2, width=8, depth=1)", "series": 4, "times": 16,
                    "steps": [s1, s2], "method": "svi AutoNormal, adam 1e-2"},
         "bd_fit_svi": {"s_per_step": per_step_bd, "s_per_step_from_fit_difference": per_step_diff,
                        "fit_s": {str(s1): t1, str(s2): t2}},
@@ -329,7 +329,7 @@ def _sampler_problems(quick: bool):
     lv = lv_full.split(at=10.0)[0]
     lv_model = bd.models.ODE(bd.models.lotka_volterra_field, bd.models.lotka_volterra_priors())
     node_data = _small_problem(2, 12)
-    node_model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
+    node_model = bd.models.BayesianNeuralODE(state_dim=2, width=4, depth=1)
     if quick:
         lv_runs = [("numpyro_nuts", "nuts", dict(num_chains=4, num_warmup=250, num_samples=250)),
                    ("chees", "chees", dict(num_chains=32, num_warmup=400, num_samples=100))]
@@ -346,7 +346,7 @@ def _sampler_problems(quick: bool):
     return [
         ("lotka_volterra", "ODE(lotka_volterra_field), 3 series x 27 times, true rates known", lv_model, lv,
          lv_full.truth, lv_runs),
-        ("bayesian_neural_ode", "BayesianNeuralODE(dim=2, width=4, depth=1), 2 series x 12 times", node_model,
+        ("bayesian_neural_ode", "BayesianNeuralODE(state_dim=2, width=4, depth=1), 2 series x 12 times", node_model,
          node_data, None, node_runs),
     ]
 
@@ -390,7 +390,7 @@ def _family_setup(name: str, quick: bool):
         return model, data, dict(ts=data.ts[0]), {}
     if name == "BayesianNeuralODE":
         data = _small_problem(8, 20)
-        return m.BayesianNeuralODE(dim=2, width=16), data, dict(ts=data.ts[0]), {}
+        return m.BayesianNeuralODE(state_dim=2, width=16), data, dict(ts=data.ts[0]), {}
     if name == "LatentSDE":
         data = _small_problem(8, 20)
         return m.LatentSDE(latent_dim=4, hidden=16, context_dim=8), data, dict(ts=data.ts[0]), {}
@@ -400,7 +400,7 @@ def _family_setup(name: str, quick: bool):
     if name in ("BNCDE", "TECDE"):
         sim = bd.datasets.tumor_growth(n_patients=32, n_test=8, key=jax.random.key(0))
         data = sim.train
-        kw = dict(hidden=8, width=16) if name == "BNCDE" else dict(hidden=8, width=16)
+        kw = dict(state_dim=8, width=16)
         model = getattr(m, name)(**kw)
         tr = np.nan_to_num(np.asarray(data.treatments))
         return model, data, dict(ts=data.ts, treatments=tr), {}
@@ -418,7 +418,7 @@ def bench_family(name: str, quick: bool) -> dict:
     key = jax.random.key(0)
     opts = dict(chunk_size=20, num_samples=100)
     total, post = _fit_seconds(bd, model, data, steps, key, **opts)
-    per_step = post.info["seconds_per_step"]  # median compiled chunk after the first
+    per_step = post.info.seconds_per_step  # median compiled chunk after the first
     n_pred = 100
     t = time.perf_counter()
     pred = post.predict(key=jax.random.key(1), num_samples=n_pred, **q)
@@ -470,7 +470,7 @@ def bench_memory(quick: bool, n_series: int, n_samples: int, n_times: int) -> di
     import numpy as np
 
     import bayesde as bd
-    from bayesde.inference import _posterior
+    from bayesde.inference import _predictive
 
     ts = np.linspace(0.0, 1.0, 5)
     ys = np.random.default_rng(0).normal(size=(n_series, 5, 1))
@@ -484,8 +484,7 @@ def bench_memory(quick: bool, n_series: int, n_samples: int, n_times: int) -> di
     _block(pred.samples)
     secs = time.perf_counter() - t
     elems = n_samples * n_series * n_times
-    per_draw = n_series * n_times * 2
-    chunk = max(1, min(n_samples, _posterior._CHUNK_ELEMENTS // per_draw))
+    chunk = _predictive.chunk_size(n_samples, (n_series, n_times), 1)
     out_mb = 2 * elems * 4 / 2**20  # samples + f_samples, float32
     peak = _peak_rss_mb()
     return {
@@ -493,7 +492,7 @@ def bench_memory(quick: bool, n_series: int, n_samples: int, n_times: int) -> di
         "seconds": secs,
         "chunk_draws": chunk,
         "chunks": -(-n_samples // chunk),
-        "chunk_budget_elements": _posterior._CHUNK_ELEMENTS,
+        "chunk_budget_elements": _predictive.CHUNK_ELEMENTS,
         "output_mb": out_mb,
         "peak_rss_before_mb": before,
         "peak_rss_mb": peak,

@@ -14,7 +14,7 @@ counts above what the machine has.
 
 What is measured, per device count N:
 
-- `steps_per_second`: `1 / post.info["seconds_per_step"]` of a short `bd.fit` (the
+- `steps_per_second`: `1 / post.info.seconds_per_step` of a short `bd.fit` (the
   median of the full compiled chunks after the first, which compiles), with
   `devices=jax.devices()[:N]`; for N = 1 the plain single-device program
   (`devices=None`) is the baseline, and outside `--quick` the one-device mesh is timed
@@ -126,9 +126,9 @@ def _worker(args):
                       progress_bar=False, warn=False)
             t0 = time.perf_counter()
             post = bd.fit(model, data, devices=devs, **kw)
-            s = post.info["seconds_per_step"]
+            s = post.info.seconds_per_step
             res[label] = {"seconds_per_step": s, "steps_per_second": 1.0 / s, "fit_wall_s": time.perf_counter() - t0,
-                          "first_chunk_s": post.info["first_chunk_seconds"],
+                          "first_chunk_s": post.info.first_chunk_seconds,
                           "loss_first": float(post.loss[0]), "loss_last": float(post.loss[-1])}
             print(f"[{n_dev} devices] {name} {label}: {1.0 / s:.2f} steps/s", file=sys.stderr, flush=True)
         if n_dev == 1:
@@ -142,13 +142,13 @@ def _problem(name, cfg, bd, jax):
     cfg = dict(cfg)
     if name == "bncde":
         sim = bd.datasets.tumor_growth(n_patients=cfg["n_patients"], n_test=8, gamma=2.0, key=jax.random.key(0))
-        model = bd.models.BNCDE(hidden=cfg["hidden"], width=cfg["width"], train_paths=cfg["train_paths"])
+        model = bd.models.BNCDE(state_dim=cfg["hidden"], width=cfg["width"], train_paths=cfg["train_paths"])
         return model, sim.train, cfg
     if name == "latent_sde":
         data = bd.datasets.stochastic_lorenz(n_series=cfg["n_series"], n_times=cfg["n_times"], key=jax.random.key(0))
         model = bd.models.LatentSDE(latent_dim=cfg["latent_dim"], context_dim=cfg["context_dim"],
-                                    hidden=cfg["hidden"], encoder="gru", family="neural", substeps=2,
-                                    method="euler")
+                                    width=cfg["hidden"], encoder="gru", family="neural", substeps=2,
+                                    scheme="euler")
         return model, data, cfg
     raise SystemExit(f"--models: unknown {name!r}; choose bncde, latent_sde")
 

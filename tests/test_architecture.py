@@ -3,6 +3,7 @@ functions included), models that say whether they minibatch, `fit` that never ig
 option silently, and a plain NumPyro function that saves and loads like any model."""
 
 import ast
+import unittest.mock
 from pathlib import Path
 
 import jax
@@ -12,6 +13,8 @@ import pytest
 
 import bayesde as bd
 from _programs import normal_mean
+
+from bayesde.inference._registry import ENGINES, RUNNERS, AbstractEngine, EngineInfo, EngineResult, register_engine
 
 PACKAGE = Path(bd.__file__).parent
 
@@ -166,7 +169,86 @@ def testnormal_mean_function_saves_loads_and_predicts_the_same(lv, tmp_path):
 
 def test_samplers_refuse_a_model_of_point_estimates():
     data = bd.datasets.lotka_volterra(n_series=2, n_times=8, t_max=4.0, key=jax.random.key(0))
-    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, hidden=8)
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8)
     with pytest.raises(ValueError, match=r"fit: method='nuts' samples latent variables, but LatentSDE has "
                                          r"\d+ parameters that are point estimates .*; fit it with method='svi'"):
         bd.fit(model, data, method="nuts", num_warmup=2, num_samples=2, key=jax.random.key(0))
+
+
+# ----------------------------------------------------------------- engines
+def test_every_engine_is_a_registered_class_with_run_and_a_typed_info():
+    assert {"svi", "nuts", "blackjax-nuts", "chees"} <= set(ENGINES)
+    for name, cls in ENGINES.items():
+        assert cls.name == name and cls in RUNNERS
+        assert issubclass(cls, AbstractEngine) and not getattr(cls.run, "__isabstractmethod__", False), name
+        assert issubclass(cls.info_type, EngineInfo), name
+
+
+def test_register_engine_refuses_a_class_without_run():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class NoRun:
+        name = "no-run"
+
+    with pytest.raises(TypeError, match="NoRun has no `run` method"):
+        register_engine(NoRun)
+
+
+def test_a_new_engine_is_one_class_that_fit_save_and_load_read(lv, tmp_path):
+    """An engine written outside the package (prior draws as a 'posterior'), registered
+    for this test only."""
+    with unittest.mock.patch.dict(ENGINES), unittest.mock.patch.dict(RUNNERS):
+        _check_new_engine(lv, tmp_path)
+
+
+def _check_new_engine(lv, tmp_path):
+    import dataclasses
+
+    from numpyro.infer import Predictive
+
+    @dataclasses.dataclass(frozen=True)
+    class PriorInfo(EngineInfo):
+        num_draws: int = 0
+
+    @register_engine
+    @dataclasses.dataclass(frozen=True)
+    class PriorDraws(AbstractEngine):
+        num_samples: int = 5
+        name = "prior-draws"
+        info_type = PriorInfo
+
+        def run(self, model, batch, *, key, progress_bar):
+            draws = Predictive(model.program, num_samples=self.num_samples, return_sites=["mu", "sigma"])(key, batch)
+            samples = {k: np.asarray(v)[None] for k, v in draws.items() if k in ("mu", "sigma")}
+            return EngineResult(samples=samples, params={}, sample_stats={}, loss=None,
+                                info=PriorInfo(seconds=0.0, num_draws=self.num_samples))
+
+    post = bd.fit(normal_mean, lv, method="prior-draws", num_samples=4, key=jax.random.key(0),
+                  progress_bar=False, warn=False)
+    assert post.samples["mu"].shape == (1, 4, 2) and post.info == PriorInfo(seconds=0.0, num_draws=4)
+    assert post.predict(lv.ts[:, :2], key=jax.random.key(1)).samples.shape == (4, 16, 2, 2)
+    post.save(tmp_path / "run")
+    again = bd.load(tmp_path / "run")
+    assert again.method == PriorDraws(num_samples=4) and again.info == post.info
+
+
+def test_info_is_a_record_read_by_attribute_and_still_by_key():
+    from bayesde.inference._engines import NUTS, NUTSInfo, as_info
+
+    info = as_info({"seconds": 2.0, "max_tree_depth": 8, "from_an_older_run": 1}, NUTS)
+    assert isinstance(info, NUTSInfo) and info.max_tree_depth == 8 and info.from_an_older_run == 1
+    with pytest.warns(DeprecationWarning, match=r"info\.seconds"):
+        assert info["seconds"] == 2.0
+    with pytest.warns(DeprecationWarning):
+        assert info.get("missing", "default") == "default"
+    assert info.to_dict() == {"seconds": 2.0, "chain_method": None, "max_tree_depth": 8, "from_an_older_run": 1}
+
+
+# ----------------------------------------------------------------- predictive
+def test_the_predictive_chunk_budget_and_loop_live_in_one_module():
+    owners = [p.name for p in PACKAGE.rglob("*.py") if "2**25" in p.read_text()]
+    assert owners == ["_predictive.py"]
+    # `distributed` supplies a placement and reads nothing private of a Posterior.
+    text = (PACKAGE / "distributed.py").read_text()
+    assert "post._" not in text and "from .inference" not in text

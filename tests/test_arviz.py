@@ -120,7 +120,7 @@ def test_missing_values_are_left_out_of_the_likelihood(nuts, idata):
     # The same draws, judged against the data with one value missing (south, t=0.8).
     data = _data(missing=True)
     result = EngineResult(samples=nuts.samples, params={}, sample_stats=nuts.sample_stats, loss=None, info={})
-    post = Posterior(nuts.model, data, nuts.method, result, key_data=nuts._key_data, method_name="nuts")
+    post = Posterior(nuts.model, data, nuts.method, result, key_data=nuts.key_data, method_name="nuts")
     gaps = post.to_arviz()
     n_obs = int(data.mask.sum())
     assert n_obs == data.ys.size - 1

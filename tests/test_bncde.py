@@ -92,13 +92,13 @@ def sim():
 
 @pytest.fixture(scope="module")
 def bncde_post(sim):
-    model = bd.models.BNCDE(hidden=4, width=16, train_paths=2, ahead_starts=8)
+    model = bd.models.BNCDE(state_dim=4, width=16, train_paths=2, ahead_starts=8)
     return bd.fit(model, sim.train, method="svi", num_steps=600, batch_size=32, learning_rate=1e-2,
                   key=jax.random.key(1), progress_bar=False, warn=False)
 
 
 def test_adapt_validates_and_sets_constants(sim):
-    m = bd.models.BNCDE(hidden=4).adapt(sim.train)
+    m = bd.models.BNCDE(state_dim=4).adapt(sim.train)
     assert m.log_outcome and m.n_treatments == 2 and m.n_static == 3 and m.rows == 31
     assert bd.models.BNCDE.amortized and bd.models.BNCDE.needs_treatments
     no_tr = bd.TimeSeries(sim.train.ts, sim.train.ys)
@@ -126,7 +126,7 @@ def _site_shapes(program, *args):
 
 @pytest.mark.parametrize("stochastic", ["last", "all"])
 def test_program_sites_and_shapes(sim, stochastic):
-    model = bd.models.BNCDE(hidden=4, width=8, train_paths=3, stochastic=stochastic).adapt(sim.train)
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=3, stochastic=stochastic).adapt(sim.train)
     batch = sim.train.select(np.arange(6)).batch()
     shapes = _site_shapes(model.program, batch)
     assert shapes["y"] == (6, 3, 31, 1)  # (series, paths, time, dim)
@@ -178,3 +178,15 @@ def test_each_series_forecast_depends_only_on_its_own_history(sim, bncde_post, e
                                    treatments=plan[k : k + 1], num_samples=100)
         together = effects.outcomes["chemo"].f_samples[:, k : k + 1]
         np.testing.assert_allclose(np.asarray(alone.f_samples), np.asarray(together), rtol=1e-5)
+
+
+def test_runs_saved_under_the_old_field_names_load(sim):
+    m = bd.models.BNCDE(state_dim=4).adapt(sim.train)
+    config = m.config()
+    assert config["state_dim"] == 4 and config["data_dim"] == 1 and len(config["loc"]["__array__"]) == 1
+    old = {k: v for k, v in config.items() if k not in ("state_dim", "data_dim", "time_scale", "loc", "scale")}
+    old.update(hidden=4, dim=1, t_scale=m.time_scale, y_loc=[float(m.loc[0])], y_scale=[float(m.scale[0])])
+    with pytest.warns(DeprecationWarning, match="BNCDE.hidden is now called 'state_dim'"):
+        again = bd.models.BNCDE.from_config(old)
+    assert again.state_dim == 4 and again.data_dim == 1 and again.time_scale == m.time_scale
+    np.testing.assert_array_equal(np.asarray(again.loc), m.loc)

@@ -57,7 +57,7 @@ def test_draws_and_statistics_have_the_nuts_layout(toy, toy_post):
     assert np.all(np.abs(draws.mean(0) - mean) < 3 * draws.std(0) + 1e-3), (draws.mean(0), mean)
     d = post.diagnostics()
     assert d["divergences"] == 0 and d["max_rhat"] < 1.1
-    assert post.info["num_devices"] == 1 and post.info["step_size"] > 0
+    assert post.info.num_devices == 1 and post.info.step_size > 0
 
 
 def test_same_key_same_draws_and_chunking_does_not_matter(toy, toy_post):
@@ -103,8 +103,8 @@ _SHARDED = textwrap.dedent(
     import test_chees as t
     data = t._toy_data()
     post = bd.fit(t.normal_mean, data, method="chees", key=jax.random.key(0), **t.SMALL)
-    print("RESULT" + json.dumps({"devices": len(jax.devices()), "num_devices": post.info["num_devices"],
-                                 "step_size": post.info["step_size"], "mu": np.asarray(post.samples["mu"]).tolist()}))
+    print("RESULT" + json.dumps({"devices": len(jax.devices()), "num_devices": post.info.num_devices,
+                                 "step_size": post.info.step_size, "mu": np.asarray(post.samples["mu"]).tolist()}))
     """
 )
 
@@ -121,7 +121,7 @@ def test_chains_are_split_over_devices_and_agree_with_one_device(toy_post):
     # The adaptation averages over chains, summed in another order over 4 devices; the
     # rounding differences grow along the chains, so the runs agree as samples of the
     # same posterior (and in their tuned step size), not draw for draw.
-    assert res["step_size"] == pytest.approx(toy_post.info["step_size"], rel=0.1)
+    assert res["step_size"] == pytest.approx(toy_post.info.step_size, rel=0.1)
     mu, ref = np.asarray(res["mu"]).reshape(-1, 2), toy_post.samples["mu"].reshape(-1, 2)
     assert np.all(np.abs(mu.mean(0) - ref.mean(0)) < 0.5 * ref.std(0)), (mu.mean(0), ref.mean(0), ref.std(0))
 

@@ -254,6 +254,16 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     assert_user_error(r, "--devices applies to --method svi only")
     r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--devices", "zero"])
     assert_user_error(r, "--devices: expected 'all' or a positive number of devices, got 'zero'")
+    # Engines come from the registry; each takes the size options among its fields.
+    r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--method", "ensemble", "--num-warmup", "5"])
+    assert_user_error(r, "--num-warmup does not apply to --method ensemble", "--num-steps")
+    r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "3", "--out", "f", "--conformal", "0.9"])
+    assert_user_error(r, "--conformal needs --backtest N")
+    r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "3", "--out", "f", "--backtest", "-1"])
+    assert_user_error(r, "--backtest must be a number of origins >= 0, got -1")
+    r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "3", "--out", "f", "--backtest", "2",
+                            "--conformal", "1.5"])
+    assert_user_error(r, "--conformal must be a level in (0, 1)")
     r = runner.invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS[:4], "--out", "r", "--devices", "64"])
     assert_user_error(r, "--devices 64: this machine has 1 local device(s)")
 
@@ -447,21 +457,89 @@ def test_choices_are_checked_before_anything_starts(tmp_path, monkeypatch):
     assert "<bool>" not in runner.invoke(app, ["fit", "--help"]).stdout.split("--force")[1].splitlines()[0]
 
 
-def test_an_internal_bug_exits_1_and_asks_for_a_report(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import bayesde._cli as cli_mod
+def _break_read_csv(monkeypatch):
+    import bayesde._cli._fit as fit_mod
 
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")
 
+    monkeypatch.setattr(fit_mod, "read_csv", broken)
+
+
+def test_an_internal_bug_exits_1_and_asks_for_a_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
     good_frame().to_csv(tmp_path / "pelts.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli_mod, "_read_csv", broken)
-    r = CliRunner().invoke(cli_mod.app, ["fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run"])
+    monkeypatch.delenv("BAYESDE_DEBUG", raising=False)
+    _break_read_csv(monkeypatch)
+    # A plain ValueError from inside a command is a bug (exit 1), not a user error (2).
+    r = CliRunner().invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run"])
     assert r.exit_code == 1
-    assert "Traceback" in r.stderr and "please report" in r.stderr
-    assert "an internal inconsistency" in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "internal error (ValueError: an internal inconsistency)" in lines[0]
+    assert "please report" in lines[0] and "--debug" in lines[0]
+    # --debug (or BAYESDE_DEBUG=1) adds the traceback.
+    r = CliRunner().invoke(app, ["--debug", "fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run"])
+    assert r.exit_code == 1
+    assert "Traceback" in r.stderr and "please report" in r.stderr and "an internal inconsistency" in r.stderr
+    r = CliRunner().invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS, "--out", "run"],
+                           env={"BAYESDE_DEBUG": "1"})
+    assert r.exit_code == 1 and "Traceback" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_library_data_errors_are_user_errors(tmp_path, monkeypatch):
+    """`bd.DataError` raised by the library (here `TimeSeries` refusing a file whose
+    values are all empty) exits 2 in one line, the message said with the file name."""
+    from typer.testing import CliRunner
+
+    from bayesde._cli import app
+
+    df = good_frame()
+    df["hare"] = np.nan
+    df["lynx"] = np.nan
+    df.to_csv(tmp_path / "empty.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["fit", "--data", "empty.csv", *FIT_ARGS, "--out", "run"])
+    assert_user_error(r, "empty.csv", "every value is missing")
+
+
+def test_which_exceptions_are_user_errors():
+    import bayesde as bd
+    from bayesde._cli._common import UserError, is_user_error
+
+    assert is_user_error(UserError("--x: bad"))
+    assert is_user_error(bd.DataError("is empty.", column="x", row=3))
+    assert is_user_error(FileExistsError("out"))
+    assert is_user_error(PermissionError("cannot write --out"))
+    assert not is_user_error(ValueError("a bug"))
+    assert not is_user_error(KeyError("a bug"))
+
+
+def test_the_cli_uses_the_public_api():
+    """Each command is a module of the `bayesde._cli` package, and reaches bayesde only
+    through `import bayesde as bd`, except the atomic-folder helper and the two
+    forecast-grid helpers that the public API does not have yet."""
+    import ast
+    from pathlib import Path
+
+    import bayesde._cli as cli_pkg
+
+    private = set()
+    for path in Path(cli_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                private.add(node.module)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("bayesde"):
+                private.add(node.module)
+    assert private <= {"_atomic", "inference._forecast"}, private
+    names = {c.name for c in cli_pkg.app.registered_commands} | {
+        c.callback.__name__ for c in cli_pkg.app.registered_commands}
+    assert {"fit", "forecast", "effects", "datasets", "info", "demo"} <= names
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
@@ -477,10 +555,10 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 
 @pytest.mark.parametrize("cores, chains, note", [(1, 2, True), (2, 2, True), (3, 3, True), (16, 4, False)])
 def test_nuts_chains_follow_the_cpu_cores(monkeypatch, cores, chains, note):
-    import bayesde._cli as cli_mod
+    import bayesde._cli._common as common
 
-    monkeypatch.setattr(cli_mod, "_cpu_cores", lambda: cores)
-    n, msg = cli_mod._default_chains()
+    monkeypatch.setattr(common, "cpu_cores", lambda: cores)
+    n, msg = common.default_chains()
     assert n == chains
     assert (msg is not None) == note
     if note:
@@ -547,17 +625,17 @@ def test_fit_and_forecast_your_own_model_class(tmp_path):
 
 def test_model_function_gets_the_data_dimension(tmp_path, monkeypatch):
     import bayesde as bd
-    import bayesde._cli as cli_mod
+    from bayesde._cli._common import UserError
+    from bayesde._cli._models import build_model, model_factory
 
     (tmp_path / "mymodels_fn.py").write_text(USER_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
     data = bd.TimeSeries.from_pandas(good_frame(), time="year", series="region")
-    m = cli_mod._build_model(cli_mod._model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level",
-                             {"scale": 3.0})
+    m = build_model(model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level", {"scale": 3.0})
     assert type(m).__name__ == "LevelModel" and m.dim == 2 and m.scale == 3.0
-    with pytest.raises(cli_mod.UserError, match="--model-args"):
-        cli_mod._build_model(cli_mod._model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level",
-                             {"width": 3})
+    # The library refusing a hyperparameter (TypeError/ValueError while building) is a user error.
+    with pytest.raises(UserError, match="--model-args"):
+        build_model(model_factory(bd, "mymodels_fn:level"), bd, data, "mymodels_fn:level", {"width": 3})
 
 
 # ------------------------------------------------------------------ atomic folders
@@ -585,3 +663,23 @@ def test_staged_dir_replaces_whole_or_not_at_all(tmp_path):
     with pytest.warns(UserWarning, match="interrupted"):
         assert recover(out, marker="cli.json")
     assert (out / "a.csv").read_text() == "1"
+
+
+def test_a_fit_that_explains_little_is_flagged():
+    from types import SimpleNamespace
+
+    import bayesde as bd
+    from bayesde._cli._fit import explains_little
+
+    rng = np.random.default_rng(0)
+    data = bd.TimeSeries(np.broadcast_to(np.arange(20.0), (2, 20)), rng.normal(size=(2, 20, 2)), names=["a", "b"])
+
+    def post_predicting(median):
+        pred = SimpleNamespace(median=median)
+        return SimpleNamespace(model=SimpleNamespace(), data=data, predict=lambda *a, **k: pred)
+
+    good = data.ys.copy()
+    good[..., 1] = 0.0  # column "b": the median is the mean, R² ≈ 0
+    (msg,) = explains_little(post_predicting(good))
+    assert msg.startswith("the fit explains little of 'b': in-sample R² ")
+    assert explains_little(post_predicting(data.ys)) == []

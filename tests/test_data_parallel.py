@@ -35,14 +35,14 @@ _COMMON = textwrap.dedent(
         return bd.datasets.stochastic_lorenz(n_series=16, n_times=8, key=jax.random.key(0), dt=1e-2)
 
     def latent_sde():
-        return bd.models.LatentSDE(latent_dim=2, context_dim=4, hidden=8, substeps=1)
+        return bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
 
     def compare(a, b):
         return {
             "loss_a": np.asarray(a.loss).tolist(), "loss_b": np.asarray(b.loss).tolist(),
             "params": max(float(np.max(np.abs(a.params[k] - b.params[k]))) for k in a.params),
             "same_keys": sorted(a.params) == sorted(b.params),
-            "devices": b.info["num_devices"],
+            "devices": b.info.num_devices,
         }
     '''
 )

@@ -17,7 +17,7 @@ def sim():
 @pytest.fixture(scope="module")
 def post(sim):
     # MC dropout gives the cheapest stochastic predictive; effects never names a model.
-    model = bd.models.TECDE(hidden=4, width=8, dropout=0.2, ahead_starts=4)
+    model = bd.models.TECDE(state_dim=4, width=8, dropout=0.2, ahead_starts=4)
     return bd.fit(model, sim.train, method="svi", num_steps=30, batch_size=20, learning_rate=1e-2,
                   key=jax.random.key(1), progress_bar=False, warn=False)
 
@@ -85,3 +85,49 @@ def test_query_times_follow_lengths():
     q = bd.effects.query_times(data, 3)
     np.testing.assert_allclose(q, [[1 + 1.5, 1 + 3.0, 1 + 4.5], [6 + 1.5, 6 + 3.0, 6 + 4.5]])
     np.testing.assert_allclose(bd.effects.query_times(data, 2, step=1.0), [[2, 3], [7, 8]])
+
+
+# ------------------------------------------------------------------ overlap
+def test_overlap_counts_similar_histories_that_got_the_plan():
+    # series 0 is large and treated after day 0, series 1 small and never treated
+    ys = np.array([[10.0] * 4, [0.0] * 4])[..., None]
+    u = np.array([[0, 1, 1, 1], [0, 0, 0, 0]], dtype=float)[..., None]
+    train = bd.TimeSeries(np.arange(4.0), ys, treatments=u)
+    plans = {"on": np.ones((2, 1)), "high": np.full((2, 1), 2.0)}
+    pooled = bd.effects.overlap(train, train, plans, horizon=2)  # 4 windows, all neighbours
+    assert pooled["on"]["windows"] == 4 and pooled["on"]["neighbours"] == 4
+    np.testing.assert_allclose(pooled["on"]["per_step"], 0.5)
+    np.testing.assert_allclose(pooled["high"]["per_series"], 0.0)
+    # with 2 neighbours, a large tumour's similar histories are series 0's windows
+    near = bd.effects.overlap(train, train, plans, horizon=2, neighbours=2)
+    np.testing.assert_allclose(near["on"]["per_series"], [1.0, 0.0])
+    assert near["on"]["share"] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def strong():
+    return bd.datasets.tumor_growth(n_patients=40, n_test=12, n_days=25, min_history=8, gamma=10.0,
+                                    key=jax.random.key(0))
+
+
+def test_a_plan_the_confounded_data_rarely_show_warns(strong, post):
+    import copy
+    import warnings
+
+    # the fitted weights do not matter here: only the training data the overlap reads
+    confounded = copy.copy(post)
+    confounded.data = strong.train
+    kw = dict(horizon=5, key=jax.random.key(0), num_samples=4)
+    with pytest.warns(UserWarning, match=r"plan 'both' is rarely seen in the training data: on average only "
+                                         r"\d+\.\d% of training histories like these"):
+        eff = bd.effects.counterfactual(confounded, strong.test,
+                                        plans={"both": strong.plan("both"), "none": strong.plan("none")}, **kw)
+    assert eff.overlap["both"]["share"] < 0.05 < 0.5 < eff.overlap["none"]["share"]
+    assert eff.overlap["both"]["per_series"].shape == (12,) and eff.overlap["both"]["threshold"] == 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        eff = bd.effects.counterfactual(confounded, strong.test, plans={"none": strong.plan("none")}, **kw)
+    assert eff.overlap["none"]["series_below"] == 0
+    off = bd.effects.counterfactual(confounded, strong.test, plans={"both": strong.plan("both")},
+                                    overlap_threshold=None, **kw)
+    assert off.overlap is None

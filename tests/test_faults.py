@@ -81,8 +81,8 @@ def test_nan_loss_stops_keeping_finite_parameters(decay_data):
             decay_program, decay_data, method="svi", learning_rate=1e3, num_steps=50,
             key=jax.random.key(0), progress_bar=False, num_samples=5,
         )
-    assert post.info["stopped_at"] is not None and post.info["stopped_at"] < 50
-    assert len(post.loss) == post.info["stopped_at"]
+    assert post.info.stopped_at is not None and post.info.stopped_at < 50
+    assert len(post.loss) == post.info.stopped_at
     assert np.all(np.isfinite(post.loss))
     for v in post.params.values():
         assert np.all(np.isfinite(np.asarray(v)))

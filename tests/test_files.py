@@ -8,7 +8,6 @@ covers a real fit -> save -> load -> predict.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +90,22 @@ def test_save_load_round_trip_is_exact(post, run):
     _assert_same(post, bd.load(run))
     # The folder holds nothing but the run: no temporary or backup folders are left.
     assert sorted(os.listdir(run.parent)) == ["run"]
+
+
+def test_info_round_trips_as_its_record_and_old_dicts_still_load(post, run):
+    from bayesde.inference._engines import NUTSInfo
+
+    assert isinstance(post.info, NUTSInfo) and post.info.max_tree_depth == 10
+    assert bd.load(run).info == post.info
+    # A run saved when info was a dict with other names: known names become fields,
+    # the rest stay readable.
+    meta = run / "bayesde.json"
+    config = json.loads(meta.read_text())
+    config["info"] = {"seconds": 3.0, "chain_method": "vectorized", "max_tree_depth": 7, "old_note": "x"}
+    meta.write_text(json.dumps(config))
+    info = bd.load(run).info
+    assert isinstance(info, NUTSInfo) and (info.seconds, info.max_tree_depth, info.old_note) == (3.0, 7, "x")
+    assert bd.load(run).diagnostics()["max_tree_depth_hits"] == 0
 
 
 def test_save_refuses_to_overwrite_without_permission(post, run):

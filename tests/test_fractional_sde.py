@@ -28,7 +28,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def post(small):
-    model = bd.models.FractionalSDE(latent_dim=1, num_ou=5, learn_hurst=True, width=8, control_width=8, steps_per_obs=2)
+    model = bd.models.FractionalSDE(latent_dim=1, num_ou=5, learn_hurst=True, width=8, control_width=8, substeps=2)
     return bd.fit(model, small, method="svi", num_steps=40, num_samples=50, key=jax.random.key(1), progress_bar=False, warn=False)
 
 
@@ -62,7 +62,7 @@ def test_nile_is_shipped_with_a_card():
 # ----------------------------------------------------------------------- model
 def test_program_sites_and_shapes(small):
     q = bd.models.Query(ts=jnp.asarray(np.broadcast_to(np.linspace(0, 12, 7), (6, 7)), jnp.float32))
-    tr = _trace(bd.models.FractionalSDE(width=4, control_width=4, steps_per_obs=1), small, q)
+    tr = _trace(bd.models.FractionalSDE(width=4, control_width=4, substeps=1), small, q)
     assert tr["hurst"]["value"].shape == ()
     assert tr["diffusion"]["value"].shape == (1,)
     assert tr["y_out"]["value"].shape == (6, 7, 1)
@@ -71,10 +71,10 @@ def test_program_sites_and_shapes(small):
 
 
 def test_brownian_variant_and_general_latent(small):
-    tr = _trace(bd.models.FractionalSDE(learn_hurst=False, hurst=0.5, width=4, control_width=4, steps_per_obs=1), small)
+    tr = _trace(bd.models.FractionalSDE(learn_hurst=False, hurst=0.5, width=4, control_width=4, substeps=1), small)
     assert "hurst" not in tr
     tr = _trace(
-        bd.models.FractionalSDE(latent_dim=2, fbm_type="II", neural_diffusion=True, width=4, control_width=4, steps_per_obs=1),
+        bd.models.FractionalSDE(latent_dim=2, fbm_type="II", neural_diffusion=True, width=4, control_width=4, substeps=1),
         small,
     )
     assert np.isfinite(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum())
@@ -168,3 +168,17 @@ def test_recovers_hurst_on_fou(hurst, num_ou, gamma_max):
     post = bd.fit(model, paths, method="svi", num_steps=300, key=jax.random.key(1), progress_bar=False, warn=False)
     h = np.asarray(post.samples["hurst"])
     assert abs(h.mean() - hurst) < 0.05, h.mean()
+
+
+def test_time_scale_means_data_time_per_model_time_and_old_runs_load(small):
+    m = bd.models.FractionalSDE().adapt(small)
+    dt = float(np.median(np.diff(small.ts[0])))
+    # As in every model: model time is (t - t_first) / time_scale.
+    np.testing.assert_allclose(m.time_scale, dt / m.obs_spacing, rtol=1e-12)
+    config = m.config()
+    old = {k: v for k, v in config.items() if k != "substeps"}
+    old.update(steps_per_obs=config["substeps"], time_scale=1.0 / config["time_scale"])
+    with pytest.warns(DeprecationWarning, match="steps_per_obs"):
+        again = bd.models.FractionalSDE.from_config(old)
+    np.testing.assert_allclose(again.time_scale, m.time_scale, rtol=1e-12)
+    assert again.substeps == m.substeps

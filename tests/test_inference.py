@@ -41,7 +41,7 @@ def lv_blackjax(lv):
 @pytest.fixture(scope="module")
 def bnode_svi(lv):
     _, hist, _ = lv
-    model = bd.models.BayesianNeuralODE(dim=2, width=16, depth=2)
+    model = bd.models.BayesianNeuralODE(state_dim=2, width=16, depth=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return bd.fit(model, hist, method="svi", num_steps=1500, key=jax.random.key(1), progress_bar=False)
@@ -65,6 +65,7 @@ def test_nuts_forecast_coverage(lv, lv_nuts):
     assert 0.8 <= cov <= 1.0, cov
 
 
+@pytest.mark.slow
 def test_blackjax_agrees_with_numpyro(lv_nuts, lv_blackjax):
     for k in PARAMS + ("sigma",):
         a, b = lv_nuts.samples[k], lv_blackjax.samples[k]
@@ -81,9 +82,10 @@ def test_bayesian_neural_ode_svi_forecast_coverage(lv, bnode_svi):
     assert bnode_svi.loss[-100:].mean() < bnode_svi.loss[:100].mean()
 
 
+@pytest.mark.slow
 def test_bayesian_neural_ode_nuts_forecast_coverage(lv):
     _, hist, fut = lv
-    model = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1)
+    model = bd.models.BayesianNeuralODE(state_dim=2, width=8, depth=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         post = bd.fit(model, hist, method="nuts", num_warmup=150, num_samples=150, max_tree_depth=6,
@@ -127,7 +129,7 @@ def test_mechanistic_run_save_load(tmp_path, lv, lv_nuts):
 @pytest.mark.slow  # the default suite checks this on every engine in test_determinism.py
 def test_same_key_same_fit(lv):
     _, hist, _ = lv
-    model = bd.models.BayesianNeuralODE(dim=2, width=4, depth=1)
+    model = bd.models.BayesianNeuralODE(state_dim=2, width=4, depth=1)
     kw = dict(method="svi", num_steps=30, key=jax.random.key(4), progress_bar=False, warn=False)
     a, b = bd.fit(model, hist, **kw), bd.fit(model, hist, **kw)
     assert np.array_equal(a.loss, b.loss)
@@ -160,10 +162,13 @@ def test_resume_equals_uninterrupted(tmp_path, lv):
 
 def test_nan_loss_stops_and_keeps_finite_params(lv):
     _, hist, _ = lv
-    with pytest.warns(RuntimeWarning, match="the SVI loss became NaN/inf at step"):
+    with pytest.warns(RuntimeWarning, match="the SVI loss became NaN/inf at step") as caught:
         post = bd.fit(_gauss_program, hist, method="svi", num_steps=200, learning_rate=1e6,
                       optimizer=None, key=jax.random.key(0), progress_bar=False, warn=False,
                       chunk_size=50)
+    # The warning points at the line that called `fit`, not into the engine.
+    assert [w.filename for w in caught if "NaN/inf" in str(w.message)] == [__file__]
+    assert post.info.stopped_early and post.info.stopped_at == len(post.loss)
     assert all(np.all(np.isfinite(v)) for v in post.params.values())
     assert len(post.loss) < 200 and np.all(np.isfinite(post.loss))
     assert np.all(np.isfinite(post.samples["s"])) and np.all(post.samples["s"] > 0)
@@ -207,14 +212,14 @@ def test_fit_refuses_bad_arguments_before_compiling(lv, kwargs, exc, message):
     _, hist, _ = lv
     kwargs = {"key": jax.random.key(0), **kwargs}
     with pytest.raises(exc) as e:
-        bd.fit(bd.models.BayesianNeuralODE(dim=2), hist, **kwargs)
+        bd.fit(bd.models.BayesianNeuralODE(state_dim=2), hist, **kwargs)
     assert str(e.value).startswith(message)
 
 
 def test_model_refuses_mismatched_data(lv):
     _, hist, _ = lv
-    with pytest.raises(ValueError, match=r"BayesianNeuralODE.dim: the model has dim=3 but the data has 2"):
-        bd.fit(bd.models.BayesianNeuralODE(dim=3), hist, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"BayesianNeuralODE\.(state_)?dim: the model has (state_)?dim=3 but the data has 2"):
+        bd.fit(bd.models.BayesianNeuralODE(state_dim=3), hist, key=jax.random.key(0))
 
 
 def test_to_arviz_groups(lv, lv_nuts):

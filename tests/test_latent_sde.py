@@ -73,7 +73,7 @@ def irregular_fit():
         n_series=24, n_times=30, irregular=True, missing=0.2, key=jax.random.key(0), dt=1e-2
     )
     hist, fut = data.split(at=1.5)
-    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, hidden=16, substeps=1)
+    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, width=16, substeps=1)
     post = bd.fit(model, hist, method="svi", num_steps=150, learning_rate=1e-2,
                   key=jax.random.key(1), progress_bar=False, warn=False)
     return data, hist, fut, post
@@ -147,7 +147,7 @@ def test_named_data_sets_and_the_co2_card():
 def test_lorenz_contract_forecast_is_calibrated():
     data = bd.datasets.stochastic_lorenz(n_series=64, n_times=100, key=jax.random.key(0))
     hist, fut = data.split(at=1.5)
-    model = bd.models.LatentSDE(latent_dim=4, context_dim=16, hidden=32, encoder="gru", family="neural")
+    model = bd.models.LatentSDE(latent_dim=4, context_dim=16, width=32, encoder="gru", family="neural")
     post = bd.fit(model, hist, method="svi", num_steps=200, key=jax.random.key(1), progress_bar=False, warn=False)
     loss = np.asarray(post.loss)
     assert loss[-20:].mean() < loss[:20].mean()
@@ -164,7 +164,7 @@ def test_gbm_predictive_mean_and_variance_match_the_truth():
     )
     hist, _ = data.split(at=0.7)
     j = int(np.sum(data.ts[0] <= 0.7)) - 1
-    model = bd.models.LatentSDE(latent_dim=2, context_dim=8, hidden=32, family="geometric", substeps=1)
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=8, width=32, family="geometric", substeps=1)
     post = bd.fit(model, hist, method="svi", num_steps=800, key=jax.random.key(1), progress_bar=False, warn=False)
     pred = post.predict(np.array([1.0]), key=jax.random.key(2), num_samples=400)
     x = np.asarray(pred.samples[:, :, 0, 0])
@@ -181,10 +181,167 @@ def test_every_family_and_encoder_fits_and_forecasts(family, encoder):
     data = bd.datasets.stochastic_lorenz(n_series=16, n_times=20, irregular=True, missing=0.1,
                                          key=jax.random.key(0), dt=1e-2)
     hist, fut = data.split(at=1.5)
-    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, hidden=16, family=family, encoder=encoder,
+    model = bd.models.LatentSDE(latent_dim=3, context_dim=8, width=16, family=family, encoder=encoder,
                                 num_paths=2, likelihood="laplace", kl_anneal_steps=30)
     post = bd.fit(model, hist, method="svi", num_steps=60, key=jax.random.key(1), progress_bar=False, warn=False)
     assert np.all(np.isfinite(post.loss))
     assert post.loss[-10:].mean() < post.loss[:10].mean()
     pred = post.predict(fut.ts, key=jax.random.key(2), num_samples=8)
     assert np.all(np.isfinite(np.asarray(pred.samples)))
+
+
+# ------------------------------------------------------ choices are objects, saved as names
+def test_choices_take_a_name_or_an_object_and_save_the_name():
+    fam, enc, lik = bd.models.families, bd.models.encoders, bd.models.likelihoods
+    by_name = bd.models.LatentSDE(family="linear-noise", encoder="ncde", likelihood="laplace", scheme="milstein")
+    by_object = bd.models.LatentSDE(family=fam.LinearNoise(), encoder=enc.NCDE(), likelihood=lik.Laplace(),
+                                    scheme=bd.solvers.Milstein())
+    for m in (by_name, by_object):
+        assert isinstance(m.family, fam.LinearNoise) and isinstance(m.encoder, enc.NCDE)
+        assert isinstance(m.likelihood, lik.Laplace) and isinstance(m.scheme, bd.solvers.Milstein)
+    config = by_object.config()
+    assert (config["family"], config["encoder"], config["likelihood"], config["scheme"]) == (
+        "linear-noise", "ncde", "laplace", "milstein")
+    again = bd.models.LatentSDE.from_config(config)
+    assert again.config() == config and isinstance(again.family, fam.LinearNoise)
+    assert set(fam.FAMILIES) == {"neural", "langevin", "linear-noise", "geometric"}
+
+
+def test_old_keywords_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="LatentSDE.hidden is now called 'width'"):
+        m = bd.models.LatentSDE(hidden=8)
+    assert m.width == 8
+    with pytest.warns(DeprecationWarning, match="LatentSDE.method is now called 'scheme'"):
+        assert isinstance(bd.models.LatentSDE(method="heun").scheme, bd.solvers.Heun)
+    with pytest.raises(ValueError, match="got both 'hidden' and 'width'"):
+        bd.models.LatentSDE(hidden=8, width=8)
+    # A run saved under the old names loads.
+    old = {**bd.models.LatentSDE().config(), "hidden": 12, "method": "heun"}
+    del old["width"], old["scheme"]
+    with pytest.warns(DeprecationWarning):
+        m = bd.models.LatentSDE.from_config(old)
+    assert m.width == 12 and isinstance(m.scheme, bd.solvers.Heun)
+    with pytest.warns(DeprecationWarning, match="BayesianNeuralODE.dim is now called 'state_dim'"):
+        assert bd.models.BayesianNeuralODE(dim=3).state_dim == 3
+    with pytest.warns(DeprecationWarning, match="FractionalSDE.steps_per_obs is now called 'substeps'"):
+        assert bd.models.FractionalSDE(steps_per_obs=3).substeps == 3
+
+
+# ------------------------------------------------------------- one shared model module
+def test_scaling_is_fitted_once_for_every_model():
+    from bayesde.models._common import fit_scaling, time_span
+
+    ts = np.array([[0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 4.0, 9.0]])
+    ys = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, np.nan]])[..., None]
+    data = bd.TimeSeries(ts, ys, lengths=[4, 3])
+    sc = fit_scaling(data)
+    # The span is the longest series (padding excluded), not the whole window.
+    assert time_span(data) == 3.0 and sc.time_scale == 3.0 and sc.t_ref == 0.0
+    np.testing.assert_allclose(sc.loc, [2.5])
+    np.testing.assert_allclose(sc.scale, [np.std([1, 2, 4, 3])])
+    log = fit_scaling(data, log=True)
+    np.testing.assert_allclose(log.loc, [np.mean(np.log([1, 2, 4, 3]))], rtol=1e-6)
+    for model in (bd.models.LatentSDE(), bd.models.BayesianNeuralODE(state_dim=1)):
+        m = model.adapt(data)
+        np.testing.assert_array_equal(m.loc, sc.loc)
+        np.testing.assert_array_equal(m.scale, sc.scale)
+        assert m.time_scale == sc.time_scale
+
+
+def test_gaussian_kl_matches_numpyro():
+    import numpyro.distributions as dist
+    from numpyro.distributions.kl import kl_divergence
+
+    from bayesde.models._common import gaussian_kl
+
+    qm, qs, pm, ps = jnp.array([0.3, -1.0]), jnp.array([0.5, 2.0]), jnp.array([0.0, 1.0]), jnp.array([1.0, 0.7])
+    ref = jnp.sum(kl_divergence(dist.Normal(qm, qs), dist.Normal(pm, ps)))
+    np.testing.assert_allclose(gaussian_kl(qm, qs, pm, ps), ref, rtol=1e-6)
+
+
+def test_concrete_models_override_only_abstract_hooks():
+    """equinox's abstract/final pattern: a concrete model implements abstract methods
+    (and `adapt`, the documented data hook); it never overrides a concrete method."""
+    import inspect
+
+    for name in ("ODE", "BayesianNeuralODE", "LatentSDE", "FractionalSDE", "BNCDE", "TECDE"):
+        cls = getattr(bd.models, name)
+        for attr, value in vars(cls).items():
+            if attr == "adapt" or attr.startswith("__") or not inspect.isfunction(value):
+                continue
+            for base in cls.__mro__[1:]:
+                if attr in vars(base):
+                    assert getattr(vars(base)[attr], "__isabstractmethod__", False), (
+                        f"{name}.{attr} overrides the concrete {base.__name__}.{attr}")
+                    break
+
+
+# ------------------------------------------- gaps: absent rows and empty cells are one thing
+def _absent_and_empty(ts, ys, gap_rows):
+    """The same observations twice: with the rows `gap_rows` of a grid absent, and
+    present with every value missing."""
+    keep = np.setdiff1d(np.arange(len(ts)), gap_rows)
+    mask = np.ones(ys.shape, bool)
+    mask[gap_rows] = False
+    return (ts[keep], ys[keep], mask[keep]), (ts, np.where(mask, ys, 0.0), mask)
+
+
+@pytest.mark.parametrize("encoder", ["gru", "ncde"])
+def test_encoders_read_empty_rows_as_if_they_were_absent(encoder, getkey):
+    ts = np.linspace(0.0, 1.0, 9)
+    ys = np.asarray(jax.random.normal(getkey(), (9, 2)))
+    gaps = np.array([2, 3, 6])
+    (ta, ya, ma), (te, ye, me) = _absent_and_empty(ts, ys, gaps)
+    net = bd.models.encoders.as_encoder(encoder).make(2, 8, 4, key=getkey())
+    absent = net(jnp.asarray(ta), jnp.asarray(ya), jnp.asarray(ma))
+    empty = net(jnp.asarray(te), jnp.asarray(ye), jnp.asarray(me))
+    keep = np.setdiff1d(np.arange(9), gaps)
+    np.testing.assert_allclose(np.asarray(empty)[keep], np.asarray(absent), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_gappy_series_forecasts_alike_as_absent_rows_or_empty_cells():
+    data = bd.datasets.ornstein_uhlenbeck(n_series=24, n_times=40, irregular=False, missing=0.0,
+                                          key=jax.random.key(0))
+    rng = np.random.default_rng(0)
+    gaps = np.sort(rng.choice(np.arange(1, 29), 9, replace=False))  # 30% of the first 30 rows
+    keep = np.setdiff1d(np.arange(30), gaps)
+    mask = data.mask.copy()
+    mask[:, gaps] = False
+    grid = bd.TimeSeries(data.ts[:, :30], np.where(mask, data.ys, np.nan)[:, :30], mask[:, :30])
+    absent = bd.TimeSeries(data.ts[:, keep], data.ys[:, keep], data.mask[:, keep])
+    truth = data.ys[:, 30:]
+    scores = []
+    for hist in (absent, grid):
+        post = bd.fit(bd.models.LatentSDE(), hist, method="svi", key=jax.random.key(1), progress_bar=False,
+                      warn=False)
+        pred = post.predict(data.ts[:, 30:], key=jax.random.key(2), num_samples=400)
+        scores.append((bd.metrics.coverage(pred, truth, level=0.9), bd.metrics.crps(pred, truth)))
+    (cov_a, crps_a), (cov_e, crps_e) = scores
+    assert abs(cov_a - cov_e) <= 0.05
+    assert abs(crps_a / crps_e - 1) <= 0.05
+
+
+def test_the_time_unit_can_hold_a_fixed_number_of_observation_spacings():
+    from bayesde.models._common import fit_scaling, median_spacing
+
+    ts = np.broadcast_to(np.arange(0.0, 100.0, 2.0), (2, 50))
+    data = bd.TimeSeries(ts, np.random.default_rng(0).normal(size=(2, 50, 1)))
+    assert median_spacing(data) == 2.0
+    assert fit_scaling(data).time_scale == 98.0  # the span
+    assert fit_scaling(data, steps_per_unit=10).time_scale == 20.0
+    assert bd.models.LatentSDE().adapt(data).time_scale == 98.0
+    assert bd.models.LatentSDE(steps_per_unit=10).adapt(data).time_scale == 20.0
+    # Linear multiplicative noise keeps the span: its paths can blow up over many units.
+    assert bd.models.LatentSDE(steps_per_unit=10, family="linear-noise").adapt(data).time_scale == 98.0
+
+
+def test_the_geometric_family_is_solved_in_log_coordinates_and_reads_a_positive_state():
+    fam = bd.models.families.Geometric()
+    x = jnp.array([-50.0, 0.0, 3.0])
+    z = fam.readout(x)
+    assert np.all(np.asarray(z) > 0) and np.all(np.isfinite(np.asarray(z)))
+    np.testing.assert_allclose(np.asarray(z)[1:], np.exp([0.0, 3.0]), rtol=1e-6)
+    net = fam.diffusion_net(3, 4, key=jax.random.key(0))
+    # Additive noise in x = log z: the diffusion does not depend on the state.
+    np.testing.assert_array_equal(np.asarray(fam.diffusion(net, 0.3, x)), np.asarray(fam.diffusion(net, 0.3, 2 * x)))

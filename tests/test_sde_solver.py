@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import bayesde as bd
 from bayesde.solvers._sde import (
     GridBrownianPath,
     brownian_increments,
@@ -28,13 +29,13 @@ def diffusion(t, y, args):
     return 0.3 * jnp.tanh(y) + 0.5
 
 
-@pytest.mark.parametrize("method", ["euler", "heun", "milstein"])
-def test_grid_solver_matches_diffrax_for_the_same_increments(method, getkey):
+@pytest.mark.parametrize("scheme", ["euler", "heun", "milstein", bd.solvers.Milstein()])
+def test_grid_solver_matches_diffrax_for_the_same_increments(scheme, getkey):
     ts = jnp.linspace(0.0, 1.0, 41)
     y0 = jnp.array([0.5, -1.0, 2.0])
     dW = brownian_increments(getkey(), ts, y0.shape)
-    ours = solve_sde_grid(drift, diffusion, y0, ts, dW, method=method)
-    ref = solve_sde_diffrax(drift, diffusion, y0, ts, dW, method=method)
+    ours = solve_sde_grid(drift, diffusion, y0, ts, dW, scheme=scheme)
+    ref = solve_sde_diffrax(drift, diffusion, y0, ts, dW, scheme=scheme)
     assert ours.shape == (41, 3)
     np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=1e-5)
 
@@ -95,10 +96,10 @@ def test_time_changed_solve_equals_the_real_grid_solve(getkey):
         return drift(t[..., None], y, a)
 
     for method in ("euler", "milstein"):
-        batched = time_changed_solve(batched_drift, diffusion, y0, grids, noise, method=method)
+        batched = time_changed_solve(batched_drift, diffusion, y0, grids, noise, scheme=method)
         for i in range(2):
             dW = noise[:, i] * jnp.sqrt(jnp.diff(grids[i]))[:, None]
-            one = solve_sde_grid(drift, diffusion, y0[i], grids[i], dW, method=method)
+            one = solve_sde_grid(drift, diffusion, y0[i], grids[i], dW, scheme=method)
             np.testing.assert_allclose(batched[:, i], one, atol=1e-5)
 
 
@@ -112,15 +113,15 @@ def test_milstein_converges_strongly_on_gbm(getkey):
     errs = {}
     for method in ("euler", "milstein"):
         y = solve_sde_grid(
-            lambda t, y, a: mu * y, lambda t, y, a: sigma * y, jnp.ones(n_paths), ts, dW, method=method
+            lambda t, y, a: mu * y, lambda t, y, a: sigma * y, jnp.ones(n_paths), ts, dW, scheme=method
         )
         errs[method] = float(jnp.mean(jnp.abs(y[-1] - exact)))
     assert errs["milstein"] < 0.3 * errs["euler"]
     assert errs["milstein"] < 0.02
 
 
-@pytest.mark.parametrize("method", ["euler", "heun", "milstein"])
-def test_joint_terms_and_checkpointing_change_nothing(method, getkey):
+@pytest.mark.parametrize("scheme", ["euler", "heun", "milstein", bd.solvers.Milstein()])
+def test_joint_terms_and_checkpointing_change_nothing(scheme, getkey):
     # `diffusion=None` (drift returns (f, g)) and `checkpoint=True` are speed options:
     # same paths and same gradients as the plain call.
     ts = jnp.linspace(0.0, 1.0, 31)
@@ -132,9 +133,9 @@ def test_joint_terms_and_checkpointing_change_nothing(method, getkey):
         g = lambda t, y, a: scale * diffusion(t, y, a)  # noqa: E731
         if joint:
             ys = solve_sde_grid(lambda t, y, a: (f(t, y, a), g(t, y, a)), None, y0, ts, dW,
-                                method=method, checkpoint=checkpoint)
+                                scheme=scheme, checkpoint=checkpoint)
         else:
-            ys = solve_sde_grid(f, g, y0, ts, dW, method=method, checkpoint=checkpoint)
+            ys = solve_sde_grid(f, g, y0, ts, dW, scheme=scheme, checkpoint=checkpoint)
         return jnp.sum(ys**2)
 
     ref, ref_grad = jax.value_and_grad(loss)(1.3, False, False)
@@ -142,3 +143,35 @@ def test_joint_terms_and_checkpointing_change_nothing(method, getkey):
         val, grad = jax.value_and_grad(loss)(1.3, joint, checkpoint)
         np.testing.assert_allclose(val, ref, rtol=1e-6)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-5)
+
+
+def test_the_old_method_keyword_still_works_with_a_deprecation_warning(getkey):
+    ts = jnp.linspace(0.0, 1.0, 11)
+    dW = brownian_increments(getkey(), ts, (2,))
+    new = solve_sde_grid(drift, diffusion, jnp.ones(2), ts, dW, scheme="heun")
+    with pytest.warns(DeprecationWarning, match="`method` is now called `scheme`"):
+        old = solve_sde_grid(drift, diffusion, jnp.ones(2), ts, dW, method="heun")
+    np.testing.assert_array_equal(new, old)
+    with pytest.raises(ValueError, match="solve_sde_grid.scheme: 'rk4' is not an SDE scheme"):
+        solve_sde_grid(drift, diffusion, jnp.ones(2), ts, dW, scheme="rk4")
+
+
+def test_refine_grid_puts_the_knots_every_substeps_points():
+    knots = jnp.array([0.0, 1.0, 1.5, 4.0])
+    grid = bd.solvers.refine_grid(knots, 4)
+    assert grid.shape == (13,)
+    np.testing.assert_array_equal(grid[::4], knots)
+    np.testing.assert_allclose(jnp.diff(grid[:5]), 0.25)
+    assert bd.solvers.refine_grid(knots, 1) is knots or np.array_equal(bd.solvers.refine_grid(knots, 1), knots)
+    with pytest.raises(ValueError, match="substeps must be >= 1"):
+        bd.solvers.refine_grid(knots, 0)
+
+
+def test_interp_linear_reads_the_path_between_and_clamps_outside():
+    grid = jnp.array([0.0, 1.0, 1.0, 3.0])  # a zero-length interval reads its left end
+    path = jnp.array([[0.0, 10.0], [1.0, 20.0], [5.0, 0.0], [7.0, 4.0]])
+    out = bd.solvers.interp_linear(grid, path, jnp.array([-1.0, 0.25, 2.0, 9.0]))
+    np.testing.assert_allclose(out, [[0.0, 10.0], [0.25, 12.5], [6.0, 2.0], [7.0, 4.0]])
+    # The Brownian path of the diffrax reference reads its grid the same way.
+    W = GridBrownianPath(grid[jnp.array([0, 1, 3])], jnp.array([[1.0], [2.0]]))
+    np.testing.assert_allclose(W.evaluate(2.0), [2.0])

@@ -125,7 +125,7 @@ print(f"mechanistic: 90% coverage {bd.metrics.coverage(held_out(pred_lv), future
 # priors on its weights. Variational inference is fast; NUTS is exact but slower.
 
 # %%
-neural = bd.models.BayesianNeuralODE(dim=2, width=8, depth=1, observation="lognormal")
+neural = bd.models.BayesianNeuralODE(state_dim=2, width=8, depth=1, observation="lognormal")
 post_svi = bd.fit(neural, hist, method="svi", num_steps=SVI_STEPS, key=jax.random.key(2), progress_bar=False)
 post_nuts = bd.fit(neural, hist, method="nuts", num_chains=1 if FAST else 2, max_tree_depth=5 if FAST else 6,
                    key=jax.random.key(3), progress_bar=False, **NEURAL_SIZES)

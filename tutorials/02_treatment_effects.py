@@ -54,7 +54,7 @@ FAST = os.environ.get("BAYESDE_FAST", "") not in ("", "0")
 # full mode: 300 training and 60 test patients, 400 SVI steps, 100 draws per plan
 # (a laptop-sized run; benchmarks/bncde.py runs the paper's 4000 patients)
 N_TRAIN, N_TEST = (60, 16) if FAST else (300, 60)
-MODEL_KW = dict(hidden=4, width=16, train_paths=2, horizon=2, ahead_starts=8) if FAST else dict(hidden=8, width=32, train_paths=4)
+MODEL_KW = dict(state_dim=4, width=16, train_paths=2, horizon=2, ahead_starts=8) if FAST else dict(state_dim=8, width=32, train_paths=4)
 STEPS = 40 if FAST else 400
 DRAWS = 30 if FAST else 100
 
@@ -176,7 +176,7 @@ print(f"contrast 'chemo now − wait': 95% coverage of the true differences "
 # %%
 theoph = bd.datasets.load("theoph")
 print(theoph)
-cde = bd.models.BNCDE(hidden=4, width=16, train_paths=4, horizon=2 if FAST else 3, ahead_starts=0, transform="none")
+cde = bd.models.BNCDE(state_dim=4, width=16, train_paths=4, horizon=2 if FAST else 3, ahead_starts=0, transform="none")
 post_t = bd.fit(cde, theoph, method="svi", num_steps=60 if FAST else 600, learning_rate=5e-3,
                 key=jax.random.key(3), progress_bar=False, warn=False)
 k = 5
@@ -203,21 +203,20 @@ plt.show()
 # 400 SVI steps, 100 draws per plan; theophylline: 12 subjects, 600 steps):
 #
 # - **An answer per plan, with its uncertainty.** For the patient with the largest last
-#   measured tumour, the model puts "chemo now − wait 2 days" on day 38 at −0.105 cm³,
-#   95% interval [−0.356, −0.030]; averaged over the 60 test patients, "chemo now"
-#   against no treatment shrinks the day-+5 volume by between 0.019 and 0.075 cm³ (95%).
+#   measured tumour, the model puts "chemo now − wait 2 days" on day 38 at −0.212 cm³,
+#   95% interval [−0.671, −0.047]; averaged over the 60 test patients, "chemo now"
+#   against no treatment shrinks the day-+5 volume by between 0.033 and 0.135 cm³ (95%).
 # - **The outcome intervals are nearly calibrated.** Against the simulator's true
-#   counterfactuals, the 90% intervals cover 0.83–0.84 of the outcomes under each plan:
+#   counterfactuals, the 90% intervals cover 0.83–0.85 of the outcomes under each plan:
 #   a little overconfident.
 # - **The contrast intervals are not.** Differences are computed from paired draws, so
 #   their intervals are narrow, and with this training budget they are too narrow: the
-#   95% intervals of "chemo now − wait" cover only 0.47 of the true differences. In the
-#   figure the model gets the early days right (day 34) but misses how much larger the
-#   true benefit of treating now is on days 36–37. Trust the plan outcomes before the
+#   95% intervals of "chemo now − wait" cover only 0.55 of the true differences (the
+#   figure shows where the bands miss the true benefit of treating now). Trust the plan outcomes before the
 #   contrast, and check contrast coverage on a simulator like this one before relying
 #   on it; `benchmarks/bncde.py` runs the paper's configuration (4000 patients) and
 #   compares calibration with MC dropout (TE-CDE).
 # - **Real irregular data work the same way.** On theophylline, conditioned on each
-#   subject's first five measurements, the 90% bands cover 0.68 of the remaining
+#   subject's first five measurements, the 90% bands cover 0.71 of the remaining
 #   concentrations: the bands follow the elimination curve but are too narrow for
-#   12 subjects (subject 5's late values fall below them).
+#   12 subjects.

@@ -52,7 +52,7 @@ START = 1962.0 if FAST else 1958.0  # first year used for training
 CUT = 1968.0  # forecast origin
 WINDOW = 2.0  # years per training window
 STEPS = 40 if FAST else 400  # SVI steps per fit
-SIZES = dict(latent_dim=4, context_dim=8, hidden=16) if FAST else dict(latent_dim=4, context_dim=16, hidden=32)
+SIZES = dict(latent_dim=4, context_dim=8, width=16) if FAST else dict(latent_dim=4, context_dim=16, width=32)
 
 # %% [markdown]
 # ## The data
@@ -160,17 +160,17 @@ plt.show()
 #   `TimeSeries`; the encoder reads each observation at its time and the solver steps
 #   between them.
 # - **This short fit is not a good forecast, and the scores say so.** The neural-family
-#   loss levels off after about 150 steps, but the forecast is a nearly flat band around
-#   321 ppmv: the model has not learned the seasonal cycle (about ±3 ppmv) from 17
-#   windows in 400 steps. Its 90% intervals cover only 0.45 of the held-out weeks
-#   (CRPS 2.22 ppmv). The band's width (mean 4.8 ppmv) comes from the learned prior
-#   SDE; it is too narrow for how wrong the mean is, the known failure of latent SDEs
-#   that learn too little diffusion with short training. More windows, more steps or a
-#   richer decoder are the levers; check coverage on held-out data before trusting any
-#   band.
-# - **The families differ, but this is no verdict.** `linear-noise` and `geometric` hit a
-#   NaN loss near step 100 at learning rate 1e-2 (see the warnings: the fit stopped and
-#   kept the last finite parameters), so their numbers come from barely trained models:
-#   `geometric` has the lowest CRPS (1.74) but covers only 0.22, `linear-noise` covers
-#   0.79 with very wide bands (13 ppmv). Which family wins depends on the data, the
-#   budget and the learning rate; rerun with a smaller learning rate before choosing.
+#   loss levels off after about 150 steps, but the forecast does not follow the seasonal
+#   cycle (about ±3 ppmv) that 17 windows and 400 steps leave it to learn: its 90%
+#   intervals cover only 0.57 of the held-out weeks (CRPS 1.75 ppmv, mean width 4.7 ppmv).
+#   The band's width comes from the learned prior SDE, and it is too narrow for how wrong
+#   the mean is: the latent SDE's known failure of learning too little diffusion (see
+#   "Are the intervals honest?" in the docs). More windows, more steps or a richer decoder
+#   are the levers; check coverage on held-out data (`bd.backtest`) before trusting any band.
+# - **The families differ, but this is no verdict.** `linear-noise` hits a NaN loss near
+#   step 100 at learning rate 1e-2 (see the warning: the fit stopped and kept the last
+#   finite parameters), so its numbers (coverage 0.76 with very wide, 13.9 ppmv, bands) come
+#   from a barely trained model. `geometric`, solved in log coordinates, trains to the end:
+#   CRPS 2.34, coverage 0.48. `langevin` covers 0.41 (CRPS 2.38). Which family wins depends
+#   on the data, the budget and the learning rate; rerun with a smaller learning rate before
+#   choosing.

@@ -12,3 +12,8 @@ from ._fou import fractional_ou as fractional_ou
 from ._fou import nile as nile
 from ._tumor import tumor_growth as tumor_growth
 from . import _theoph  # noqa: F401,E402  (registers "theoph")
+from . import _real  # noqa: F401,E402  (registers "sunspots", "sunspots_gappy", "elnino", "us_macro_growth")
+from ._real import elnino as elnino, sunspots as sunspots, sunspots_gappy as sunspots_gappy, us_macro_growth as us_macro_growth  # noqa: E501
+from ._panel import ornstein_uhlenbeck as ornstein_uhlenbeck, cir as cir, damped_oscillator as damped_oscillator  # noqa: E501
+from ._panel import regime_switching as regime_switching, lv_process_noise as lv_process_noise  # noqa: E501
+from ._panel import seasonal_trend as seasonal_trend, PanelCase as PanelCase, panel as panel  # noqa: E501

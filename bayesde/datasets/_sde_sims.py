@@ -117,7 +117,7 @@ def stochastic_lorenz(
     x0 = jax.random.normal(k0, (n_series, 3))
     ts = jnp.asarray(fine, dtype=x0.dtype)
     dW = brownian_increments(kw, ts, (n_series, 3))
-    path = solve_sde_grid(drift, diffusion, x0, ts, dW, method="milstein")
+    path = solve_sde_grid(drift, diffusion, x0, ts, dW, scheme="milstein")
     clean = np.asarray(jnp.swapaxes(path, 0, 1), dtype=float)
     if normalize:
         obs = clean[np.arange(n_series)[:, None], idx]
@@ -218,7 +218,7 @@ def double_well(
     x0 = 0.5 * jax.random.normal(k0, (n_series, 1))
     ts = jnp.asarray(fine, dtype=x0.dtype)
     dW = brownian_increments(kw, ts, (n_series, 1))
-    path = solve_sde_grid(drift, diffusion, x0, ts, dW, method="euler")
+    path = solve_sde_grid(drift, diffusion, x0, ts, dW, scheme="euler")
     clean = np.asarray(jnp.swapaxes(path, 0, 1), dtype=float)
     truth = {"theta": theta, "sigma": sigma}
     return _finish(k_obs, fine, idx, clean, noise_std, missing, ["x"], truth)

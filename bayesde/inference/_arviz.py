@@ -17,16 +17,14 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._predictive import all_draws, chunk_size, run_chunks
+
 __all__ = [
     "to_inference_data",
     "posterior_dataset",
     "sample_stats_dataset",
     "pointwise_log_likelihood",
 ]
-
-# Above this many log-likelihood numbers per chunk of draws, the draws are processed in
-# chunks so that memory stays bounded (the same budget as `Posterior.predict`).
-_CHUNK_ELEMENTS = 2**25
 
 _ATTRS = {"inference_library": "numpyro", "creation_library": "bayesde"}
 
@@ -159,25 +157,22 @@ def pointwise_log_likelihood(post, *, key=None):
     """
     data = post.data
     if key is None:
-        key = jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(post._key_data)), 2)
+        key = jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(post.key_data)), 2)
     c, d = post.num_chains, post.num_draws
     total = c * d
-    flat = {k: jnp.asarray(np.asarray(v).reshape((total,) + np.shape(v)[2:])) for k, v in post.samples.items()}
-    per_draw = int(np.prod(data.ys.shape)) * 2
-    chunk = max(1, min(total, _CHUNK_ELEMENTS // max(per_draw, 1)))
+    # Each draw's key rides along with its draw through the chunks (padding included).
+    draws = {"sample": {k: jnp.asarray(v) for k, v in all_draws(post.samples).items()},
+             "key": jax.random.split(key, total)}
     fn = _log_likelihood_fn(post)
     batch = data.batch()
-    keys = jax.random.split(key, total)
-    lps, masks = [], []
-    for start in range(0, total, chunk):
-        stop = min(total, start + chunk)
-        idx = np.minimum(np.arange(start, start + chunk), total - 1)  # pad the last chunk
-        sub = {k: v[idx] for k, v in flat.items()}
-        lp, m = fn(keys[idx], sub, batch)
-        lps.append(np.asarray(lp)[: stop - start])
-        masks.append(np.asarray(m)[: stop - start])
-    lp = np.concatenate(lps).reshape((c, d) + data.ys.shape)
-    included = np.asarray(data.mask, dtype=bool) & np.all(np.concatenate(masks), axis=0)
+
+    def step(_, sub, size):
+        lp, m = fn(sub["key"], sub["sample"], batch)
+        return {"lp": lp, "mask": m}
+
+    out = run_chunks(draws, total, chunk_size(total, data.ts.shape, data.dim), step)
+    lp = np.asarray(out["lp"]).reshape((c, d) + data.ys.shape)
+    included = np.asarray(data.mask, dtype=bool) & np.all(np.asarray(out["mask"]), axis=0)
     return np.where(included, lp, 0.0), included
 
 

@@ -1,8 +1,8 @@
 """Many-chain HMC: BlackJAX's ChEES adaptation, then jittered (dynamic) HMC, all chains
 in one vectorised program laid out over the devices along a chain axis.
 
-The engine registers itself in the tables of `_engines` (the name `"chees"` for `fit`,
-the runner for `Chees`), so that the imports run one way: `_chees` -> `_engines`.
+The engine registers itself in the one table of engines (`_registry.ENGINES`), so that
+the imports run one way: `_chees` -> `_registry`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +19,26 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import _engines
-from ._engines import EngineResult, _bind, _check_int, _check_real, _check_sampler, _progress
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real,
+                        _check_sampler, _progress, register_engine)
 
-__all__ = ["Chees", "run_chees"]
+__all__ = ["Chees", "CheesInfo", "run_chees"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Chees:
+class CheesInfo(EngineInfo):
+    """What a ChEES run reports: `seconds` in all, `warmup_seconds` of the adaptation,
+    the adapted `step_size`, the `mean_leapfrog_steps` per transition and the
+    `num_devices` the chains were laid out over."""
+
+    warmup_seconds: Optional[float] = None
+    step_size: Optional[float] = None
+    mean_leapfrog_steps: Optional[float] = None
+    num_devices: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Chees(AbstractEngine):
     """Many-chain adaptive HMC: BlackJAX's ChEES adaptation (Hoffman, Radul & Sountsov
     2021, "An adaptive MCMC scheme for setting trajectory lengths in Hamiltonian Monte
     Carlo") followed by jittered HMC (`blackjax.dynamic_hmc`), on the log density NumPyro
@@ -78,6 +91,7 @@ class Chees:
     chunk_size: int = 50
 
     name = "chees"
+    info_type = CheesInfo
 
     def __post_init__(self):
         _check_sampler("Chees", self, min_warmup=1)
@@ -91,12 +105,37 @@ class Chees:
         _check_int("Chees", "max_leapfrog_steps", self.max_leapfrog_steps, 1)
         _check_int("Chees", "chunk_size", self.chunk_size, 1)
 
+    def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:
+        """Run this sampler; see `AbstractEngine.run` and `run_chees`."""
+        return run_chees(model, batch, self, key=key, progress_bar=progress_bar)
+
 
 def _chain_sharding(num_chains: int) -> NamedSharding:
     """Chains split evenly over as many local devices as divide `num_chains`."""
     devices = jax.local_devices()
     n = math.gcd(num_chains, len(devices))
     return NamedSharding(Mesh(np.asarray(devices[:n]), ("chain",)), PartitionSpec("chain"))
+
+
+def _start(model, batch, n: int, key, sharding):
+    """`(positions, logdensity, unravel, postprocess_fn, sites)`: the initial points of
+    the `n` chains as one flat `(chain, dim)` array laid out by `sharding` (one leaf to
+    lay out over the chain axis, and the shape BlackJAX's cross-chain statistics are
+    written for), the log density of a flat point and the maps back."""
+    from numpyro.infer.util import initialize_model
+
+    program = _bind(model, None, batch)
+    init = initialize_model(
+        jax.random.split(key, n), program, model_args=(batch,), init_strategy=model.init_strategy()
+    )
+    potential_fn = init.potential_fn
+    _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], init.param_info.z))
+    positions = jax.device_put(jax.vmap(lambda z: ravel_pytree(z)[0])(init.param_info.z), sharding)
+
+    def logdensity(x):
+        return -potential_fn(unravel(x))
+
+    return positions, logdensity, unravel, init.postprocess_fn, set(init.param_info.z)
 
 
 def run_chees(model, batch, method: Chees, *, key, progress_bar: bool) -> EngineResult:
@@ -114,24 +153,11 @@ def run_chees(model, batch, method: Chees, *, key, progress_bar: bool) -> Engine
     space and the per-draw statistics.
     """
     import blackjax
-    from numpyro.infer.util import initialize_model
 
-    program = _bind(model, None, batch)
     n = method.num_chains
     k_init, k_warm, k_sample = jax.random.split(key, 3)
-    init = initialize_model(
-        jax.random.split(k_init, n), program, model_args=(batch,), init_strategy=model.init_strategy()
-    )
-    potential_fn, postprocess_fn = init.potential_fn, init.postprocess_fn
-    # One flat (chain, dim) array: one leaf to lay out over the chain axis, and the
-    # shape BlackJAX's cross-chain statistics are written for.
-    _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], init.param_info.z))
     sharding = _chain_sharding(n)
-    positions = jax.device_put(jax.vmap(lambda z: ravel_pytree(z)[0])(init.param_info.z), sharding)
-
-    def logdensity(x):
-        return -potential_fn(unravel(x))
-
+    positions, logdensity, unravel, postprocess_fn, sites = _start(model, batch, n, k_init, sharding)
     t0 = time.perf_counter()
     bar = _progress(progress_bar, method.num_warmup + method.num_samples, "chees")
     warmup = blackjax.chees_adaptation(
@@ -178,7 +204,7 @@ def run_chees(model, batch, method: Chees, *, key, progress_bar: bool) -> Engine
     # (draw, chain, ...) -> (chain, draw, ...)
     pos, div, nsteps, acc, lp = (np.swapaxes(np.concatenate(x, axis=0)[: method.num_samples], 0, 1) for x in zip(*outs))
     constrained = jax.jit(jax.vmap(jax.vmap(lambda x: postprocess_fn(unravel(x)))))(pos)
-    samples = {k: np.asarray(v) for k, v in constrained.items() if k in init.param_info.z}
+    samples = {k: np.asarray(v) for k, v in constrained.items() if k in sites}
     step_size = float(params["step_size"])
     stats = {"diverging": div, "n_steps": nsteps, "acceptance_rate": acc, "lp": lp,
              "step_size": np.full(div.shape, step_size, dtype=np.float32)}
@@ -187,15 +213,14 @@ def run_chees(model, batch, method: Chees, *, key, progress_bar: bool) -> Engine
         params={},
         sample_stats=stats,
         loss=None,
-        info={
-            "seconds": seconds,
-            "warmup_seconds": t_warm,
-            "step_size": step_size,
-            "mean_leapfrog_steps": float(np.mean(nsteps)),
-            "num_devices": int(sharding.mesh.size),
-        },
+        info=CheesInfo(
+            seconds=seconds,
+            warmup_seconds=t_warm,
+            step_size=step_size,
+            mean_leapfrog_steps=float(np.mean(nsteps)),
+            num_devices=int(sharding.mesh.size),
+        ),
     )
 
 
-# Registration: `fit` resolves "chees" and runs `run_chees` through these tables.
-_engines.register_engine(Chees, run_chees)
+register_engine(Chees)

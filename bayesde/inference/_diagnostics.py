@@ -47,7 +47,7 @@ def diagnose(post) -> dict:
         loss = np.asarray(post.loss)
         out["num_steps"] = int(len(loss))
         out["final_loss"] = float(np.mean(loss[-max(1, len(loss) // 20):])) if len(loss) else float("nan")
-        out["stopped_at_nan"] = post.info.get("stopped_at")
+        out["stopped_at_nan"] = getattr(post.info, "stopped_at", None)
         if len(loss) >= 40:
             tail = loss[-len(loss) // 10:]
             prev = loss[-len(loss) // 5: -len(loss) // 10]
@@ -56,7 +56,7 @@ def diagnose(post) -> dict:
     stats = post.sample_stats
     out["divergences"] = int(np.sum(stats.get("diverging", 0)))
     depth = stats.get("tree_depth")
-    max_depth = post.info.get("max_tree_depth")
+    max_depth = getattr(post.info, "max_tree_depth", None)
     if depth is not None and max_depth is not None:
         out["max_tree_depth_hits"] = int(np.sum(depth >= max_depth))
     out.update(max_rhat=float("nan"), max_rhat_param=None, min_ess=float("nan"), min_ess_param=None,

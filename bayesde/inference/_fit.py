@@ -12,7 +12,7 @@ import numpyro
 from .._data import TimeSeries
 from ..models._base import AbstractModel
 from ..models._function import FunctionModel
-from ._engines import RUNNERS, SVI, resolve_method
+from ._engines import RUNNERS, resolve_method
 from ._posterior import Posterior
 
 __all__ = ["fit"]
@@ -139,7 +139,7 @@ def fit(
             f"{what}; drop batch_size to fit on all {data.n_series} series at once."
         )
     model = model.adapt(data)
-    if not isinstance(method_obj, SVI):
+    if not getattr(method_obj, "point_estimates", False):
         _check_samplable(model, data, method_obj.name, key)
     progress = progress_bar and os.environ.get("BAYESDE_FAST", "") in ("", "0")
     runner = RUNNERS[type(method_obj)]

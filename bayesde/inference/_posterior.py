@@ -7,30 +7,35 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-from numpyro.infer import Predictive
 
 from .._data import TimeSeries
-from ..models._base import AbstractModel, Query
-from ._forecast import QUANTILES, forecast
+from ..models._base import AbstractModel
+from ._forecast import QUANTILES
 from ._prediction import Prediction
+from ._predictive import CHUNK_ELEMENTS
+from ._registry import as_info
 
 __all__ = ["Posterior"]
 
-# Above this many predictive numbers per chunk, the predictive is computed in chunks of
-# posterior draws so that memory stays bounded.
-_CHUNK_ELEMENTS = 2**25
+# Kept for code that read the chunk budget here; it is decided in `_predictive`.
+_CHUNK_ELEMENTS = CHUNK_ELEMENTS
 
 
 class Posterior:
     """A fitted model: posterior draws, point-estimated parameters and diagnostics.
+
+    A plain record: what `fit` (or `bd.load`) found, and nothing else. Its methods
+    are thin doors to the functions that work on it (`_predictive`, `_forecast`,
+    `_arviz`, `_diagnostics`, `bayesde._io`).
 
     - `samples`: dict of the model's latent sites, each `(chain, draw, ...)`.
     - `params`: dict of point estimates (SVI: guide and network parameters).
     - `sample_stats`: MCMC statistics per draw (`diverging`, `tree_depth`, ...).
     - `loss`: SVI loss per step (`None` for MCMC).
     - `model`: the model adapted to the training data; `data`: the training data.
-    - `method`: the engine configuration; `info`: timings and engine details.
+    - `method`: the engine configuration; `method_name`: its registered name.
+    - `info`: the engine's record of the run (an `EngineInfo`, e.g. `info.seconds`).
+    - `key_data`: the fit key's data (`uint32`); predictive keys derive from it.
     """
 
     def __init__(self, model: AbstractModel, data: TimeSeries, method, result, *, key_data, method_name):
@@ -42,10 +47,13 @@ class Posterior:
         self.params = result.params
         self.sample_stats = result.sample_stats
         self.loss = result.loss
-        self.info = result.info
-        self._key_data = np.asarray(key_data, dtype=np.uint32)
-        self._predictive = None
-        self._arviz = None
+        self.info = as_info(result.info, type(method))
+        self.key_data = np.asarray(key_data, dtype=np.uint32)
+
+    @property
+    def _key_data(self) -> np.ndarray:
+        # The name `key_data` had before it was public.
+        return self.key_data
 
     # ------------------------------------------------------------- counting
     @property
@@ -79,78 +87,6 @@ class Posterior:
         return summary_table(self)
 
     # ----------------------------------------------------------- predictive
-    def _flat_samples(self, num_samples: Optional[int]):
-        total = self.num_chains * self.num_draws if self.samples else None
-        if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
-            raise ValueError(f"predict: num_samples must be a positive integer, got {num_samples!r}.")
-        if total is None:
-            return {}, int(num_samples or self.num_draws)
-        flat = {k: v.reshape((total,) + v.shape[2:]) for k, v in self.samples.items()}
-        if num_samples is None or num_samples >= total:
-            return flat, total
-        idx = np.linspace(0, total - 1, num_samples).round().astype(int)
-        return {k: v[idx] for k, v in flat.items()}, num_samples
-
-    def _query(self, ts, data: TimeSeries, treatments) -> Query:
-        ts = np.asarray(ts, dtype=float)
-        n = data.n_series
-        if ts.ndim == 1:
-            ts = np.broadcast_to(ts, (n, ts.shape[0])).copy()
-        if ts.ndim != 2 or ts.shape[0] != n:
-            raise ValueError(
-                f"predict: ts has shape {ts.shape}; expected (T,) or ({n}, T) for the {n} series."
-            )
-        if not np.all(np.isfinite(ts)):
-            raise ValueError("predict: ts holds NaN/inf; pass finite times.")
-        if ts.shape[1] > 1 and np.any(np.diff(ts, axis=1) <= 0):
-            i, j = (int(x) for x in np.argwhere(np.diff(ts, axis=1) <= 0)[0])
-            raise ValueError(
-                f"predict: ts of series {i} is not strictly increasing at index {j + 1}; sort the times."
-            )
-        if not self.model.amortized:
-            early = ts[:, 0] < data.ts[:, 0] - 1e-9
-            if np.any(early):
-                i = int(np.argmax(early))
-                raise ValueError(
-                    f"predict: series {i} asks for t={ts[i, 0]:g}, before its first observation "
-                    f"(t={data.ts[i, 0]:g}); this model only predicts forward from there."
-                )
-        tr = None
-        if self.model.needs_treatments:
-            if treatments is None:
-                raise ValueError(
-                    "predict: this model needs the treatments to apply at the query times; "
-                    f"pass treatments=... shaped ({n}, {ts.shape[1]}, K)."
-                )
-        if treatments is not None:
-            tr = np.asarray(treatments, dtype=float)
-            if tr.ndim == 2:
-                tr = np.broadcast_to(tr, (n,) + tr.shape).copy()
-            if tr.ndim != 3 or tr.shape[:2] != ts.shape:
-                raise ValueError(
-                    f"predict: treatments have shape {tr.shape}; expected ({n}, {ts.shape[1]}, K)."
-                )
-            tr = jnp.asarray(tr, dtype=jnp.zeros(()).dtype)
-        return Query(ts=jnp.asarray(ts, dtype=jnp.zeros(()).dtype), treatments=tr)
-
-    def _predict_fn(self):
-        if self._predictive is None:
-            model, params = self.model, {k: jnp.asarray(v) for k, v in self.params.items()}
-
-            def program(batch, query):
-                return model.program(batch, query)
-
-            def run(key, samples, batch, query, n):
-                prog = numpyro.handlers.substitute(program, data=params)
-                if samples:
-                    pred = Predictive(prog, posterior_samples=samples, return_sites=["y_out", "f_out"], parallel=True)
-                else:
-                    pred = Predictive(prog, num_samples=n, return_sites=["y_out", "f_out"], parallel=True)
-                return pred(key, batch, query)
-
-            self._predictive = jax.jit(run, static_argnums=4)
-        return self._predictive
-
     def predict(
         self,
         ts,
@@ -178,45 +114,10 @@ class Posterior:
         **Returns:** a `bd.Prediction` with `samples (S, N, T, D)` including observation
         noise, and `f_samples` the noise-free means.
         """
-        data = self.data if data is None else data
-        if not isinstance(data, TimeSeries):
-            raise TypeError(f"predict: data must be a bd.TimeSeries, got {type(data).__name__}.")
-        if data is not self.data:
-            if not self.model.amortized:
-                raise ValueError(
-                    f"predict: {type(self.model).__name__} has per-series parameters, so it predicts "
-                    "only the series it was fitted on; drop data=... or refit on the new series."
-                )
-            if data.dim != self.data.dim:
-                raise ValueError(
-                    f"predict: data has {data.dim} value columns, the model was fitted on {self.data.dim}."
-                )
-        query = self._query(ts, data, treatments)
-        if devices is not None:
-            from ..distributed import sharded_predict
+        from ._predictive import predict
 
-            return sharded_predict(self, query, data, key=key, num_samples=num_samples, devices=devices)
-        batch = data.batch()
-        flat, n = self._flat_samples(num_samples)
-        per_draw = int(np.prod(query.ts.shape)) * data.dim * 2
-        chunk = max(1, min(n, _CHUNK_ELEMENTS // max(per_draw, 1)))
-        fn = self._predict_fn()
-        ys, fs = [], []
-        for c, start in enumerate(range(0, n, chunk)):
-            stop = min(n, start + chunk)
-            sub = {k: v[start:stop] for k, v in flat.items()}
-            if stop - start < chunk and sub:
-                # Pad the last chunk to the compiled size.
-                sub = {k: np.concatenate([v, np.repeat(v[-1:], chunk - (stop - start), 0)]) for k, v in sub.items()}
-            out = fn(jax.random.fold_in(key, c), sub, batch, query, chunk)
-            ys.append(out["y_out"][: stop - start])
-            if "f_out" in out:
-                fs.append(out["f_out"][: stop - start])
-        y = jnp.concatenate(ys)
-        f = jnp.concatenate(fs) if fs else None
-        if y.ndim == 3:
-            y = y[..., None]
-        return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)
+        return predict(self, ts, key=key, num_samples=num_samples, data=data, treatments=treatments,
+                       devices=devices)
 
     def forecast(
         self,
@@ -247,6 +148,7 @@ class Posterior:
         part, mean, q05, ..., q95` (`part` is `history` or `forecast`; `date` when the
         data's times stand for dates), or `(table, prediction)`.
         """
+        from ._forecast import forecast
 
         return forecast(self, horizon, every=every, key=key, num_samples=num_samples, quantiles=quantiles,
                         return_prediction=return_prediction)
@@ -296,7 +198,7 @@ class Posterior:
 
     def predictive_key(self):
         """The key `to_arviz` uses for its posterior predictive (derived from the fit key)."""
-        return jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(self._key_data)), 1)
+        return jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(self.key_data)), 1)
 
     # ----------------------------------------------------------------- files
     def save(self, path, *, overwrite: bool = False) -> None:

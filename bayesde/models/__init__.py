@@ -12,3 +12,6 @@ from ._latent_sde import LatentSDE as LatentSDE
 from ._fractional import FractionalSDE as FractionalSDE
 from ._bncde import BNCDE as BNCDE
 from ._tecde import TECDE as TECDE
+from . import encoders as encoders
+from . import families as families
+from . import likelihoods as likelihoods

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import warnings
 from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import equinox as eqx
@@ -49,7 +50,40 @@ def register_model(cls):
     return cls
 
 
-class AbstractModel(eqx.Module):
+def _rename_keywords(cls, kwargs: dict) -> dict:
+    """Map deprecated keyword names of `cls` (`cls._renamed`: old -> new) to the new
+    ones, with a `DeprecationWarning`."""
+    renamed = getattr(cls, "_renamed", None)
+    if not renamed or not any(k in renamed for k in kwargs):
+        return kwargs
+    kwargs = dict(kwargs)
+    for old, new in renamed.items():
+        if old not in kwargs:
+            continue
+        if new in kwargs:
+            raise ValueError(
+                f"{cls.__name__}: got both {old!r} and {new!r}; {old!r} is the old name of "
+                f"{new!r}, pass only {new}=..."
+            )
+        warnings.warn(
+            f"{cls.__name__}.{old} is now called {new!r}; pass {new}=... ({old}=... will stop "
+            "working in a future release).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        kwargs[new] = kwargs.pop(old)
+    return kwargs
+
+
+class _ModelMeta(type(eqx.Module)):
+    """Equinox's module metaclass, plus deprecated keyword names (`_renamed`), so that a
+    model built with an old keyword, or loaded from a run saved under it, still works."""
+
+    def __call__(cls, *args, **kwargs):  # noqa: N805
+        return super().__call__(*args, **_rename_keywords(cls, kwargs))
+
+
+class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     """Base of every bayesde model.
 
     A concrete model is a frozen dataclass of hyperparameters. Its NumPyro program,
@@ -69,9 +103,26 @@ class AbstractModel(eqx.Module):
 
     amortized: ClassVar[bool] = False
     needs_treatments: ClassVar[bool] = False
+    #: Old keyword names still accepted (with a `DeprecationWarning`): old -> new.
+    _renamed: ClassVar[dict[str, str]] = {}
+    #: Functions `config -> config` that bring a configuration saved by an older
+    #: bayesde to the current fields, applied by `from_config` before the renames.
+    _upgrades: ClassVar[tuple[Callable[[dict], dict], ...]] = ()
     #: Whether `program` honours `subsample_size` (minibatch SVI); `fit` refuses
     #: `batch_size` for a model that does not.
     minibatch: ClassVar[bool] = True
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: old field names still read, with a warning.
+        renamed = type(self).__dict__.get("_renamed") or getattr(type(self), "_renamed", {})
+        if name in renamed:
+            warnings.warn(
+                f"{type(self).__name__}.{name} is now called {renamed[name]!r}.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self, renamed[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def adapt(self, data: TimeSeries) -> "AbstractModel":
         """A copy with data-derived constants (e.g. standardisation) filled in; called
@@ -99,7 +150,22 @@ class AbstractModel(eqx.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "AbstractModel":
+        """The model of a saved `config()`; configurations saved under old field names
+        are upgraded (`_upgrades`, `_renamed`)."""
+        config = dict(config)
+        for upgrade in cls._upgrades:
+            config = upgrade(config)
         return cls(**{k: _from_json(v) for k, v in config.items()})
+
+
+def _is_named_choice(value) -> bool:
+    """A strategy object without fields (a diffusion family, a likelihood, a scheme):
+    saved as its class's `name`, which the model field turns back into the object."""
+    return (
+        isinstance(value, eqx.Module)
+        and isinstance(getattr(type(value), "name", None), str)
+        and not dataclasses.fields(value)
+    )
 
 
 def _to_json(value, name, owner):
@@ -109,6 +175,8 @@ def _to_json(value, name, owner):
         return [_to_json(v, name, owner) for v in value]
     if isinstance(value, dict):
         return {str(k): _to_json(v, name, owner) for k, v in value.items()}
+    if _is_named_choice(value):
+        return type(value).name
     if isinstance(value, (np.ndarray, jnp.ndarray)) or hasattr(value, "__array__"):
         arr = np.asarray(value)
         return {"__array__": arr.tolist(), "dtype": str(arr.dtype)}

@@ -23,6 +23,7 @@ the `"series"` plate (rescaled by N/B) and the KL outside it (not rescaled).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Optional
 
@@ -36,6 +37,7 @@ from .._data import Batch, TimeSeries
 from ..solvers._cde import fill_missing, observation_counts, solve_cde_grid
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
+from ._common import check_positive, fit_scaling
 
 __all__ = ["BNCDE", "AbstractCDEForecaster", "weight_sde", "ou_kl_closed_form"]
 
@@ -117,33 +119,52 @@ def _check_transform(transform, owner):
         raise ValueError(f"{owner}: transform must be 'auto', 'log' or 'none', got {transform!r}.")
 
 
+def _upgrade_data_fields(config: dict) -> dict:
+    """Runs saved before the data-derived fields took the names every model uses
+    (`dim`, `t_scale`, `y_loc`, `y_scale` -> `data_dim`, `time_scale`, `loc`, `scale`)."""
+    if "y_loc" not in config:
+        return config
+    config = dict(config)
+    dim = config.pop("dim", 0)
+    config["data_dim"] = None if not dim else dim
+    config["time_scale"] = config.pop("t_scale", None) if dim else None
+    loc, scale = config.pop("y_loc", None), config.pop("y_scale", None)
+    config["loc"] = loc if dim else None
+    config["scale"] = scale if dim else None
+    return config
+
+
 class AbstractCDEForecaster(AbstractModel):
     """Shared encoder/decoder neural CDE forecaster with a Gaussian head. Subclasses say
-    how the field weights are drawn (`_draw`) and how the field is perturbed."""
+    how the field weights are drawn (`_draw`, `_num_paths`), how the field's hidden
+    units are perturbed (`_perturb`) and which of their own fields to check
+    (`_check_fields`)."""
 
-    hidden: int = 8
+    state_dim: int = 8
     width: int = 128
     horizon: int = 5
     fill: str = "forward"
     transform: str = "auto"
     # Data-derived (set by `adapt`).
-    dim: int = 0
+    data_dim: Optional[int] = None
     n_treatments: int = 0
     n_static: int = 0
-    t_scale: float = 1.0
+    time_scale: Optional[float] = None
     rows: int = 1
-    y_loc: tuple = ()
-    y_scale: tuple = ()
+    loc: Optional[np.ndarray] = None
+    scale: Optional[np.ndarray] = None
     log_outcome: bool = False
     ahead_starts: int = 16
 
     amortized = True
     needs_treatments = True
+    _renamed = {"hidden": "state_dim"}
+    _upgrades = (_upgrade_data_fields,)
 
     # ------------------------------------------------------------ sizes
     @property
     def _c_enc(self):
-        return 1 + 2 * self.dim + self.n_treatments
+        return 1 + 2 * self.data_dim + self.n_treatments
 
     @property
     def _c_dec(self):
@@ -151,15 +172,15 @@ class AbstractCDEForecaster(AbstractModel):
 
     @property
     def _field_in(self):
-        return 1 + self.hidden + self.n_treatments + self.n_static
+        return 1 + self.state_dim + self.n_treatments + self.n_static
 
     def _layer_shapes(self, part):
         c = self._c_enc if part == "enc" else self._c_dec
         return {
             "W1": (self._field_in, self.width),
             "b1": (self.width,),
-            "W2": (self.width, self.hidden * c),
-            "b2": (self.hidden * c,),
+            "W2": (self.width, self.state_dim * c),
+            "b2": (self.state_dim * c,),
         }
 
     def _layer_init(self, part, name):
@@ -173,8 +194,9 @@ class AbstractCDEForecaster(AbstractModel):
     # ------------------------------------------------------------ adapt
     def adapt(self, data: TimeSeries) -> "AbstractCDEForecaster":
         owner = type(self).__name__
+        self._check_fields()
         _check_transform(self.transform, owner)
-        for name in ("hidden", "width", "horizon"):
+        for name in ("state_dim", "width", "horizon"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{owner}.{name}: must be a positive integer, got {v!r}.")
@@ -187,35 +209,26 @@ class AbstractCDEForecaster(AbstractModel):
             )
         if data.n_times < 2:
             raise ValueError(f"{owner}: need at least 2 times per series, got {data.n_times}.")
-        observed = data.ys[data.mask]
-        positive = bool(np.all(observed > 0))
+        positive = bool(np.all(data.ys[data.mask] > 0))
         log = self.transform == "log" or (self.transform == "auto" and positive)
-        if log and not positive:
-            i, t, d = (int(x) for x in np.argwhere(data.mask & ~(np.where(data.mask, data.ys, 1.0) > 0))[0])
-            raise ValueError(
-                f"{owner}: transform='log' needs positive values, but ys[{i}, {t}, {d}] = "
-                f"{data.ys[i, t, d]:g}; use transform='none'."
-            )
-        z = np.where(data.mask, np.log(np.where(data.mask, data.ys, 1.0)) if log else data.ys, np.nan)
-        loc = np.nanmean(z, axis=(0, 1))
-        scale = np.nanstd(z, axis=(0, 1))
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-        span = float(np.max(data.ts[np.arange(data.n_series), data.lengths - 1]) - np.min(data.ts[:, 0]))
+        if log:
+            check_positive(data, f"{owner}: transform='log'", "use transform='none'")
+        sc = fit_scaling(data, log=log, dtype=np.float64)
         return dataclasses.replace(
             self,
-            dim=int(data.dim),
+            data_dim=int(data.dim),
             n_treatments=int(data.treatments.shape[2]),
             n_static=0 if data.static is None else int(data.static.shape[1]),
-            t_scale=span if span > 0 else 1.0,
+            time_scale=sc.time_scale,
             rows=int(data.n_times),
-            y_loc=tuple(float(x) for x in loc),
-            y_scale=tuple(float(x) for x in scale),
+            loc=sc.loc,
+            scale=sc.scale,
             log_outcome=bool(log),
         )
 
     def _check_batch(self, batch: Batch):
         owner = type(self).__name__
-        if self.dim == 0:
+        if self.data_dim is None:
             raise ValueError(f"{owner}: call model.adapt(data) (bd.fit does) before running the program.")
         if batch.treatments is None or batch.treatments.shape[-1] != self.n_treatments:
             raise ValueError(
@@ -230,30 +243,30 @@ class AbstractCDEForecaster(AbstractModel):
 
     # ------------------------------------------------------------ pieces
     def _to_z(self, ys):
-        loc, scale = jnp.asarray(self.y_loc), jnp.asarray(self.y_scale)
+        loc, scale = jnp.asarray(self.loc), jnp.asarray(self.scale)
         v = jnp.log(jnp.maximum(ys, 1e-30)) if self.log_outcome else ys
         return (v - loc) / scale
 
     def _obs_dist(self, m, s):
         """Outcome law on the data scale from a standardised (transformed) mean/scale."""
-        loc, scale = jnp.asarray(self.y_loc), jnp.asarray(self.y_scale)
+        loc, scale = jnp.asarray(self.loc), jnp.asarray(self.scale)
         mu, sd = loc + scale * m, scale * s
         if self.log_outcome:
             return dist.LogNormal(mu, sd), jnp.exp(mu + 0.5 * sd**2)
         return dist.Normal(mu, sd), mu
 
     def _common_params(self):
-        h, ce = self.hidden, self._c_enc
+        h, ce, dim = self.state_dim, self._c_enc, self.data_dim
         return {
             "embed_W": numpyro.param("embed.W", _init_normal((ce + self.n_static, h), 1.0 / np.sqrt(ce + self.n_static + 1))),
             "embed_b": numpyro.param("embed.b", _zeros((h,))),
-            "head_W": numpyro.param("head.W", _init_normal((h, 2 * self.dim), 0.1 / np.sqrt(h))),
-            "head_b": numpyro.param("head.b", lambda k: jnp.concatenate([jnp.zeros(self.dim), jnp.full(self.dim, -1.0)])),
+            "head_W": numpyro.param("head.W", _init_normal((h, 2 * dim), 0.1 / np.sqrt(h))),
+            "head_b": numpyro.param("head.b", lambda k: jnp.concatenate([jnp.zeros(dim), jnp.full(dim, -1.0)])),
         }
 
     def _head(self, p, u):
         out = u @ p["head_W"] + p["head_b"]
-        m, s = out[..., : self.dim], out[..., self.dim :]
+        m, s = out[..., : self.data_dim], out[..., self.data_dim :]
         return m, jax.nn.softplus(s) + 1e-3
 
     def _controls(self, batch: Batch):
@@ -264,8 +277,8 @@ class AbstractCDEForecaster(AbstractModel):
         yz = jnp.where(mask, self._to_z(jnp.where(mask, ys, 1.0)), 0.0)
         filled = fill_missing(yz, mask, ts=ts, method=self.fill)
         counts = observation_counts(mask, scale=float(self.rows))
-        tcol = ((ts - t0) / self.t_scale)[..., None]
-        return jnp.concatenate([tcol, filled, counts, tr], axis=-1), (ts - t0) / self.t_scale
+        tcol = ((ts - t0) / self.time_scale)[..., None]
+        return jnp.concatenate([tcol, filled, counts, tr], axis=-1), (ts - t0) / self.time_scale
 
     def _static(self, batch: Batch, n):
         if self.n_static:
@@ -273,13 +286,23 @@ class AbstractCDEForecaster(AbstractModel):
         return jnp.zeros((n, 0))
 
     # Subclass hooks ----------------------------------------------------
-    def _draw(self, num_paths, n_rows, training):
-        """Return `(layers_enc, layers_dec, kl)`: for each part a dict of arrays with leading
-        axes `(num_paths, n_rows)` where they vary by row, and the KL per path."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _check_fields(self) -> None:
+        """Refuse bad values of the subclass's own fields (called by `adapt`)."""
 
+    @abc.abstractmethod
+    def _draw(self, key, num_paths, n_rows):
+        """Return `(enc_rows, enc_fixed, dec_rows, dec_fixed, kl)`: for each part the
+        layers that vary by row (arrays with leading axes `(num_paths, n_rows)`) and the
+        fixed ones, and the KL per path `(num_paths,)`."""
+
+    @abc.abstractmethod
+    def _num_paths(self, training: bool) -> int:
+        """Weight paths per evaluation (training or prediction)."""
+
+    @abc.abstractmethod
     def _perturb(self, hidden_act, key):
-        return hidden_act
+        """The field's hidden units after any perturbation (e.g. dropout)."""
 
     # ------------------------------------------------------------ fields
     @staticmethod
@@ -303,7 +326,7 @@ class AbstractCDEForecaster(AbstractModel):
             lay = {**lay_fixed, **rows}
             inp = jnp.concatenate([t[:, None], z, a, st], -1)
             out = self._mlp(lay, inp, lambda hcur: self._perturb(hcur, k))
-            return out.reshape(z.shape[0], self.hidden, c)
+            return out.reshape(z.shape[0], self.state_dim, c)
 
         return solve_cde_grid(
             field, z0, jnp.moveaxis(tsc, 1, 0), jnp.moveaxis(xs, 1, 0), (lay_rows, a_next, keys)
@@ -344,9 +367,6 @@ class AbstractCDEForecaster(AbstractModel):
                 self._train_likelihood(p, enc_rows, enc_fixed, dec_rows, dec_fixed, sub, k_run, num_paths)
             return None
         return self._predict(p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, k_run)
-
-    def _num_paths(self, training):
-        return 1
 
     def _train_likelihood(self, p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, key, num_paths):
         n, t_len, d = batch.ys.shape
@@ -398,6 +418,12 @@ class AbstractCDEForecaster(AbstractModel):
 
         keys = jax.random.split(key, num_paths)
         m1, s1, ma, sa = jax.vmap(one_path)(enc_rows, dec_rows, keys)
+        self._observe_train(batch, m1, s1, ma, sa, sel, pop / (r_ahead * num_paths), num_paths)
+
+    def _observe_train(self, batch: Batch, m1, s1, ma, sa, sel, ahead_scale, num_paths):
+        """The training likelihood: one step ahead from every row (`"y"`), and `τ ≥ 2`
+        steps ahead from the start rows `sel` (`"y_ahead"`, scaled by `ahead_scale`)."""
+        t_len, hor = batch.ys.shape[1], self.horizon
         rows = jnp.arange(t_len)
         src = jnp.clip(rows - 1, 0, t_len - 1)
         mu1 = jnp.moveaxis(m1[:, src], 2, 0)  # (N, S, T, D), row r from start r - 1
@@ -417,7 +443,7 @@ class AbstractCDEForecaster(AbstractModel):
             obs_a = obs[:, tgt_c]  # (N, hor-1, R, D)
             mask_a = batch.mask[:, tgt_c] & valid[None, :, :, None]
             a_law, _ = self._obs_dist(jnp.moveaxis(ma, 3, 0), jnp.moveaxis(sa, 3, 0))  # (N, S, hor-1, R, D)
-            with numpyro.handlers.scale(scale=pop / (r_ahead * num_paths)):
+            with numpyro.handlers.scale(scale=ahead_scale):
                 numpyro.sample("y_ahead", a_law.mask(mask_a[:, None]).to_event(4),
                                obs=jnp.broadcast_to(obs_a[:, None], a_law.batch_shape))
 
@@ -425,14 +451,14 @@ class AbstractCDEForecaster(AbstractModel):
         n, t_len, d = batch.ys.shape
         hq = query.ts.shape[1]
         t0 = batch.ts[:, :1]
-        qts = (query.ts - t0) / self.t_scale
+        qts = (query.ts - t0) / self.time_scale
         k_enc, k_dec, k_y = jax.random.split(key, 3)
         enc_r = jax.tree_util.tree_map(lambda a: a[0, : t_len - 1], enc_rows)
         dec_r = jax.tree_util.tree_map(lambda a: a[0], dec_rows)
         zs = self._encode(p, enc_r, enc_fixed, batch, k_enc)  # (T, N, H)
         # Start from the last history row strictly before the first query time.
         i0 = jnp.clip(jnp.sum(batch.ts < query.ts[:, :1], axis=1) - 1, 0, t_len - 1)
-        tsc = (batch.ts - t0) / self.t_scale
+        tsc = (batch.ts - t0) / self.time_scale
         n_rows = dec_r["W2"].shape[0] if dec_r else 1
         idx = jnp.arange(n)
 
@@ -481,23 +507,26 @@ class BNCDE(AbstractCDEForecaster):
 
     **Arguments:**
 
-    - `hidden`: state size of the CDEs (8 in the paper); `width`: field width (128).
+    - `state_dim`: state size of the CDEs (8 in the paper; `hidden` is its deprecated
+      name); `width`: field width (128 in the paper).
     - `horizon`: training horizon `τ = 1..horizon`; `τ = 1` is trained from every row,
       `τ ≥ 2` from `ahead_starts` random start rows per step (0: every row).
     - `stochastic`: `"last"` (stochastic weights for the output layer of both fields;
       default) or `"all"` (every field layer, slower to train and to predict).
-      `benchmarks/bncde_sweep.py` compares the two (results in
-      `benchmarks/results/bncde_sweep.json`).
+      `benchmarks/bncde_sweep.py` compares the two.
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
       It sets the spread of the weight paths, so it trades sharpness for coverage: tune
-      it on held-out data (`benchmarks/bncde_sweep.py` sweeps it at the paper's
-      configuration). The default 1e-2 suits small fields; wide fields trained for a
-      few epochs may need more (`benchmarks/bncde.py` uses 4e-2 at width 128).
+      it on held-out data (`benchmarks/bncde_sweep.py` sweeps it). Wide fields trained
+      for a few epochs may need a larger value than small ones.
     - `train_paths`: weight paths per training step (10 in the paper); prediction draws
       one path per predictive sample.
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
     - `transform`: `"auto"` (log for positive outcomes, giving a LogNormal head on the
       data scale), `"log"` or `"none"` (Normal head on the standardised outcome).
+
+    Data-derived fields set by `adapt`: `data_dim`, `n_treatments`, `n_static`, `rows`,
+    `loc`, `scale` (standardisation of the (log-)outcome), `time_scale` (the longest
+    series' span), `log_outcome`.
 
     The weight clock is the data row: `s_j = j / rows` (shared by the batch, as in the
     authors' code where every patient shares the daily grid); CDE increments use each
@@ -512,17 +541,19 @@ class BNCDE(AbstractCDEForecaster):
     sigma: float = 1e-2
     train_paths: int = 10
 
-    def adapt(self, data: TimeSeries) -> "BNCDE":
+    def _check_fields(self) -> None:
         if self.stochastic not in ("last", "all"):
             raise ValueError(f"BNCDE.stochastic: must be 'last' or 'all', got {self.stochastic!r}.")
         if not self.sigma > 0:
             raise ValueError(f"BNCDE.sigma: must be positive, got {self.sigma!r}.")
         if not isinstance(self.train_paths, (int, np.integer)) or self.train_paths < 1:
             raise ValueError(f"BNCDE.train_paths: must be a positive integer, got {self.train_paths!r}.")
-        return super().adapt(data)
 
     def _num_paths(self, training):
         return self.train_paths if training else 1
+
+    def _perturb(self, hidden_act, key):
+        return hidden_act
 
     def _stochastic_names(self):
         return ("W2", "b2") if self.stochastic == "last" else ("W1", "b1", "W2", "b2")

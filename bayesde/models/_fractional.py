@@ -4,7 +4,7 @@ path-space ELBO (Daems, Opper, Crevecoeur & Birdal, ICLR 2024)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import equinox as eqx
 import jax
@@ -17,6 +17,7 @@ from .._data import Batch, TimeSeries
 from ..networks import mlp, param_module
 from ..solvers._fbm import MarkovFBM
 from ._base import AbstractModel, Query, register_model
+from ._common import check_adapted, fit_scaling, gaussian_kl, positive_int, refine_grid, time_span
 
 __all__ = ["FractionalSDE"]
 
@@ -46,13 +47,6 @@ def _next_targets(ts, ys, mask):
     )
     pad = lambda a, v: jnp.concatenate([a, jnp.full((1, D), v, a.dtype)])  # noqa: E731
     return pad(val, 0), pad(tim, 0), pad(has, False)
-
-
-def _fine_grid(obs_t, steps: int):
-    """`steps` equal sub-steps in every interval of `obs_t`; obs `j` sits at `j * steps`."""
-    frac = jnp.arange(steps, dtype=obs_t.dtype) / steps
-    inner = obs_t[:-1, None] + (obs_t[1:] - obs_t[:-1])[:, None] * frac
-    return jnp.concatenate([inner.reshape(-1), obs_t[-1:]])
 
 
 def _backward_filter(grid, obs_val, obs_has, speeds, weights, s, noise, beta):
@@ -130,6 +124,14 @@ def _guided_y0(key, H0, F0, x0, chol):
     return zeta @ chol.T, kl
 
 
+def _upgrade_time_scale(config: dict) -> dict:
+    """Runs saved before `substeps` replaced `steps_per_obs` stored `time_scale` as model
+    time per data time; it is now data time per model time, as in every model."""
+    if "steps_per_obs" in config and config.get("time_scale") is not None:
+        config = {**config, "time_scale": 1.0 / float(config["time_scale"])}
+    return config
+
+
 @register_model
 class FractionalSDE(AbstractModel):
     """A latent neural SDE driven by Markov-approximate fractional Brownian motion with
@@ -144,7 +146,7 @@ class FractionalSDE(AbstractModel):
     Posterior: the same SDE with a control `u` added to every `dY_k`,
     `dY_k = (−γ_k Y_k + u) dt + dW`. The ELBO is
     `E_q[Σ log N(y | X, σ²)] − E_q ½ ∫ |u|² dt − KL(q(X_0, Y_0) ‖ p(X_0, Y_0))` (the
-    path KL by Girsanov), on a grid of `steps_per_obs` sub-steps per observation
+    path KL by Girsanov), on a grid of `substeps` sub-steps per observation
     interval. Each step draws its Brownian increment from `q(dW) = N(u dt, ρ dt)` and
     pays `½ (u² dt + ρ − 1 − log ρ)`, the exact KL of the step. The OU components take
     exponential-midpoint steps `Y ← e^{−γdt} Y + e^{−γdt/2} dW` and `X` moves by
@@ -161,14 +163,14 @@ class FractionalSDE(AbstractModel):
     and for type I the hidden OU start `Y(0)` is drawn from `p(Y_0) h_0(X_0, Y_0)`
     rather than from its prior. Guiding by the next observation alone (a Brownian
     bridge on `X`) ignores what later observations say about the OU components: that
-    variational gap grows with the weight on slow components and biased the learned
-    `H` low (fOU, 300 steps, K = 5: true 0.5 → 0.43, with the filter 0.52). After the
-    last observation `u = 0` and `ρ = 1`, so forecasts follow the prior. Otherwise the
-    control is the neural `u_φ` alone.
+    variational gap grows with the weight on slow components and biases the learned
+    `H` low. After the last observation `u = 0` and `ρ = 1`, so forecasts follow the
+    prior. Otherwise the control is the neural `u_φ` alone.
 
-    `X` lives in standardised units (data minus mean over sd); model time is data time
-    times `time_scale` (default: observations `obs_spacing` apart), from each series'
-    first time; the weights are optimised over the training window `window` (model units).
+    `X` lives in standardised units (data minus mean over sd); model time is
+    `(t − t_first) / time_scale` from each series' first time, with `time_scale` the
+    data time per model time unit (set so that observations sit `obs_spacing` apart);
+    the weights are optimised over the training window `window` (model units).
 
     **Arguments:**
 
@@ -185,8 +187,12 @@ class FractionalSDE(AbstractModel):
       `"diffusion"`, one per latent channel).
     - `noise_scale`: HalfNormal prior scale of the observation noise `σ` (site
       `"noise"`, standardised units).
-    - `steps_per_obs`: Euler sub-steps per observation interval.
+    - `substeps`: solver sub-steps per observation interval (`steps_per_obs` is its
+      deprecated name).
     - `obs_spacing`: model time between neighbouring observations (sets `time_scale`).
+
+    Data-derived fields set by `adapt`: `data_dim`, `loc`, `scale`, `time_scale`,
+    `window`.
 
     Sites: `hurst` (if learned), `diffusion (latent_dim,)`, `noise (D,)`, factors
     `kl_path`, `kl_x0`, observed `y`; with a query `f_out`, `y_out`.
@@ -205,7 +211,7 @@ class FractionalSDE(AbstractModel):
     neural_diffusion: bool = False
     diffusion_prior: float = 1.0
     noise_scale: float = 0.1
-    steps_per_obs: int = 4
+    substeps: int = 4
     obs_spacing: float = 0.05
     data_dim: Optional[int] = None
     loc: Optional[np.ndarray] = None
@@ -214,6 +220,8 @@ class FractionalSDE(AbstractModel):
     window: Optional[float] = None
 
     amortized = True
+    _renamed = {"steps_per_obs": "substeps"}
+    _upgrades = (_upgrade_time_scale,)
 
     def __check_init__(self):
         if not (isinstance(self.latent_dim, (int, np.integer)) and self.latent_dim >= 1):
@@ -230,38 +238,28 @@ class FractionalSDE(AbstractModel):
             raise ValueError(
                 f"FractionalSDE.hurst_prior: expected two positive Beta concentrations, got {self.hurst_prior!r}."
             )
-        if self.steps_per_obs < 1 or self.obs_spacing <= 0:
-            raise ValueError("FractionalSDE: steps_per_obs must be >= 1 and obs_spacing > 0.")
+        positive_int("FractionalSDE", "substeps", self.substeps)
+        if not self.obs_spacing > 0:
+            raise ValueError(f"FractionalSDE.obs_spacing: must be > 0, got {self.obs_spacing!r}.")
 
     # ------------------------------------------------------------------ data
     def adapt(self, data: TimeSeries) -> "FractionalSDE":
         if data.n_times < 2:
             raise ValueError("FractionalSDE: every series needs at least 2 times; got n_times=1.")
-        loc = np.nanmean(np.where(data.mask, data.ys, np.nan), axis=(0, 1))
-        sd = np.nanstd(np.where(data.mask, data.ys, np.nan), axis=(0, 1))
-        loc = np.where(np.isfinite(loc), loc, 0.0)
-        sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+        sc = fit_scaling(data)
         real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
         steps = np.diff(data.ts, axis=1)[real[:, 1:]]
         dt = float(np.median(steps)) if steps.size else 1.0
-        c = self.obs_spacing / dt
-        last = data.ts[np.arange(data.n_series), data.lengths - 1]
-        window = float(np.max(last - data.ts[:, 0]) * c)
+        time_scale = dt / self.obs_spacing
+        window = time_span(data) / time_scale
         return dataclasses.replace(
             self,
             data_dim=int(data.dim),
-            loc=np.asarray(loc, np.float32),
-            scale=np.asarray(sd, np.float32),
-            time_scale=float(c),
+            loc=sc.loc,
+            scale=sc.scale,
+            time_scale=time_scale,
             window=max(window, self.obs_spacing),
         )
-
-    def _check_adapted(self):
-        if self.loc is None or self.time_scale is None:
-            raise ValueError(
-                "FractionalSDE: the model is not adapted to data; fit it with bd.fit or call "
-                "model.adapt(data) first."
-            )
 
     @property
     def _identity(self) -> bool:
@@ -283,7 +281,7 @@ class FractionalSDE(AbstractModel):
             decoder = param_module("decoder", lambda k: eqx.nn.Linear(d, D, key=k))
         return drift, control, diff_net, decoder
 
-    def _scan(self, x0, y0, inputs, fbm, drift_net, diffusion, control_net, decode, guided):
+    def _scan(self, x0, y0, inputs, sh: "_Shared"):
         """Steps of the posterior SDE on the augmented state, with the Brownian
         increment of each step drawn from `q(dW) = N(u dt, ρ dt)` and per-step KL
         `½ (u² dt + ρ − 1 − log ρ)` (the exact KL of the step's Gaussians; → `½ ∫ |u|² dt`,
@@ -297,13 +295,14 @@ class FractionalSDE(AbstractModel):
         added to that mean. Without the guide `ρ = 1` and `u = u_φ`.
 
         Returns the states after every step `(L, d)` and the summed KL."""
-        g, w = fbm.speeds, fbm.weights
+        g, w = sh.fbm.speeds, sh.fbm.weights
         dtype = x0.dtype
+        drift_net, control_net, decode, guided = sh.drift_net, sh.control_net, sh.decode, sh.guided
 
         def step(carry, inp):
             x, y, kl = carry
             t, dt, val, tim, has, xi, Hn, Fn = inp
-            s = diffusion(t, x, None)
+            s = sh.diffusion(x)
             # Exponential-midpoint OU step: Y ← e^{−γdt} Y + e^{−γdt/2} dW (stationary
             # variance within 1 % for γdt ≤ 0.5, where Euler is 14–33 % off); X moves by
             # b dt + s Σ_k ω_k ΔY_k, i.e. exactly the increment of B̂ on the step.
@@ -332,12 +331,45 @@ class FractionalSDE(AbstractModel):
         return xs, kl
 
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
-        self._check_adapted()
-        d, D, S = self.latent_dim, self.data_dim, self.steps_per_obs
+        check_adapted(self, "data_dim", "loc", "scale", "time_scale", "window")
         dtype = batch.ys.dtype
         loc = jnp.asarray(self.loc, dtype)
         scale = jnp.asarray(self.scale, dtype)
+        g = self._shared(dtype)
+        rate = 1.0 / self.time_scale  # model time per unit of data time
+        n = batch.ys.shape[0]
+        key = numpyro.prng_key()
+        with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
+            ts = batch.ts[idx]
+            ys = (batch.ys[idx] - loc) / scale
+            mask = batch.mask[idx]
+            t_ref = ts[:, 0]
+            if query is not None:
+                qts = query.ts[idx]
+                t_ref = jnp.minimum(t_ref, qts[:, 0])
+            tau = (ts - t_ref[:, None]) * rate
+            keys = jax.random.split(key, ts.shape[0])
+            if query is None:
+                f_tr, _, kl, kl0 = jax.vmap(lambda *a: self._one_series(g, *a, None))(keys, tau, ys, mask)
+                f_q = None
+            else:
+                q_tau = (qts - t_ref[:, None]) * rate
+                f_tr, f_q, kl, kl0 = jax.vmap(lambda *a: self._one_series(g, *a))(keys, tau, ys, mask, q_tau)
+            numpyro.factor("kl_path", -kl)
+            numpyro.factor("kl_x0", -kl0)
+            numpyro.sample(
+                "y",
+                dist.Normal(f_tr * scale + loc, g.noise * scale).mask(mask).to_event(2),
+                obs=batch.ys[idx],
+            )
+            if query is not None:
+                f_out = numpyro.deterministic("f_out", f_q * scale + loc)
+                numpyro.sample("y_out", dist.Normal(f_out, g.noise * scale).to_event(2))
 
+    def _shared(self, dtype) -> "_Shared":
+        """The sites shared by every series: `H`, the diffusion scale, the noise, the
+        networks and the parameters of the initial state and the guide."""
+        d, D = self.latent_dim, self.data_dim
         if self.learn_hurst:
             hurst = numpyro.sample("hurst", dist.Beta(*[float(c) for c in self.hurst_prior]))
         else:
@@ -350,110 +382,103 @@ class FractionalSDE(AbstractModel):
         noise = jnp.sqrt(noise**2 + 1e-4)
         drift_net, control_net, diff_net, decoder = self._networks()
         fbm = MarkovFBM(hurst, self.num_ou, self.gamma_max, self.window, self.fbm_type, dtype=dtype)
-        w = fbm.weights
-
         enc = None
         if not self._identity:
             enc = param_module("encoder", lambda k: eqx.nn.Linear(2 * D, d, key=k))
         x0_logscale = numpyro.param("x0_logscale", jnp.full((d,), -2.0, dtype))
         p0_loc = numpyro.param("x0_prior_loc", jnp.zeros((d,), dtype))
         p0_logscale = numpyro.param("x0_prior_logscale", jnp.zeros((d,), dtype))
-        guided = enc is None
-        guide_beta = numpyro.param("guide_drift", jnp.zeros((2, d), dtype)) if guided else None
+        guide_beta = numpyro.param("guide_drift", jnp.zeros((2, d), dtype)) if enc is None else None
+        return _Shared(s_diff, noise, drift_net, control_net, diff_net, decoder, fbm, enc,
+                       x0_logscale, p0_loc, p0_logscale, guide_beta)
 
-        def decode(x):
-            return x if decoder is None else jax.vmap(decoder)(x)
-
-        def diffusion(t, x, a):
-            s = s_diff
-            if diff_net is not None:
-                s = s * 2.0 * jax.nn.sigmoid(diff_net(x))
-            return s
-
-        def drift(t, x, a):
-            return drift_net(x)
-
-        n = batch.ys.shape[0]
-        key = numpyro.prng_key()
-        with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
-            ts = batch.ts[idx]
-            ys = (batch.ys[idx] - loc) / scale
-            mask = batch.mask[idx]
-            m = ts.shape[0]
-            t_ref = ts[:, 0]
-            if query is not None:
-                qts = query.ts[idx]
-                t_ref = jnp.minimum(t_ref, qts[:, 0])
-            tau = (ts - t_ref[:, None]) * self.time_scale
-            keys = jax.random.split(key, m)
-
-            def one(key_i, tau_i, ys_i, mask_i, q_i):
-                k_x0, k_y0, k_w = jax.random.split(key_i, 3)
-                nv, nt, nh = _next_targets(tau_i, ys_i, mask_i)
-                first = jnp.where(nh[0], nv[0], 0.0)
-                if enc is None:
-                    m0 = first
-                else:
-                    m0 = enc(jnp.concatenate([first, nh[0].astype(dtype)]))
-                s0 = jnp.exp(x0_logscale)
-                x0 = m0 + s0 * jax.random.normal(k_x0, (d,), dtype)
-                ps = jnp.exp(p0_logscale)
-                kl0 = jnp.sum(
-                    jnp.log(ps / s0) + (s0**2 + (m0 - p0_loc) ** 2) / (2 * ps**2) - 0.5
-                )
-                if q_i is None:
-                    grid_obs = tau_i
-                    pos_train = jnp.arange(tau_i.shape[0]) * S
-                    pos_q = None
-                else:
-                    allt = jnp.concatenate([tau_i, q_i])
-                    order = jnp.argsort(allt, stable=True)
-                    inv = jnp.argsort(order)
-                    grid_obs = allt[order]
-                    pos_train = inv[: tau_i.shape[0]] * S
-                    pos_q = inv[tau_i.shape[0] :] * S
-                grid = _fine_grid(grid_obs, S)
-                t0, t1 = grid[:-1], grid[1:]
-                G = grid.shape[0]
-                if guided:
-                    obs_val = jnp.zeros((G, D), dtype).at[pos_train].set(jnp.where(mask_i, ys_i, 0.0))
-                    obs_has = jnp.zeros((G, D), bool).at[pos_train].set(mask_i)
-                    H0, F0, Hs, Fs = _backward_filter(
-                        grid, obs_val, obs_has, fbm.speeds, w, s_diff, noise, guide_beta
-                    )
-                    if self.fbm_type == "I":
-                        y0, kly = _guided_y0(k_y0, H0, F0, x0, fbm.stationary_chol())
-                        kl0 = kl0 + kly
-                    else:
-                        y0 = fbm.initial_state(k_y0, (d,))
-                else:
-                    Hs = Fs = None  # no filter: the scan passes None through
-                    y0 = fbm.initial_state(k_y0, (d,))
-                p = jnp.searchsorted(tau_i, t0, side="right")
-                xi = jax.random.normal(k_w, (t0.shape[0], d), dtype)
-                xs = self._scan(
-                    x0, y0, (t0, t1 - t0, nv[p], nt[p], nh[p], xi, Hs, Fs),
-                    fbm, drift_net, diffusion, control_net, decode, guided,
-                )
-                kl = xs[1]
-                xs = jnp.concatenate([x0[None], xs[0]])
-                f_train = decode(xs[pos_train])
-                f_q = None if pos_q is None else decode(xs[pos_q])
-                return f_train, f_q, kl, kl0
-
-            if query is None:
-                f_tr, _, kl, kl0 = jax.vmap(lambda *a: one(*a, None))(keys, tau, ys, mask)
-                f_q = None
-            else:
-                q_tau = (qts - t_ref[:, None]) * self.time_scale
-                f_tr, f_q, kl, kl0 = jax.vmap(one)(keys, tau, ys, mask, q_tau)
-            numpyro.factor("kl_path", -kl)
-            numpyro.factor("kl_x0", -kl0)
-            numpyro.sample(
-                "y",
-                dist.Normal(f_tr * scale + loc, noise * scale).mask(mask).to_event(2),
-                obs=batch.ys[idx],
+    def _one_series(self, g: "_Shared", key, tau, ys, mask, q_tau):
+        """One series: the initial state, the guide's backward filter (identity read-out)
+        and the posterior scan on the refined grid of the observation (and query) times.
+        Returns `(f_train (T, D), f_query (T', D) or None, path KL, initial-state KL)`."""
+        d, D, S = self.latent_dim, self.data_dim, self.substeps
+        dtype = ys.dtype
+        k_x0, k_y0, k_w = jax.random.split(key, 3)
+        nv, nt, nh = _next_targets(tau, ys, mask)
+        x0, kl0 = self._initial_x(g, k_x0, nv[0], nh[0])
+        grid, pos_train, pos_q = _merged_grid(tau, q_tau, S)
+        t0, t1 = grid[:-1], grid[1:]
+        Hs = Fs = None  # no filter: the scan passes None through
+        y0 = None
+        if g.guided:
+            G = grid.shape[0]
+            obs_val = jnp.zeros((G, D), dtype).at[pos_train].set(jnp.where(mask, ys, 0.0))
+            obs_has = jnp.zeros((G, D), bool).at[pos_train].set(mask)
+            H0, F0, Hs, Fs = _backward_filter(
+                grid, obs_val, obs_has, g.fbm.speeds, g.fbm.weights, g.s_diff, g.noise, g.guide_beta
             )
-            if query is not None:
-                f_out = numpyro.deterministic("f_out", f_q * scale + loc)
-                numpyro.sample("y_out", dist.Normal(f_out, noise * scale).to_event(2))
+            if self.fbm_type == "I":
+                y0, kly = _guided_y0(k_y0, H0, F0, x0, g.fbm.stationary_chol())
+                kl0 = kl0 + kly
+        if y0 is None:
+            y0 = g.fbm.initial_state(k_y0, (d,))
+        p = jnp.searchsorted(tau, t0, side="right")
+        xi = jax.random.normal(k_w, (t0.shape[0], d), dtype)
+        xs, kl = self._scan(x0, y0, (t0, t1 - t0, nv[p], nt[p], nh[p], xi, Hs, Fs), g)
+        xs = jnp.concatenate([x0[None], xs])
+        f_q = None if pos_q is None else g.decode(xs[pos_q])
+        return g.decode(xs[pos_train]), f_q, kl, kl0
+
+    def _initial_x(self, g: "_Shared", key, first_val, first_has):
+        """`q(X_0) = N(m_0, s_0²)` around the first observation (through the encoder when
+        the read-out is learned), a draw from it and its KL to the learned prior."""
+        d = self.latent_dim
+        first = jnp.where(first_has, first_val, 0.0)
+        if g.enc is None:
+            m0 = first
+        else:
+            m0 = g.enc(jnp.concatenate([first, first_has.astype(first.dtype)]))
+        s0 = jnp.exp(g.x0_logscale)
+        x0 = m0 + s0 * jax.random.normal(key, (d,), first.dtype)
+        return x0, gaussian_kl(m0, s0, g.p0_loc, jnp.exp(g.p0_logscale))
+
+
+class _Shared(NamedTuple):
+    """The global sites of one `FractionalSDE.program` evaluation."""
+
+    s_diff: jax.Array
+    noise: jax.Array
+    drift_net: eqx.Module
+    control_net: eqx.Module
+    diff_net: Optional[eqx.Module]
+    decoder: Optional[eqx.Module]
+    fbm: MarkovFBM
+    enc: Optional[eqx.Module]
+    x0_logscale: jax.Array
+    p0_loc: jax.Array
+    p0_logscale: jax.Array
+    guide_beta: Optional[jax.Array]
+
+    @property
+    def guided(self) -> bool:
+        return self.enc is None
+
+    def decode(self, x):
+        return x if self.decoder is None else jax.vmap(self.decoder)(x)
+
+    def diffusion(self, x):
+        s = self.s_diff
+        if self.diff_net is not None:
+            s = s * 2.0 * jax.nn.sigmoid(self.diff_net(x))
+        return s
+
+
+def _merged_grid(tau, q_tau, substeps: int):
+    """The solver grid of one series: its observation times, merged with the query times
+    when there are any, refined into `substeps` steps per interval. Returns the grid
+    and the grid indices of the observations and of the queries (or `None`)."""
+    # `skip_single=False`: the grid is built by the same operations for every `substeps`,
+    # as in earlier versions, so that a fit reproduces their numbers bit for bit.
+    if q_tau is None:
+        return refine_grid(tau, substeps, skip_single=False), jnp.arange(tau.shape[0]) * substeps, None
+    allt = jnp.concatenate([tau, q_tau])
+    order = jnp.argsort(allt, stable=True)
+    inv = jnp.argsort(order)
+    pos_train = inv[: tau.shape[0]] * substeps
+    pos_q = inv[tau.shape[0] :] * substeps
+    return refine_grid(allt[order], substeps, skip_single=False), pos_train, pos_q

@@ -17,34 +17,17 @@ import numpyro.distributions as dist
 from .._data import Batch, TimeSeries
 from ..networks import mlp, sample_module
 from ..solvers import solve_ode
+from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
+from ._common import check_positive, first_observed, fit_scaling
 
 __all__ = ["ODE", "BayesianNeuralODE"]
 
 Observation = Literal["normal", "lognormal"]
 
 
-def _first_observed(data: TimeSeries, log: bool) -> np.ndarray:
-    """Per-series first observed value of each dimension (the dimension's mean where a
-    series never observes it)."""
-    ys = np.log(data.ys) if log else data.ys
-    first = np.empty((data.n_series, data.dim))
-    col_mean = np.nanmean(np.where(data.mask, ys, np.nan), axis=(0, 1))
-    for i in range(data.n_series):
-        for d in range(data.dim):
-            idx = np.flatnonzero(data.mask[i, :, d])
-            first[i, d] = ys[i, idx[0], d] if len(idx) else col_mean[d]
-    return first
-
-
 def _check_positive(data: TimeSeries, owner: str):
-    bad = data.mask & ~(np.where(data.mask, data.ys, 1.0) > 0)
-    if bad.any():
-        i, t, d = (int(x) for x in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{owner}: observation='lognormal' needs positive values, but ys[{i}, {t}, {d}] = "
-            f"{data.ys[i, t, d]:g}; use observation='normal' or shift the data."
-        )
+    check_positive(data, f"{owner}: observation='lognormal'", "use observation='normal' or shift the data")
 
 
 def _observe(name, mean, scale, observation, mask, obs=None):
@@ -60,14 +43,11 @@ def _observe(name, mean, scale, observation, mask, obs=None):
     return numpyro.sample(name, d, obs=obs)
 
 
-_ADAPTIVE_SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
-
-
-def _check_solver(owner: str, solver: str) -> None:
-    if solver not in _ADAPTIVE_SOLVERS:
+def _check_scheme(owner: str, scheme: str) -> None:
+    if scheme not in ADAPTIVE_ODE_SOLVERS:
         raise ValueError(
-            f"{owner}.solver: {solver!r} is not an adaptive solver; choose one of "
-            f"{list(_ADAPTIVE_SOLVERS)} (default 'tsit5'; 'kvaerno5' for stiff systems)."
+            f"{owner}.scheme: {scheme!r} is not an adaptive ODE solver; choose one of "
+            f"{list(ADAPTIVE_ODE_SOLVERS)} (default 'tsit5'; 'kvaerno5' for stiff systems)."
         )
 
 
@@ -84,7 +64,7 @@ def _solve_all(model, params, u0, t0, ts):
 
     def one(u0_i, t0_i, ts_i):
         return solve_ode(
-            _rhs_from_args, u0_i, ts_i, args=(model, params), t0=t0_i, solver=model.solver,
+            _rhs_from_args, u0_i, ts_i, args=(model, params), t0=t0_i, scheme=model.scheme,
             rtol=model.rtol, atol=model.atol, max_steps=model.max_steps,
         )
 
@@ -111,8 +91,13 @@ class _AbstractODEModel(AbstractModel):
     def _noise(self):
         """Sample the observation noise scale."""
 
+    @abc.abstractmethod
     def _to_data(self, u):
-        return u
+        """The noise-free mean in data units from the solved state."""
+
+    @abc.abstractmethod
+    def _obs_scale(self, sigma):
+        """The observation noise scale of the likelihood from the sampled `sigma`."""
 
     def _solve_all(self, params, u0, t0, ts):
         return _solve_all(self, params, u0, t0, ts)
@@ -138,9 +123,6 @@ class _AbstractODEModel(AbstractModel):
             f_out = numpyro.deterministic("f_out", self._to_data(u_out))
             _observe("y_out", f_out, self._obs_scale(sigma), self.observation, None)
 
-    def _obs_scale(self, sigma):
-        return sigma
-
 
 @register_model
 class ODE(_AbstractODEModel):
@@ -159,7 +141,9 @@ class ODE(_AbstractODEModel):
       log scale for LogNormal, in data units for Normal).
     - `init_scale`: prior scale of each series' initial state around its first
       observation (log scale for LogNormal, data units for Normal).
-    - `solver`, `rtol`, `atol`, `max_steps`: see `bd.solvers.solve_ode`.
+    - `scheme`: the adaptive diffrax solver by name (`"tsit5"`; `"kvaerno5"` for stiff
+      systems); `rtol`, `atol`, `max_steps`: see `bd.solvers.solve_ode`. (`solver` is
+      the deprecated name of `scheme`.)
 
     Sites: the parameters by name, `y0 (N, D)`, `sigma`, `y` (observed).
     """
@@ -169,11 +153,13 @@ class ODE(_AbstractODEModel):
     observation: str = "lognormal"
     noise_scale: float = 0.5
     init_scale: float = 0.5
-    solver: str = "tsit5"
+    scheme: str = "tsit5"
     rtol: float = 1e-5
     atol: float = 1e-6
     max_steps: int = 4096
     init_loc: Optional[np.ndarray] = None
+
+    _renamed = {"solver": "scheme"}
 
     def __check_init__(self):
         if self.observation not in ("normal", "lognormal"):
@@ -182,12 +168,12 @@ class ODE(_AbstractODEModel):
             )
         if not self.priors:
             raise ValueError("ODE.priors: give a prior for every parameter of the vector field.")
-        _check_solver("ODE", self.solver)
+        _check_scheme("ODE", self.scheme)
 
     def adapt(self, data: TimeSeries) -> "ODE":
         if self.observation == "lognormal":
             _check_positive(data, "ODE")
-        loc = _first_observed(data, log=self.observation == "lognormal")
+        loc = first_observed(data, log=self.observation == "lognormal")
         if self.observation == "lognormal":
             loc = np.exp(loc)
         return dataclasses.replace(self, init_loc=np.asarray(loc, dtype=np.float32))
@@ -207,6 +193,12 @@ class ODE(_AbstractODEModel):
     def _noise(self):
         return numpyro.sample("sigma", dist.HalfNormal(self.noise_scale))
 
+    def _to_data(self, u):
+        return u
+
+    def _obs_scale(self, sigma):
+        return sigma
+
 
 @register_model
 class BayesianNeuralODE(_AbstractODEModel):
@@ -221,7 +213,7 @@ class BayesianNeuralODE(_AbstractODEModel):
 
     **Arguments:**
 
-    - `dim`: state (= observation) dimension.
+    - `state_dim`: state (= observation) dimension (`dim` is its deprecated name).
     - `width`, `depth`: the MLP's hidden width and number of hidden layers.
     - `known`: optional `f(t, y, params)` in data units; `known_priors` the priors of its
       `params` (a dict, may be empty).
@@ -230,13 +222,17 @@ class BayesianNeuralODE(_AbstractODEModel):
     - `noise_scale`: HalfNormal prior scale of the noise `σ` (standardised units).
     - `init_scale`: prior sd of each series' initial state around its first observation
       (standardised units).
-    - `solver`, `rtol`, `atol`, `max_steps`: see `bd.solvers.solve_ode`.
+    - `scheme`: the adaptive diffrax solver by name; `rtol`, `atol`, `max_steps`: see
+      `bd.solvers.solve_ode`. (`solver` is the deprecated name of `scheme`.)
+
+    Data-derived fields set by `adapt`: `loc`, `scale` (standardisation of `g(y)`),
+    `time_scale` (the longest series' span), `init_loc`.
 
     Sites: `field.<layer>` weights, the known part's parameters, `y0 (N, D)` (standardised),
     `sigma`, `y`.
     """
 
-    dim: int
+    state_dim: int
     width: int = 16
     depth: int = 2
     known: Optional[Callable] = eqx.field(default=None, static=True)
@@ -245,7 +241,7 @@ class BayesianNeuralODE(_AbstractODEModel):
     prior_scale: float = 1.0
     noise_scale: float = 0.5
     init_scale: float = 0.3
-    solver: str = "tsit5"
+    scheme: str = "tsit5"
     rtol: float = 1e-4
     atol: float = 1e-5
     max_steps: int = 2048
@@ -254,47 +250,45 @@ class BayesianNeuralODE(_AbstractODEModel):
     time_scale: Optional[float] = None
     init_loc: Optional[np.ndarray] = None
 
+    _renamed = {"dim": "state_dim", "solver": "scheme"}
+
     def __check_init__(self):
-        if not (isinstance(self.dim, int) and self.dim >= 1):
-            raise ValueError(f"BayesianNeuralODE.dim: expected a positive int, got {self.dim!r}.")
+        if not (isinstance(self.state_dim, int) and self.state_dim >= 1):
+            raise ValueError(
+                f"BayesianNeuralODE.state_dim: expected a positive int, got {self.state_dim!r}."
+            )
         if self.width < 1 or self.depth < 0:
             raise ValueError("BayesianNeuralODE: width must be >= 1 and depth >= 0.")
         if self.observation not in ("normal", "lognormal"):
             raise ValueError(
                 f"BayesianNeuralODE.observation: {self.observation!r} is not 'normal' or 'lognormal'."
             )
-        _check_solver("BayesianNeuralODE", self.solver)
+        _check_scheme("BayesianNeuralODE", self.scheme)
 
     @property
     def _log(self) -> bool:
         return self.observation == "lognormal"
 
     def adapt(self, data: TimeSeries) -> "BayesianNeuralODE":
-        if data.dim != self.dim:
+        if data.dim != self.state_dim:
             raise ValueError(
-                f"BayesianNeuralODE.dim: the model has dim={self.dim} but the data has "
-                f"{data.dim} value columns; set dim={data.dim}."
+                f"BayesianNeuralODE.state_dim: the model has state_dim={self.state_dim} but the "
+                f"data has {data.dim} value columns; set state_dim={data.dim}."
             )
         if self._log:
             _check_positive(data, "BayesianNeuralODE")
-        g = np.log(np.where(data.mask, data.ys, 1.0)) if self._log else data.ys
-        g = np.where(data.mask, g, np.nan)
-        loc = np.nanmean(g, axis=(0, 1))
-        scale = np.nanstd(g, axis=(0, 1))
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-        loc = np.where(np.isfinite(loc), loc, 0.0)
-        span = float(np.max(data.ts[np.arange(data.n_series), data.lengths - 1] - data.ts[:, 0]))
-        first = (_first_observed(data, log=self._log) - loc) / scale
+        sc = fit_scaling(data, log=self._log, dtype=np.float64)
+        first = (first_observed(data, log=self._log) - sc.loc) / sc.scale
         return dataclasses.replace(
             self,
-            loc=np.asarray(loc, dtype=np.float32),
-            scale=np.asarray(scale, dtype=np.float32),
-            time_scale=span if span > 0 else 1.0,
+            loc=np.asarray(sc.loc, dtype=np.float32),
+            scale=np.asarray(sc.scale, dtype=np.float32),
+            time_scale=sc.time_scale,
             init_loc=np.asarray(first, dtype=np.float32),
         )
 
     def _make_field(self, key):
-        return mlp(self.dim, self.dim, self.width, self.depth, key=key)
+        return mlp(self.state_dim, self.state_dim, self.width, self.depth, key=key)
 
     def _draw_params(self):
         net = sample_module("field", self._make_field, self.prior_scale)

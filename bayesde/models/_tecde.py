@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpyro
 
-from .._data import TimeSeries
 from ._base import register_model
 from ._bncde import AbstractCDEForecaster
 
@@ -26,16 +25,18 @@ class TECDE(AbstractCDEForecaster):
     dropout realisation drawn from `numpyro.prng_key()` (MC dropout), so the predictive
     is the mixture over masks. The domain-adversarial balancing of TE-CDE is left out.
 
-    **Arguments:** as `BNCDE` (`hidden`, `width`, `horizon`, `ahead_starts`, `fill`,
+    **Arguments:** as `BNCDE` (`state_dim`, `width`, `horizon`, `ahead_starts`, `fill`,
     `transform`), plus `dropout`, the drop probability in `[0, 1)` (0.1 in the paper).
     """
 
     dropout: float = 0.1
 
-    def adapt(self, data: TimeSeries) -> "TECDE":
+    def _check_fields(self) -> None:
         if not (0.0 <= float(self.dropout) < 1.0):
             raise ValueError(f"TECDE.dropout: must lie in [0, 1), got {self.dropout!r}.")
-        return super().adapt(data)
+
+    def _num_paths(self, training):
+        return 1
 
     def _perturb(self, hidden_act, key):
         p = float(self.dropout)

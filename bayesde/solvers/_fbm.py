@@ -406,7 +406,7 @@ class MarkovFBM(eqx.Module):
             gy = (eye[:, None, :] * ones).reshape(d * K, d)
             return jnp.concatenate([gx, gy, jnp.zeros((1, d), z.dtype)], axis=0)
 
-        zs = solve_sde_grid(f, gfun, z0, ts, dW, args, method="euler", noise="general")
+        zs = solve_sde_grid(f, gfun, z0, ts, dW, args, scheme="euler", noise="general")
         xs = zs[:, :d]
         ys = zs[:, d : d + d * K].reshape(-1, d, K)
         return xs, ys, zs[-1, -1]

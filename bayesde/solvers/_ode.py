@@ -7,16 +7,9 @@ from typing import Callable, Optional
 import diffrax
 import jax.numpy as jnp
 
-__all__ = ["solve_ode"]
+from ._schemes import ODE_SOLVERS, renamed_keyword
 
-_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "heun": diffrax.Heun,
-    "euler": diffrax.Euler,
-    "kvaerno5": diffrax.Kvaerno5,
-}
+__all__ = ["solve_ode"]
 
 
 def solve_ode(
@@ -26,12 +19,13 @@ def solve_ode(
     args=None,
     *,
     t0=None,
-    solver: str = "tsit5",
+    scheme: str = "tsit5",
     rtol: float = 1e-4,
     atol: float = 1e-6,
     dt: Optional[float] = None,
     max_steps: int = 4096,
     adjoint: Optional[diffrax.AbstractAdjoint] = None,
+    solver: Optional[str] = None,
 ):
     """Solve `dy/dt = f(t, y, args)` from `t0` and return the states at `ts`.
 
@@ -41,8 +35,9 @@ def solve_ode(
     - `y0`: the state at `t0` (any array shape).
     - `ts`: save times, shape `(T,)`, non-decreasing, `>= t0` (irregular is fine).
     - `t0`: the initial time; default `ts[0]`.
-    - `solver`: one of `"tsit5"` (default), `"dopri5"`, `"dopri8"`, `"heun"`, `"euler"`,
-      `"kvaerno5"` (stiff).
+    - `scheme`: the diffrax solver by name, one of `"tsit5"` (default), `"dopri5"`,
+      `"dopri8"`, `"heun"`, `"euler"`, `"kvaerno5"` (stiff). (`solver` is its deprecated
+      name.)
     - `rtol`, `atol`: adaptive step tolerances; ignored when `dt` is given.
     - `dt`: a constant step size instead of adaptive stepping (required for `"euler"`).
     - `max_steps`: the step budget; exceeding it is a failure, not an error.
@@ -53,11 +48,12 @@ def solve_ode(
     states are replaced by zeros so that gradients stay finite; a likelihood should map
     `ok == False` to `-inf` (see `failure_log_prob`).
     """
-    if solver not in _SOLVERS:
-        raise ValueError(f"solve_ode: unknown solver {solver!r}; choose one of {sorted(_SOLVERS)}.")
-    if dt is None and solver == "euler":
+    scheme = renamed_keyword("solve_ode", "solver", "scheme", scheme, solver)
+    if scheme not in ODE_SOLVERS:
+        raise ValueError(f"solve_ode: unknown scheme {scheme!r}; choose one of {sorted(ODE_SOLVERS)}.")
+    if dt is None and scheme == "euler":
         raise ValueError(
-            "solve_ode: solver='euler' has no error estimate, so it cannot choose its own "
+            "solve_ode: scheme='euler' has no error estimate, so it cannot choose its own "
             "steps; pass a constant step `dt=...` or pick an adaptive solver such as 'tsit5'."
         )
     ts = jnp.asarray(ts)
@@ -71,7 +67,7 @@ def solve_ode(
         dt0 = dt
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
-        _SOLVERS[solver](),
+        ODE_SOLVERS[scheme](),
         t0,
         # A zero-length interval is legal for a single save time at t0.
         jnp.maximum(t1, t0 + 1e-6),

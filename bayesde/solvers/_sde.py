@@ -9,12 +9,15 @@ reference solves stay with diffrax (`solve_sde_diffrax`).
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Union
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from ._grid import interp_linear
+from ._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 
 __all__ = ["brownian_increments", "solve_sde_grid", "GridBrownianPath", "solve_sde_diffrax"]
 
@@ -39,10 +42,11 @@ def solve_sde_grid(
     dW,
     args=None,
     *,
-    method: Literal["euler", "heun", "milstein"] = "euler",
+    scheme: Union[str, AbstractSDEScheme] = "euler",
     noise: Literal["diagonal", "general"] = "diagonal",
     step_inputs=None,
     checkpoint: bool = False,
+    method: Union[str, AbstractSDEScheme, None] = None,
 ):
     """Solve `dy = f(t, y, args) dt + g(t, y, args) dW` on the grid `ts`.
 
@@ -57,8 +61,9 @@ def solve_sde_grid(
     - `y0`: initial state (any array shape).
     - `ts`: the grid, shape `(n,)`; the solver takes one step per interval.
     - `dW`: Brownian increments on the grid (`brownian_increments`).
-    - `method`: `"euler"` (Itô Euler–Maruyama), `"heun"` (Stratonovich Heun) or
-      `"milstein"` (Itô, diagonal noise).
+    - `scheme`: an `AbstractSDEScheme` or its name: `"euler"` (Itô Euler–Maruyama),
+      `"heun"` (Stratonovich Heun) or `"milstein"` (Itô, diagonal noise). (`method` is
+      its deprecated name.)
     - `step_inputs`: optional PyTree of per-step values with leading axis `len(ts) - 1`
       (e.g. an encoder's context, piecewise constant over each step). When given, `f`
       and `g` are called with `(args, inputs_n)` in place of `args` on step `n`.
@@ -82,26 +87,15 @@ def solve_sde_grid(
         def terms(t, y, a):
             return drift(t, y, a), diffusion(t, y, a)
 
+    scheme = renamed_keyword("solve_sde_grid", "method", "scheme", scheme, method)
+    scheme = as_sde_scheme(scheme, "solve_sde_grid.scheme")
+    if scheme.diagonal_only and noise != "diagonal":
+        raise ValueError(f"solve_sde_grid: scheme={scheme.name!r} needs noise='diagonal'.")
+
     def step(y, inp):
         t0, t1, dw, extra = inp
         a = args if step_inputs is None else (args, extra)
-        dt = t1 - t0
-        f, g = terms(t0, y, a)
-        if method == "euler":
-            y1 = y + f * dt + noise_term(g, dw)
-        elif method == "heun":
-            y_pred = y + f * dt + noise_term(g, dw)
-            f1, g1 = terms(t1, y_pred, a)
-            y1 = y + 0.5 * (f + f1) * dt + 0.5 * (noise_term(g, dw) + noise_term(g1, dw))
-        elif method == "milstein":
-            if noise != "diagonal":
-                raise ValueError("solve_sde_grid: method='milstein' needs noise='diagonal'.")
-            _, dg = jax.jvp(lambda z: terms(t0, z, a)[1], (y,), (jnp.ones_like(y),))
-            y1 = y + f * dt + g * dw + 0.5 * g * dg * (dw**2 - dt)
-        else:
-            raise ValueError(
-                f"solve_sde_grid: unknown method {method!r}; use 'euler', 'heun' or 'milstein'."
-            )
+        y1 = scheme.step(terms, t0, t1, y, dw, a, noise_term)
         return y1, y1
 
     if checkpoint:
@@ -148,18 +142,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
             if use_levy:
                 return diffrax.BrownianIncrement(dt=t1 - t0, W=dw)
             return dw
-        n = self.ts.shape[0]
-        j = jnp.clip(jnp.searchsorted(self.ts, t0, side="right") - 1, 0, n - 2)
-        lam = (t0 - self.ts[j]) / (self.ts[j + 1] - self.ts[j])
-        lam = jnp.clip(lam, 0.0, 1.0)
-        return self.W[j] + lam * (self.W[j + 1] - self.W[j])
-
-
-_DIFFRAX_SDE_SOLVERS = {
-    "euler": diffrax.Euler,
-    "heun": diffrax.Heun,
-    "milstein": diffrax.ItoMilstein,
-}
+        return interp_linear(self.ts, self.W, t0)
 
 
 def solve_sde_diffrax(
@@ -171,18 +154,19 @@ def solve_sde_diffrax(
     args=None,
     *,
     key=None,
-    method: Literal["euler", "heun", "milstein"] = "euler",
+    scheme: Union[str, AbstractSDEScheme] = "euler",
     noise: Literal["diagonal", "general"] = "diagonal",
     brownian_shape: Optional[tuple] = None,
     dt0: Optional[float] = None,
     tol: Optional[float] = None,
     max_steps: int = 16384,
+    method: Union[str, AbstractSDEScheme, None] = None,
 ):
     """Reference SDE solve through `diffrax.diffeqsolve` (same semantics as
     `solve_sde_grid`, for checks and for solves off the training path).
 
-    `dy = f(t, y, args) dt + g(t, y, args) dW`, with `f`, `g`, `method` and `noise`
-    as in `solve_sde_grid`.
+    `dy = f(t, y, args) dt + g(t, y, args) dW`, with `f`, `g`, `scheme` and `noise`
+    as in `solve_sde_grid` (`method` is the deprecated name of `scheme`).
 
     **Arguments:**
 
@@ -197,10 +181,8 @@ def solve_sde_diffrax(
     """
     import lineax
 
-    if method not in _DIFFRAX_SDE_SOLVERS:
-        raise ValueError(
-            f"solve_sde_diffrax: unknown method {method!r}; use one of {sorted(_DIFFRAX_SDE_SOLVERS)}."
-        )
+    scheme = renamed_keyword("solve_sde_diffrax", "method", "scheme", scheme, method)
+    scheme = as_sde_scheme(scheme, "solve_sde_diffrax.scheme")
     ts = jnp.asarray(ts)
     y0 = jnp.asarray(y0)
     if dW is not None:
@@ -223,7 +205,7 @@ def solve_sde_diffrax(
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(vf, path))
     sol = diffrax.diffeqsolve(
         terms,
-        _DIFFRAX_SDE_SOLVERS[method](),
+        scheme.diffrax_solver(),
         ts[0],
         ts[-1],
         step,

@@ -1,0 +1,255 @@
+"""`bayesde fit`: fit a model to a CSV and save the posterior to a run folder."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import (DEVICE, FORCE, MARKER, QUIET, SEED, Device, UserError, claim_out, default_chains,
+                      one_line, record, say, setup, staging, write_json)
+from ._csv import read_csv, split_cols
+from ._models import MODEL_HELP, MODEL_METAVAR, build_model, model_factory, parse_model, parse_model_args
+
+#: The size options of the command line; an engine takes those among its fields.
+_SIZES = ("num_steps", "num_warmup", "num_samples", "num_chains", "learning_rate")
+
+
+def fit(
+    data: str = typer.Option(..., "--data", help="Long-format CSV: one row per series and time; empty cells are missing."),
+    out: str = typer.Option(..., "--out", help="Run folder to write (the saved posterior)."),
+    model: str = typer.Option("neural-ode", "--model", help=MODEL_HELP, parser=parse_model, metavar=MODEL_METAVAR),
+    method: str = typer.Option("svi", "--method",
+                               help="The inference engine: svi, nuts, blackjax-nuts, chees or ensemble (any "
+                                    "name in bd.inference.ENGINES)."),
+    time_col: str = typer.Option("time", "--time-col", help="Time column."),
+    series_col: Optional[str] = typer.Option(None, "--series-col", show_default=False,
+                                             help="Series id column (default: 'series' if present, else one series)."),
+    value_cols: Optional[str] = typer.Option(None, "--value-cols", show_default=False,
+                                             help="Comma-separated value columns (default: all other columns)."),
+    treatment_cols: Optional[str] = typer.Option(None, "--treatment-cols", show_default=False,
+                                                 help="Comma-separated treatment columns (numbers or yes/no)."),
+    static_cols: Optional[str] = typer.Option(None, "--static-cols", show_default=False,
+                                              help="Comma-separated static covariate columns (constant per series)."),
+    seed: int = SEED,
+    num_steps: Optional[int] = typer.Option(None, "--num-steps", show_default=False, help="SVI steps (default: 2000)."),
+    num_warmup: Optional[int] = typer.Option(None, "--num-warmup", show_default=False, help="NUTS warmup (default: 500)."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default=False, help="Posterior draws (default: 500)."),
+    num_chains: Optional[int] = typer.Option(None, "--num-chains", show_default=False,
+                                             help="NUTS chains (default: one per CPU core, 2 to 4)."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", show_default=False,
+                                             help='Model hyperparameters as JSON, e.g. \'{"width": 32}\'.'),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", show_default=False, help="SVI Adam step size (default: 0.01)."),
+    devices: Optional[str] = typer.Option(None, "--devices", show_default=False, metavar="all|N",
+                                          help="SVI only: train data-parallel, the series split over all local "
+                                               "devices or the first N (gradients averaged by JAX)."),
+    device: Optional[Device] = DEVICE,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+):
+    """Fit a model to your CSV and save the posterior to a run folder.
+
+    The run folder holds the posterior (bd.load(DIR) reads it back) and cli.json with the bayesde version, this command, the data file's sha256 and the seed.
+
+    Example:
+
+        bayesde fit --data sales.csv --series-col store --value-cols units --out runs/sales
+    """
+    bd = setup(device)
+    method = engine_name(bd, method)
+    options = fit_options(bd, method, num_steps=num_steps, num_warmup=num_warmup, num_samples=num_samples,
+                          num_chains=num_chains, learning_rate=learning_rate)
+    kwargs = parse_model_args(model_args)
+    n_devices = _parse_devices(devices, method)
+    out_p = Path(out)
+    claim_out(out_p, force, "--out", run_ok=True)
+    chains_note = None
+    if method in ("nuts", "blackjax-nuts") and "num_chains" not in options:
+        options["num_chains"], chains_note = default_chains()
+    factory = model_factory(bd, model)
+    ts, meta = read_csv(
+        bd, data, time_col=time_col, series_col=series_col or "series", series_explicit=series_col is not None,
+        value_cols=split_cols(value_cols), treatment_cols=split_cols(treatment_cols),
+        static_cols=split_cols(static_cols),
+    )
+    say(f"data: {ts!r} from {Path(data).name}", quiet)
+    if ts.time_unit is not None:
+        say(f"time: {time_col!r} holds dates; the model sees {ts.time_unit} since {ts.time_origin}", quiet)
+    m = build_model(factory, bd, ts, model, kwargs)
+    if ts.treatments is not None and not getattr(m, "needs_treatments", False):
+        say(f"note: --model {model} ignores the treatment columns {ts.treatment_names}.", quiet)
+    if chains_note:
+        say(f"{method.upper()}: {chains_note}.", quiet)
+    extra = _devices(n_devices, quiet)
+    rec = {"kind": "fit", "seed": seed, "model": model, "model_args": kwargs, "method": method, "options": options,
+           "devices": devices, "data": meta}
+    _fit_and_save(bd, m, ts, method, out_p, rec, seed=seed, quiet=quiet, options={**options, **extra})
+
+
+def _fit_and_save(bd, model, data, method: str, out_p: Path, rec: dict, *, seed: int, quiet: bool, options: dict):
+    import jax
+
+    t0 = time.perf_counter()
+    post, msgs = fit_quietly(bd, model, data, method, key=jax.random.key(seed), quiet=quiet, **options)
+    seconds = time.perf_counter() - t0
+    with staging(out_p, create=False) as tmp:
+        post.save(tmp)
+        write_json(tmp / MARKER, record(bd, {**rec, "fit_seconds": round(seconds, 2)}))
+    print(health_line(post) + f"  ({seconds:.1f} s)")
+    for msg in msgs + explains_little(post):
+        print(f"warning: {msg}")
+    _print_params(post, quiet)
+    print(f"saved the run to {out_p}/  (next: bayesde forecast --run {out_p} --horizon H --out {out_p}/forecast)")
+
+
+def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> list[str]:
+    """A warning per value column whose in-sample predictive median explains under
+    `threshold` of the data's variance (R²): the fitted noise then carries the data's
+    spread and the bands say little more than the data's range."""
+    if getattr(post.model, "needs_treatments", False):
+        return []  # treatment models predict ahead of each history, not at it
+    import jax
+    import numpy as np
+
+    data = post.data
+    try:
+        pred = post.predict(data.ts, data=data, key=jax.random.key(0), num_samples=num_samples)
+    except ValueError:
+        return []  # the model cannot predict at its own observation times; nothing to check
+    median = np.asarray(pred.median)
+    out = []
+    for k, name in enumerate(data.names):
+        seen = data.mask[..., k]
+        y = data.ys[..., k][seen]
+        if y.size < 3 or not np.var(y) > 0:
+            continue
+        r2 = 1.0 - np.mean((median[..., k][seen] - y) ** 2) / np.var(y)
+        if r2 < threshold:
+            out.append(
+                f"the fit explains little of {name!r}: in-sample R² {r2:.2f} (the fitted noise takes the "
+                "data's spread, so the bands are about the data's range). Try another --model "
+                "(e.g. latent-sde for a noisy or cyclic series) or add the variables that drive it."
+            )
+    return out
+
+
+def _parse_devices(text: Optional[str], method: str):
+    """`--devices`: None, "all" or a positive int; SVI only."""
+    if text is None:
+        return None
+    if method != "svi":
+        raise UserError(f"--devices applies to --method svi only (data-parallel training); got --method {method}.")
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"--devices: expected 'all' or a positive number of devices, got {text!r}.")
+    return n
+
+
+def _devices(n_devices, quiet: bool) -> dict:
+    """`bd.fit`'s `devices=` for `--devices` (checked against this machine), or nothing."""
+    if n_devices is None:
+        return {}
+    import jax
+
+    local = jax.local_devices()
+    if n_devices != "all" and n_devices > len(local):
+        raise UserError(f"--devices {n_devices}: this machine has {len(local)} local device(s) "
+                        f"({local[0].platform}); pass --devices all or a number up to {len(local)}.")
+    chosen = local if n_devices == "all" else local[:n_devices]
+    say(f"SVI: data-parallel over {len(chosen)} device(s).", quiet)
+    return {"devices": chosen}
+
+
+def engine_name(bd, name: str) -> str:
+    """`--method`: a name in the engine registry (`bd.inference.ENGINES`)."""
+    key = name.strip().lower()
+    if key not in bd.inference.ENGINES:
+        raise UserError(f"--method {name!r} is not an inference engine; choose from {sorted(bd.inference.ENGINES)}.")
+    return key
+
+
+def fit_options(bd, method: str, **sizes) -> dict:
+    """The size options given on the command line, checked against the fields of
+    `method`'s options class in the engine registry."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(bd.inference.ENGINES[method])}
+    allowed = tuple(k for k in _SIZES if k in fields)
+    out = {}
+    for k, v in sizes.items():
+        if v is None:
+            continue
+        if k not in allowed:
+            raise UserError(f"--{k.replace('_', '-')} does not apply to --method {method}; it takes {['--' + a.replace('_', '-') for a in allowed]}.")
+        if k != "learning_rate" and v < 1:
+            raise UserError(f"--{k.replace('_', '-')} must be a positive integer, got {v}.")
+        if k == "learning_rate" and not v > 0:
+            raise UserError(f"--learning-rate must be positive, got {v}.")
+        out[k] = v
+    return out
+
+
+def fit_quietly(bd, model, data, method, *, key, quiet, **options):
+    """`bd.fit` with its health warnings collected and printed as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        post = bd.fit(model, data, method, key=key, progress_bar=not quiet, **options)
+    # RuntimeWarning too: an SVI run that stopped on a NaN loss says so, with what to change.
+    msgs = list(dict.fromkeys(one_line(w.message) for w in caught
+                              if issubclass(w.category, (UserWarning, RuntimeWarning))))
+    return post, msgs
+
+
+def health_line(post) -> str:
+    """One line on the fit's health: SVI's final loss, or R-hat, ESS and divergences."""
+    d = post.diagnostics()
+    if post.loss is not None:
+        line = f"SVI: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        if d.get("stopped_at_nan") is not None:
+            line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
+                     "parameters: refit with a smaller --learning-rate, e.g. half)")
+        elif d.get("still_improving"):
+            # Measured: more steps lowered the loss but narrowed forecast intervals below their
+            # level, so the advice is to check calibration, not to train longer.
+            line += (" (loss still falling; more steps fit the training data closer but can make "
+                     "forecast intervals too narrow: check with `bayesde forecast --backtest 4` first)")
+        return line
+    return (
+        f"{post.method_name.upper()}: {post.num_chains} chain(s) x {post.num_draws} draws, "
+        f"max R-hat {d.get('max_rhat', float('nan')):.3f}, min ESS {d.get('min_ess', float('nan')):.0f} bulk / "
+        f"{d.get('min_ess_tail', float('nan')):.0f} tail (ArviZ, rank-normalised), "
+        f"divergences {d.get('divergences', 0)}"
+    )
+
+
+def _print_params(post, quiet: bool, limit: int = 12):
+    """The posterior of the scalar parameters (network weights and per-series states
+    are left to `post.summary()` in Python)."""
+    if quiet or not post.samples:
+        return
+    import numpy as np
+
+    scalar = [k for k, v in post.samples.items() if np.ndim(v) == 2]
+    if not scalar:
+        return
+    try:
+        table = post.summary()
+        table = table[table.index.isin(scalar)]
+    except Exception:  # noqa: BLE001 - a summary is a courtesy
+        return
+    if len(table) == 0:
+        return
+    import pandas as pd
+
+    with pd.option_context("display.width", 120, "display.max_columns", 12, "display.precision", 4):
+        print(table.head(limit).to_string())

@@ -1,0 +1,169 @@
+"""`method="ensemble"`: deep ensembles behind `fit`. Members start from their own
+initialisations and end apart, the posterior lays them out as chains so that the
+predictive is their mixture, the same key gives the same numbers, a saved run loads
+back identical, and a member whose loss turns NaN is kept at its last finite step and
+reported."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bayesde as bd
+from bayesde.inference import Ensemble
+
+
+def param_mean(batch, query=None):
+    """A mean per value column as a `numpyro.param` point estimate (initialised from the
+    key), the noise scale as a latent site: both kinds of site in one program."""
+    d = batch.ys.shape[-1]
+    mu = numpyro.param("mu", lambda k: 3.0 * jax.random.normal(k, (d,)))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    numpyro.sample("y", dist.Normal(mu, sigma).mask(batch.mask), obs=batch.ys)
+    if query is not None:
+        f = numpyro.deterministic("f_out", jnp.broadcast_to(mu, query.ts.shape + (d,)))
+        numpyro.sample("y_out", dist.Normal(f, sigma))
+
+
+def nan_below_zero(batch, query=None):
+    """The loss is NaN wherever the parameter `w` (standard normal at the start) is
+    negative: members that start there fail at their first step."""
+    w = numpyro.param("w", lambda k: jax.random.normal(k, ()))
+    numpyro.factor("guard", jnp.where(w > 0, 0.0, jnp.nan))
+    numpyro.sample("y", dist.Normal(w, 1.0).mask(batch.mask), obs=batch.ys)
+    if query is not None:
+        f = numpyro.deterministic("f_out", jnp.broadcast_to(w, query.ts.shape + (1,)))
+        numpyro.sample("y_out", dist.Normal(f, 1.0))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(0)
+    ts = np.linspace(0.0, 1.0, 8)
+    ys = np.array([1.0, -2.0]) + 0.5 * rng.normal(size=(3, 8, 2))
+    return bd.TimeSeries(np.broadcast_to(ts, (3, 8)), ys)
+
+
+TOY = dict(num_members=3, num_steps=100, num_samples=10, chunk_size=50, progress_bar=False, warn=False)
+
+
+@pytest.fixture(scope="module")
+def toy_post(toy):
+    return bd.fit(param_mean, toy, method="ensemble", key=jax.random.key(0), **TOY)
+
+
+@pytest.fixture(scope="module")
+def ou():
+    data = bd.datasets.ornstein_uhlenbeck(n_series=4, n_times=12, t_max=4.0, key=jax.random.key(3))
+    return data.split(3.0)
+
+
+SDE = dict(num_members=3, num_steps=60, num_samples=16, chunk_size=30, learning_rate=2e-2,
+           progress_bar=False, warn=False)
+
+
+@pytest.fixture(scope="module")
+def sde_post(ou):
+    hist, _ = ou
+    model = bd.models.LatentSDE(latent_dim=1, context_dim=4, width=8, substeps=1)
+    return bd.fit(model, hist, method=bd.Ensemble(**{k: v for k, v in SDE.items() if k not in ("progress_bar", "warn")}),
+                  key=jax.random.key(1), progress_bar=False, warn=False)
+
+
+def test_options_are_checked_naming_the_field():
+    assert bd.Ensemble is Ensemble and Ensemble().name == "ensemble"
+    for kwargs, field in [({"num_members": 1}, "num_members"), ({"num_steps": 0}, "num_steps"),
+                          ({"learning_rate": 0.0}, "learning_rate"), ({"guide": "laplace"}, "guide"),
+                          ({"optimizer": "adam"}, "optimizer"), ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(ValueError, match=f"Ensemble.{field}"):
+            Ensemble(**kwargs)
+
+
+def test_members_are_chains_and_end_apart(toy_post):
+    post = toy_post
+    assert post.method_name == "ensemble" and post.num_chains == 3 and post.num_draws == 10
+    # The param site is a point per member, repeated over its draws; the latent site
+    # is drawn from each member's own guide.
+    mu, sigma = post.samples["mu"], post.samples["sigma"]
+    assert mu.shape == (3, 10, 2) and sigma.shape == (3, 10)
+    np.testing.assert_array_equal(mu, np.broadcast_to(mu[:, :1], mu.shape))
+    assert np.min(np.ptp(mu[:, 0], axis=0)) > 1e-3  # members differ
+    assert np.all(sigma > 0)
+    assert post.params["sigma_auto_loc"].shape == (3,)
+    assert post.info.num_members == 3 and post.info.failed_members == ()
+    assert len(post.info.member_final_loss) == 3 and post.loss.shape == (100,)
+
+
+def test_same_key_same_numbers(toy, toy_post):
+    again = bd.fit(param_mean, toy, method="ensemble", key=jax.random.key(0), **TOY)
+    for k in toy_post.samples:
+        np.testing.assert_array_equal(again.samples[k], toy_post.samples[k])
+    np.testing.assert_array_equal(again.loss, toy_post.loss)
+
+
+def test_to_arviz_has_one_chain_per_member(toy_post):
+    idata = toy_post.to_arviz()
+    assert idata.posterior.sizes["chain"] == 3 and idata.posterior.sizes["draw"] == 10
+    assert idata.log_likelihood["y"].sizes["chain"] == 3
+
+
+def test_mixture_is_wider_than_a_member_on_held_out_times(ou, sde_post):
+    hist, fut = ou
+    pred = sde_post.predict(fut.ts, key=jax.random.key(2))
+    s = np.asarray(pred.samples)  # (member * draw, series, time, value), members in order
+    assert s.shape[0] == 3 * 16
+    per_member = s.reshape((3, 16) + s.shape[1:])
+    within = np.mean(np.var(per_member, axis=1))
+    mixture = np.mean(np.var(s, axis=0))
+    # Law of total variance: the mixture adds the spread between the members' means.
+    assert mixture > 1.05 * within, (mixture, within)
+    # A network weight is a point per member: one value per chain.
+    name = next(k for k in sde_post.samples if sde_post.samples[k].ndim > 2)
+    w = sde_post.samples[name]
+    np.testing.assert_array_equal(w, np.broadcast_to(w[:, :1], w.shape))
+    assert not np.allclose(w[0, 0], w[1, 0])
+
+
+def test_save_and_load_give_identical_draws(tmp_path, ou, sde_post):
+    _, fut = ou
+    sde_post.save(tmp_path / "run")
+    back = bd.load(tmp_path / "run")
+    assert isinstance(back.method, Ensemble) and back.method == sde_post.method
+    assert sorted(back.samples) == sorted(sde_post.samples)
+    for k, v in sde_post.samples.items():
+        np.testing.assert_array_equal(back.samples[k], v)
+    np.testing.assert_array_equal(back.loss, sde_post.loss)
+    assert back.info.member_final_loss == sde_post.info.member_final_loss
+    a = sde_post.predict(fut.ts, key=jax.random.key(5)).samples
+    b = back.predict(fut.ts, key=jax.random.key(5)).samples
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_member_whose_loss_turns_nan_is_kept_and_reported():
+    data = bd.TimeSeries(np.linspace(0.0, 1.0, 5)[None], np.ones((1, 5, 1)))
+    with pytest.warns(RuntimeWarning, match=r"of 6 ensemble members became NaN/inf \(member"):
+        post = bd.fit(nan_below_zero, data, method="ensemble", num_members=6, num_steps=20, num_samples=2,
+                      key=jax.random.key(0), progress_bar=False, warn=False)
+    w0 = post.samples["w"][:, 0]
+    failed = [i for i in range(6) if w0[i] <= 0]
+    assert 0 < len(failed) < 6, w0  # the key gives both kinds
+    assert post.info.failed_members == tuple(failed)
+    assert [post.info.stopped_at[i] for i in failed] == [0] * len(failed)
+    assert all(post.info.stopped_at[i] is None for i in range(6) if i not in failed)
+    assert np.all(np.isfinite(post.loss))  # the mean over the members still training
+
+
+def test_when_every_member_fails_the_warning_says_what_to_change():
+    data = bd.TimeSeries(np.linspace(0.0, 1.0, 5)[None], -np.ones((1, 5, 1)))
+
+    def always_nan(batch, query=None):
+        w = numpyro.param("w", lambda k: jax.random.normal(k, ()))
+        numpyro.factor("guard", jnp.nan * w)
+        numpyro.sample("y", dist.Normal(w, 1.0).mask(batch.mask), obs=batch.ys)
+
+    with pytest.warns(RuntimeWarning, match="every ensemble member.*learning_rate"):
+        post = bd.fit(always_nan, data, method="ensemble", num_members=2, num_steps=5, num_samples=2,
+                      key=jax.random.key(0), progress_bar=False, warn=False)
+    assert post.info.failed_members == (0, 1)
