@@ -596,6 +596,7 @@ def level(dim, scale=1.0):
 '''
 
 
+@pytest.mark.slow
 def test_fit_and_forecast_your_own_model_class(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "mymodels.py").write_text(USER_MODEL)

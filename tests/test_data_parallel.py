@@ -142,12 +142,14 @@ def _assert_same_fit(res):
     assert res["params"] < ATOL_PARAMS, res["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["latent_sde", "bncde", "mini", "whole"])
 def test_data_parallel_fit_follows_the_single_device_loss(four_devices, name):
     assert four_devices["n"] == 4
     _assert_same_fit(four_devices[name])
 
 
+@pytest.mark.slow
 def test_minibatch_is_split_over_devices_and_parameters_replicated(four_devices):
     seen = four_devices["seen"]
     # Each program is traced on one device and on four; look at the four-device traces.
@@ -160,12 +162,14 @@ def test_minibatch_is_split_over_devices_and_parameters_replicated(four_devices)
     assert all(s["shard"][0] == 4 and not s["replicated"] for s in whole)  # 16 series / 4 devices
 
 
+@pytest.mark.slow
 def test_uneven_batches_are_refused_naming_batch_size_and_devices(four_devices):
     errors = four_devices["errors"]
     assert "batch_size=6" in errors["odd"] and "4 devices" in errors["odd"]
     assert "batch_size=None" in errors["whole"] and "6 series" in errors["whole"] and "4 devices" in errors["whole"]
 
 
+@pytest.mark.slow
 def test_a_saved_run_records_its_devices_as_text(four_devices):
     assert four_devices["saved_devices"] == four_devices["device_names"]
 

@@ -95,6 +95,7 @@ def _cli(*args, cwd):
     return proc
 
 
+@pytest.mark.slow
 def test_a_csv_with_iso_dates_goes_through_fit_and_forecast(tmp_path):
     import jax
 

@@ -38,6 +38,7 @@ def decay_data():
     return bd.TimeSeries(ts, np.exp(-0.8 * ts)[None, :, None] + 0.1 * rng.standard_normal((2, 8, 1)))
 
 
+@pytest.mark.slow
 def test_solver_blow_up_is_a_rejected_proposal_not_a_crash():
     # Truth r = 0.2, y0 = 1: blows up at t = 5, after the data (t <= 2). The prior puts
     # r above 0.5 (blow-up inside the window) with probability ~0.2, so warmup and
