@@ -345,3 +345,11 @@ def test_the_geometric_family_is_solved_in_log_coordinates_and_reads_a_positive_
     net = fam.diffusion_net(3, 4, key=jax.random.key(0))
     # Additive noise in x = log z: the diffusion does not depend on the state.
     np.testing.assert_array_equal(np.asarray(fam.diffusion(net, 0.3, x)), np.asarray(fam.diffusion(net, 0.3, 2 * x)))
+
+
+def test_a_run_saved_with_the_old_geometric_family_warns_on_load():
+    config = bd.models.LatentSDE(family="geometric").config()
+    assert bd.models.LatentSDE.from_config(config).family.name == "geometric"  # a new run: no warning
+    old = {k: v for k, v in config.items() if k != "steps_per_unit"}
+    with pytest.warns(UserWarning, match="old geometric family"):
+        bd.models.LatentSDE.from_config(old)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Optional
 
 import equinox as eqx
@@ -132,6 +133,21 @@ def _as_scheme(value) -> AbstractSDEScheme:
     return as_sde_scheme(value, "LatentSDE.scheme")
 
 
+def _warn_old_geometric(config: dict) -> dict:
+    """Runs saved before `steps_per_unit` existed used the geometric family with `z`
+    itself as the SDE state; the family is now solved in log coordinates, so the saved
+    networks mean something else: say so rather than predict silently differently."""
+    if "steps_per_unit" not in config and config.get("family") == "geometric":
+        warnings.warn(
+            "LatentSDE: this run was saved with the old geometric family (z as the SDE state); the "
+            "family is now solved in log coordinates, so its predictions differ from the saved fit. "
+            "Refit the model to use this run.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return config
+
+
 # ------------------------------------------------------------------------------ model
 @register_model
 class LatentSDE(AbstractModel):
@@ -233,6 +249,7 @@ class LatentSDE(AbstractModel):
 
     amortized = True
     _renamed = {"hidden": "width", "method": "scheme"}
+    _upgrades = (_warn_old_geometric,)
 
     def __check_init__(self):
         owner = "LatentSDE"
