@@ -26,7 +26,7 @@ from numpyro.infer.svi import SVIState
 
 from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress,
                         register_engine)
-from ._svi import _latent_sites, _make_guide, default_optimizer
+from ._svi import _latent_sites, _make_guide, check_optimizer_and_guide, default_optimizer
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble"]
 
@@ -143,18 +143,7 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "chunk_size", self.chunk_size, 1)
         _check_int("Ensemble", "batch_size", self.batch_size, 1, optional=True)
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
-        if self.optimizer is not None and not (
-            hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")
-        ):
-            raise ValueError(
-                f"Ensemble.optimizer: expected an optax GradientTransformation such as "
-                f"optax.adam(1e-2), got {self.optimizer!r}."
-            )
-        if isinstance(self.guide, str) and self.guide not in ("normal", "mvn", "delta"):
-            raise ValueError(
-                f"Ensemble.guide: unknown guide {self.guide!r}; choose 'normal', 'mvn', 'delta', a "
-                "NumPyro guide callable, or None."
-            )
+        check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
     def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:
         """Run this fit; see `AbstractEngine.run` and `run_ensemble`."""

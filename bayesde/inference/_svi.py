@@ -29,6 +29,21 @@ from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_i
 __all__ = ["SVI", "SVIInfo", "default_optimizer", "run_svi"]
 
 
+def check_optimizer_and_guide(owner: str, optimizer, guide) -> None:
+    """The checks SVI-like engines share: an optax transformation (or None) and a guide
+    name, callable or None; errors name `owner`'s field."""
+    if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(
+            f"{owner}.optimizer: expected an optax GradientTransformation such as "
+            f"optax.adam(1e-2), got {optimizer!r}."
+        )
+    if isinstance(guide, str) and guide not in ("normal", "mvn", "delta"):
+        raise ValueError(
+            f"{owner}.guide: unknown guide {guide!r}; choose 'normal', 'mvn', 'delta', a "
+            "NumPyro guide callable, or None."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class SVIInfo(EngineInfo):
     """What an SVI run reports.
@@ -118,18 +133,7 @@ class SVI(AbstractEngine):
         _check_int("SVI", "batch_size", self.batch_size, 1, optional=True)
         _check_int("SVI", "checkpoint_every", self.checkpoint_every, 1, optional=True)
         _check_real("SVI", "learning_rate", self.learning_rate, 0.0, np.inf)
-        if self.optimizer is not None and not (
-            hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")
-        ):
-            raise ValueError(
-                f"SVI.optimizer: expected an optax GradientTransformation such as "
-                f"optax.adam(1e-2), got {self.optimizer!r}."
-            )
-        if isinstance(self.guide, str) and self.guide not in ("normal", "mvn", "delta"):
-            raise ValueError(
-                f"SVI.guide: unknown guide {self.guide!r}; choose 'normal', 'mvn', 'delta', a "
-                "NumPyro guide callable, or None."
-            )
+        check_optimizer_and_guide("SVI", self.optimizer, self.guide)
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("SVI.checkpoint_dir: checkpoint_every needs a folder; pass checkpoint_dir=...")
         if self.devices is not None:
