@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from _cli_run import assert_ok, cli
 
 HARE = [30.0, 47.2, 70.2, 77.4, 36.3, 20.6, 18.1, 21.4, 22.0, 25.4, 27.1,
         40.3, 57.0, 76.6, 52.3, 19.5, 11.2, 7.6, 14.6, 16.2, 24.7]
@@ -34,18 +35,6 @@ def good_frame() -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.loc[4, "lynx"] = np.nan
     return df
-
-
-def cli(*args, cwd, timeout=600):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, "-m", "bayesde._cli", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
-    )
-
-
-def assert_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
 def assert_user_error(proc_or_result, *fragments):

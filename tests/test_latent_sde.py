@@ -1,8 +1,11 @@
 """LatentSDE: the path-space KL, fitting, forecasting irregular series, and the data."""
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import pytest
 
 import bayesde as bd
@@ -51,6 +54,7 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"likelihood": "cauchy"}, "likelihood"),
         ({"noise": -1.0}, "noise"),
         ({"substeps": 0}, "substeps"),
+        ({"forecast_holdout": 1.0}, "forecast_holdout"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_field(kwargs, field):
@@ -107,6 +111,57 @@ def test_predict_reads_another_history_because_the_model_is_amortised(irregular_
     ).split(at=1.5)[0]
     pred = post.predict(np.linspace(1.6, 2.0, 4), key=jax.random.key(3), num_samples=8, data=other)
     assert pred.samples.shape == (8, 3, 4, 3)
+
+
+# ------------------------------------------------------------- the forecast scale κ
+KAPPA = "latent_sde.forecast_log_scale"
+
+
+def test_the_forecast_scale_is_fitted_by_the_held_back_score_and_moves_nothing_else(irregular_fit):
+    _, hist, _, post = irregular_fit
+    assert abs(float(post.params[KAPPA])) > 1e-3  # fitted, not left at κ = 1
+
+    def score(params):
+        program = numpyro.handlers.seed(numpyro.handlers.substitute(post.model.program, data=params), 0)
+        site = numpyro.handlers.trace(program).get_trace(hist.batch())["forecast_score"]
+        return -site["fn"].log_factor
+
+    grads = jax.grad(score)(dict(post.params))
+    moved = sorted(k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0)
+    assert moved == [KAPPA]
+    assert np.isfinite(float(score(dict(post.params))))
+
+
+def _with_params(post, **params):
+    other = copy.copy(post)
+    other.params = {**post.params, **params}
+    return other
+
+
+def test_the_forecast_scale_widens_the_forecast_and_leaves_the_history(irregular_fit):
+    _, hist, fut, post = irregular_fit
+    q = np.concatenate([hist.ts[:, :3], fut.ts[:, :4]], axis=1)
+    draws = {}
+    for k in (1.0, 3.0):
+        pred = _with_params(post, **{KAPPA: jnp.log(k)}).predict(q, key=jax.random.key(4), num_samples=32)
+        draws[k] = np.asarray(pred.f_samples)
+    np.testing.assert_allclose(draws[3.0][:, :, :3], draws[1.0][:, :, :3], rtol=1e-5, atol=1e-5)
+    assert draws[3.0][:, :, 4:].std(axis=0).mean() > 1.5 * draws[1.0][:, :, 4:].std(axis=0).mean()
+    # A run saved before κ existed has no such parameter and forecasts with κ = 1.
+    old = copy.copy(post)
+    old.params = {k: v for k, v in post.params.items() if k != KAPPA}
+    pred = old.predict(q, key=jax.random.key(4), num_samples=32)
+    np.testing.assert_allclose(np.asarray(pred.f_samples), draws[1.0], rtol=1e-5, atol=1e-5)
+
+
+def test_forecast_holdout_zero_adds_no_score_so_kappa_stays_one():
+    data = bd.datasets.ornstein_uhlenbeck(n_series=4, n_times=12, key=jax.random.key(0))
+    for holdout, scored in ((0.0, False), (0.25, True)):
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, forecast_holdout=holdout).adapt(data)
+        sites = []  # traced abstractly (jax.eval_shape): the sites, without running the solver
+        jax.eval_shape(lambda: sites.extend(numpyro.handlers.trace(
+            numpyro.handlers.seed(model.program, 0)).get_trace(data.batch())))
+        assert KAPPA in sites and ("forecast_score" in sites) is scored
 
 
 # ------------------------------------------------------------------------ the data

@@ -161,16 +161,18 @@ plt.show()
 #   between them.
 # - **This short fit is not a good forecast, and the scores say so.** The neural-family
 #   loss levels off after about 150 steps, but the forecast does not follow the seasonal
-#   cycle (about ±3 ppmv) that 17 windows and 400 steps leave it to learn: its 90%
-#   intervals cover only 0.57 of the held-out weeks (CRPS 1.75 ppmv, mean width 4.7 ppmv).
-#   The band's width comes from the learned prior SDE, and it is too narrow for how wrong
-#   the mean is: the latent SDE's known failure of learning too little diffusion (see
-#   "Are the intervals honest?" in the docs). More windows, more steps or a richer decoder
-#   are the levers; check coverage on held-out data (`bd.backtest`) before trusting any band.
+#   cycle (about ±3 ppmv) that 17 windows and 400 steps leave it to learn. Its bands are
+#   honest about that rather than sharp: the 90% intervals cover all held-out weeks, but
+#   they are wide (mean width 12.5 ppmv, CRPS 1.87 ppmv). The width comes from the prior
+#   SDE's diffusion times the forecast scale `κ`, which the fit chose by forecasting the
+#   last quarter of each training window from the rest (see "Are the intervals honest?"
+#   in the docs: without it the same fit covered 0.57 of the weeks with 4.7-ppmv bands).
+#   More windows, more steps or a richer decoder are the levers for a sharper forecast;
+#   check coverage on held-out data (`bd.backtest`) before trusting any band.
 # - **The families differ, but this is no verdict.** `linear-noise` hits a NaN loss near
 #   step 100 at learning rate 1e-2 (see the warning: the fit stopped and kept the last
-#   finite parameters), so its numbers (coverage 0.76 with very wide, 13.9 ppmv, bands) come
+#   finite parameters), so its numbers (coverage 0.86 with very wide, 24.6 ppmv, bands) come
 #   from a barely trained model. `geometric`, solved in log coordinates, trains to the end:
-#   CRPS 2.34, coverage 0.48. `langevin` covers 0.41 (CRPS 2.38). Which family wins depends
-#   on the data, the budget and the learning rate; rerun with a smaller learning rate before
-#   choosing.
+#   CRPS 1.83, coverage 0.92 (width 21.8 ppmv). `langevin` covers all weeks (CRPS 2.02,
+#   width 13.1 ppmv). Which family wins depends on the data, the budget and the learning
+#   rate; rerun with a smaller learning rate before choosing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 from typing import Optional
@@ -10,6 +11,76 @@ from ._common import UserError, one_line, sha256
 
 #: Words a treatment cell (or a plan) may hold instead of a number.
 BOOL_TEXT = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
+
+
+class Transform(str, enum.Enum):
+    """`bayesde fit --transform`: the scale the model is fitted on. `log1p` fits
+    `log(1 + y)` (counts and other data >= 0), `log` fits `log(y)` (data > 0); the
+    forecast maps every predictive draw back (`inverse`), and as the maps are monotone
+    its quantiles are those of the data's units and its bands lie in the data's support."""
+
+    none = "none"
+    log = "log"
+    log1p = "log1p"
+
+
+#: `--transform`: the smallest value it takes, whether that value itself is allowed, the word for
+#: a value outside, and the formula it fits.
+_DOMAIN = {"log": (0.0, False, "not positive", "log(y)"), "log1p": (0.0, True, "negative", "log(1 + y)")}
+
+
+def transform_formula(name: str) -> str:
+    """What the model is fitted on, e.g. `log(1 + y)`."""
+    return _DOMAIN[Transform(name).value][3] if Transform(name) is not Transform.none else "y"
+
+
+def forward(name: str, y):
+    """The values the model is fitted on (NaN stays NaN)."""
+    import numpy as np
+
+    name = Transform(name).value
+    y = np.asarray(y, dtype=float)
+    return {"none": lambda v: v, "log": np.log, "log1p": np.log1p}[name](y)
+
+
+def inverse(name: str, z):
+    """Back to the data's units, elementwise and monotone (non-decreasing): `exp` for
+    `log`, `expm1` for `log1p` with draws below 0 on the model's scale (data below 0) set
+    to 0, the edge of the support. For `Prediction.map`."""
+    import numpy as np
+
+    name = Transform(name).value
+    if name == "none":
+        return z
+    with np.errstate(over="ignore"):
+        if name == "log":
+            return np.exp(np.asarray(z))
+        return np.maximum(np.expm1(np.asarray(z)), 0.0)
+
+
+def check_domain(df, value_cols: list[str], transform: str, p: Path) -> None:
+    """Refuse the first value (in file order) outside `--transform`'s domain, naming the
+    column, the row and the fix."""
+    import numpy as np
+    import pandas as pd
+
+    name = Transform(transform).value
+    if name == "none":
+        return
+    low, closed, word, _ = _DOMAIN[name]
+    for c in value_cols:
+        num = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            bad = (num < low) if closed else (num <= low)
+        if bad.any():
+            r = int(np.argmax(bad))
+            need = f">= {low:g}" if closed else f"> {low:g}"
+            fix = ("--transform log1p for counts or data with zeros, or --transform none" if name == "log" and num[r] == 0
+                   else "--transform none")
+            raise UserError(
+                f"{p.name}: column {c!r} {where(p, r)} holds {num[r]:g}, which is {word}; "
+                f"--transform {name} needs values {need} (use {fix})."
+            )
 
 
 def split_cols(text: Optional[str]) -> Optional[list[str]]:
@@ -35,9 +106,12 @@ def read_csv(
     value_cols: Optional[list[str]],
     treatment_cols: Optional[list[str]],
     static_cols: Optional[list[str]],
+    transform: str = "none",
 ):
     """Read a long-format CSV into a `bd.TimeSeries`, refusing bad input with the
-    column and the row (0-based data row and 1-based file line).
+    column and the row (0-based data row and 1-based file line). With a `transform`
+    (`--transform`), the value columns are checked against its domain and the series
+    holds the transformed values.
 
     **Returns:** the `TimeSeries` and a record of what was read (for `cli.json`).
     """
@@ -61,6 +135,18 @@ def read_csv(
         )
     except bd.DataError as e:  # said again with the file's name and line, from the error's fields
         raise UserError(e.message(p.name, row_label=lambda r: where(p, r))) from None
+    if Transform(transform) is not Transform.none:
+        # The values were checked as numbers above; now their domain, then the same series on the model's scale.
+        import pandas as pd
+
+        check_domain(df, value_cols, transform, p)
+        df = df.copy()
+        for c in value_cols:
+            df[c] = forward(transform, pd.to_numeric(df[c], errors="coerce"))
+        data = bd.TimeSeries.from_pandas(
+            df, time=time_col, series=series_col, values=value_cols,
+            treatments=treatment_cols, static=static_cols,
+        )
     return data, {
         "path": str(p.resolve()),
         "sha256": sha256(p),

@@ -12,6 +12,7 @@ import typer
 from ._common import (DEVICE, FORCE, MARKER, QS, QUIET, SEED, Device, UserError, claim_out, figure, progress,
                       record, setup, sha256, staging, write_json)
 from ._csv import BOOL_TEXT
+from ._forecast import run_transform
 from ._run import load_run
 
 
@@ -45,6 +46,10 @@ def effects(
     claim_out(out_p, force, "--out")
     bd = setup(device)
     post, run_meta = load_run(bd, run)
+    if run_transform(run).value != "none":
+        raise UserError(f"--run {run} was fitted with --transform {run_transform(run).value}; effects on a transformed "
+                        "scale are not supported yet (a contrast of log values is not a difference of outcomes): "
+                        "refit with --transform none.")
     if not getattr(post.model, "needs_treatments", False) or post.data.treatments is None:
         raise UserError(f"--run {run}: its model ({type(post.model).__name__}) takes no treatments, so plans cannot "
                         "change its forecasts; fit with --model bncde (or tecde) and --treatment-cols.")

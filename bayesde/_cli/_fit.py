@@ -11,7 +11,7 @@ import typer
 
 from ._common import (DEVICE, FORCE, MARKER, QUIET, SEED, Device, UserError, claim_out, default_chains,
                       one_line, record, say, setup, staging, write_json)
-from ._csv import read_csv, split_cols
+from ._csv import Transform, read_csv, split_cols, transform_formula
 from ._models import MODEL_HELP, MODEL_METAVAR, build_model, model_factory, parse_model, parse_model_args
 
 #: The size options of the command line; an engine takes those among its fields.
@@ -34,6 +34,11 @@ def fit(
                                                  help="Comma-separated treatment columns (numbers or yes/no)."),
     static_cols: Optional[str] = typer.Option(None, "--static-cols", show_default=False,
                                               help="Comma-separated static covariate columns (constant per series)."),
+    transform: Transform = typer.Option(Transform.none, "--transform", case_sensitive=False,
+                                        help="Fit the value columns on another scale: log1p fits log(1 + y) (counts "
+                                             "and data >= 0, zeros allowed), log fits log(y) (data > 0). `bayesde "
+                                             "forecast` maps every draw back, so the bands stay >= 0 (log1p) or "
+                                             "> 0 (log)."),
     seed: int = SEED,
     num_steps: Optional[int] = typer.Option(None, "--num-steps", show_default=False, help="SVI steps (default: 2000)."),
     num_warmup: Optional[int] = typer.Option(None, "--num-warmup", show_default=False, help="NUTS warmup (default: 500)."),
@@ -52,7 +57,9 @@ def fit(
 ):
     """Fit a model to your CSV and save the posterior to a run folder.
 
-    The run folder holds the posterior (bd.load(DIR) reads it back) and cli.json with the bayesde version, this command, the data file's sha256 and the seed.
+    The run folder holds the posterior (bd.load(DIR) reads it back) and cli.json with the bayesde version, this command, the data file's sha256, the seed and the --transform.
+
+    Counts (zeros allowed) or other data that cannot go below zero: add --transform log1p (data above zero: --transform log), and the forecast bands stay in the data's range.
 
     Example:
 
@@ -73,9 +80,12 @@ def fit(
     ts, meta = read_csv(
         bd, data, time_col=time_col, series_col=series_col or "series", series_explicit=series_col is not None,
         value_cols=split_cols(value_cols), treatment_cols=split_cols(treatment_cols),
-        static_cols=split_cols(static_cols),
+        static_cols=split_cols(static_cols), transform=transform.value,
     )
     say(f"data: {ts!r} from {Path(data).name}", quiet)
+    if transform is not Transform.none:
+        say(f"transform: the model is fitted on {transform_formula(transform.value)} of {ts.names}; "
+            "`bayesde forecast` maps its draws back to the data's units", quiet)
     if ts.time_unit is not None:
         say(f"time: {time_col!r} holds dates; the model sees {ts.time_unit} since {ts.time_origin}", quiet)
     m = build_model(factory, bd, ts, model, kwargs)
@@ -85,7 +95,7 @@ def fit(
         say(f"{method.upper()}: {chains_note}.", quiet)
     extra = _devices(n_devices, quiet)
     rec = {"kind": "fit", "seed": seed, "model": model, "model_args": kwargs, "method": method, "options": options,
-           "devices": devices, "data": meta}
+           "devices": devices, "transform": transform.value, "data": meta}
     _fit_and_save(bd, m, ts, method, out_p, rec, seed=seed, quiet=quiet, options={**options, **extra})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from ._common import (DEVICE, FORCE, MARKER, QS, QUIET, SEED, Device, UserError, claim_out, figure, progress,
                       record, say, setup, staging, write_json)
+from ._csv import Transform, inverse, transform_formula
 from ._run import load_run
 
 
@@ -40,6 +42,8 @@ def forecast(
 
     forecast.csv is tidy: series, time, variable, part (history/forecast), mean, q05, q25, q50, q75, q95, with a date column after time when the fitted time column held dates. It is the table of post.forecast(...) in Python. forecast.png draws the history points, the median and the 50% and 90% bands. posterior.nc is the ArviZ InferenceData (posterior + this forecast).
 
+    A run fitted with --transform log1p or log is forecast in the data's units: every predictive draw is mapped back (expm1 or exp) before the quantiles of forecast.csv, forecast_conformal.csv and forecast.png are computed, so the bands lie in the data's support; posterior.nc and the backtest's scores stay on the scale the model was fitted on.
+
     Example:
 
         bayesde forecast --run runs/sales --horizon 30 --every 1 --out runs/sales/forecast
@@ -60,6 +64,7 @@ def forecast(
     claim_out(out_p, force, "--out")
     bd = setup(device)
     post, run_meta = load_run(bd, run)
+    transform = run_transform(run)
     data = post.data
     step, n_times = _grid(post, horizon, every)
     import jax
@@ -72,6 +77,12 @@ def forecast(
     bar.update(1)
     bt, adj = _backtest(bd, jax, post, data, backtest, conformal, pred, seed=seed, num_samples=num_samples,
                         quiet=quiet)
+    model_pred, history = pred, data
+    if transform is not Transform.none:
+        df, pred, adj, history = _to_data_units(bd, post, transform, horizon, step, pred, adj)
+        say(f"transform: the model was fitted on {transform_formula(transform.value)}; forecast.csv and "
+            "forecast.png are in the data's units (every draw mapped back), posterior.nc"
+            + (" and the backtest scores" if bt is not None else "") + " on the model's scale", quiet)
     with staging(out_p) as tmp:
         df.to_csv(tmp / "forecast.csv", index=False)
         if bt is not None:
@@ -83,18 +94,51 @@ def forecast(
         xlabel = run_meta.get("time_col") or "time"
         if data.time_unit:
             xlabel = f"{data.time_unit} since {str(data.time_origin)[:10]}"
-        fan_chart(bd, pred, data, tmp / "forecast.png", xlabel=xlabel)
+        fan_chart(bd, pred, history, tmp / "forecast.png", xlabel=xlabel)
         bar.set_description("arviz")
-        post.to_arviz(pred).to_netcdf(str(tmp / "posterior.nc"))
+        post.to_arviz(model_pred).to_netcdf(str(tmp / "posterior.nc"))
         bar.update(1)
         bar.close()
         write_json(tmp / MARKER, record(bd, {
             "kind": "forecast", "seed": seed, "run": run_meta, "horizon": horizon, "every": step,
             "time_unit": data.time_unit, "num_samples": pred.num_samples,
-            "backtest": backtest or None, "conformal": conformal,
+            "backtest": backtest or None, "conformal": conformal, "transform": transform.value,
         }))
     nf = int((df["part"] == "forecast").sum())
     print(f"wrote {out_p}/forecast.csv ({len(df)} rows, {nf} in the forecast), forecast.png, posterior.nc")
+
+
+def run_transform(run: str) -> Transform:
+    """The `--transform` a run was fitted with, from its cli.json; runs saved before the
+    option existed (or not by the command line) read as `none`."""
+    try:
+        value = json.loads((Path(run) / MARKER).read_text()).get("transform") or "none"
+    except (OSError, ValueError, AttributeError):
+        value = "none"
+    try:
+        return Transform(str(value))
+    except ValueError:
+        raise UserError(f"--run {run}: cli.json holds the unknown transform {value!r}; expected one of "
+                        f"{[t.value for t in Transform]}.") from None
+
+
+def _to_data_units(bd, post, transform: Transform, horizon: float, step: float, pred, adj):
+    """The forecast table, the prediction, the conformal prediction and the history in
+    the data's units: every draw mapped back through the transform's inverse, which is
+    monotone, so the quantiles are those of the data's units and lie in its support."""
+    from ..inference._forecast import forecast_grid, tidy
+
+    back = lambda z: inverse(transform.value, z)  # noqa: E731
+    pred = pred.map(back)
+    df = tidy(pred, post.data, forecast_grid(post, horizon, step)[1], QS)
+    if adj is not None:
+        adj = adj.map(back)
+    d = post.data
+    history = bd.TimeSeries(d.ts, back(d.ys), d.mask, d.treatments, d.static, names=d.names,
+                            treatment_names=d.treatment_names, static_names=d.static_names,
+                            series_ids=d.series_ids, lengths=d.lengths, time_unit=d.time_unit,
+                            time_origin=d.time_origin)
+    return df, pred, adj, history
 
 
 def _backtest(bd, jax, post, data, origins: int, conformal, pred, *, seed: int, num_samples, quiet: bool):
