@@ -198,8 +198,9 @@ class LatentSDE(AbstractModel):
     series' last `forecast_holdout` of its observed span is hidden from the encoder and
     forecast from the rest exactly as `predict` forecasts; the CRPS of those forecasts
     (an unbiased two-draw estimate) fits the one scalar `κ` (param
-    `latent_sde.forecast_log_scale`, `log κ`) and nothing else, so the ELBO fit of the
-    networks is unchanged. `forecast_holdout=0` turns it off (`κ = 1`).
+    `latent_sde.forecast_log_scale`, `log κ`) and nothing else: the networks are fitted
+    by the ELBO alone (κ's gradient only enters the optimiser's global-norm clipping).
+    `forecast_holdout=0` turns it off (`κ = 1`).
 
     **Arguments:**
 
