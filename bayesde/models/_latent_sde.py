@@ -200,7 +200,9 @@ class LatentSDE(AbstractModel):
     (an unbiased two-draw estimate) fits the one scalar `κ` (param
     `latent_sde.forecast_log_scale`, `log κ`) and nothing else: the networks are fitted
     by the ELBO alone (κ's gradient only enters the optimiser's global-norm clipping).
-    `forecast_holdout=0` turns it off (`κ = 1`).
+    The score runs the encoder and the posterior once more and solves a forecast at
+    every step, so training takes longer (`docs/calibration.md` has the measured
+    cost); `forecast_holdout=0` turns it off (`κ = 1`).
 
     **Arguments:**
 
