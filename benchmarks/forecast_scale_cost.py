@@ -1,6 +1,7 @@
-"""What the latent SDE's forecast scale costs in training: SVI milliseconds per step of the
-default `LatentSDE()` with the held-back score (`forecast_holdout=0.25`) and without it (`0`),
-on the quick `ou` case of the calibration panel, measured in the same run.
+"""What the latent SDE's forecast scales cost in training: SVI milliseconds per step of the
+default `LatentSDE()` with the held-back score (`forecast_holdout=0.25`: the forecast of the
+held-back series every step, and `SVI.keep_best`'s evaluation after every chunk) and without
+it (`0`), on the quick `ou` case of the calibration panel, measured in the same run.
 
     python benchmarks/forecast_scale_cost.py [--out benchmarks/results/forecast_scale_cost_cpu.json]
 
@@ -41,7 +42,8 @@ def main():
         print(f"forecast_holdout={holdout}: {rows[str(holdout)]['ms_per_step']:.2f} ms per SVI step", flush=True)
     out = {
         "benchmark": "forecast_scale_cost",
-        "case": "panel 'ou', quick sizes (16 series, 30 irregular times), LatentSDE() defaults",
+        "case": "panel 'ou', quick sizes (16 series, 30 irregular times), LatentSDE() defaults, "
+                "SVI defaults (keep_best=True)",
         "rows": rows,
         "ratio_with_to_without": rows["0.25"]["ms_per_step"] / rows["0.0"]["ms_per_step"],
         "machine": {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],

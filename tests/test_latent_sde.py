@@ -55,6 +55,7 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"noise": -1.0}, "noise"),
         ({"substeps": 0}, "substeps"),
         ({"forecast_holdout": 1.0}, "forecast_holdout"),
+        ({"forecast_series_every": 0}, "forecast_series_every"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_field(kwargs, field):
@@ -115,11 +116,13 @@ def test_predict_reads_another_history_because_the_model_is_amortised(irregular_
 
 # ------------------------------------------------------------- the forecast scale κ
 KAPPA = "latent_sde.forecast_log_scale"
+RHO = "latent_sde.forecast_log_discrepancy"
 
 
 def test_the_forecast_scale_is_fitted_by_the_held_back_score_and_moves_nothing_else(irregular_fit):
     _, hist, _, post = irregular_fit
     assert abs(float(post.params[KAPPA])) > 1e-3  # fitted, not left at κ = 1
+    assert np.all(np.abs(np.asarray(post.params[RHO]) - np.log(1e-2)) > 1e-3)  # nor ρ at its start
 
     def score(params):
         program = numpyro.handlers.seed(numpyro.handlers.substitute(post.model.program, data=params), 0)
@@ -128,7 +131,7 @@ def test_the_forecast_scale_is_fitted_by_the_held_back_score_and_moves_nothing_e
 
     grads = jax.grad(score)(dict(post.params))
     moved = sorted(k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0)
-    assert moved == [KAPPA]
+    assert moved == sorted([KAPPA, RHO])
     assert np.isfinite(float(score(dict(post.params))))
 
 
@@ -138,20 +141,32 @@ def _with_params(post, **params):
     return other
 
 
-def test_the_forecast_scale_widens_the_forecast_and_leaves_the_history(irregular_fit):
+def test_the_forecast_scale_and_discrepancy_widen_the_forecast_and_leave_the_history(irregular_fit):
     _, hist, fut, post = irregular_fit
     q = np.concatenate([hist.ts[:, :3], fut.ts[:, :4]], axis=1)
     draws = {}
     for k in (1.0, 3.0):
-        pred = _with_params(post, **{KAPPA: jnp.log(k)}).predict(q, key=jax.random.key(4), num_samples=32)
+        pred = _with_params(post, **{KAPPA: jnp.log(k), RHO: jnp.full(3, -9.0)}).predict(
+            q, key=jax.random.key(4), num_samples=32)
         draws[k] = np.asarray(pred.f_samples)
     np.testing.assert_allclose(draws[3.0][:, :, :3], draws[1.0][:, :, :3], rtol=1e-5, atol=1e-5)
     assert draws[3.0][:, :, 4:].std(axis=0).mean() > 1.5 * draws[1.0][:, :, 4:].std(axis=0).mean()
-    # A run saved before κ existed has no such parameter and forecasts with κ = 1.
+    # The discrepancy ρ widens the forecast too, and leaves the history alone.
+    wide = _with_params(post, **{KAPPA: jnp.zeros(()), RHO: jnp.zeros(3)}).predict(q, key=jax.random.key(4), num_samples=32)
+    wide = np.asarray(wide.f_samples)
+    np.testing.assert_allclose(wide[:, :, :3], draws[1.0][:, :, :3], rtol=1e-5, atol=1e-5)
+    assert wide[:, :, 4:].std(axis=0).mean() > 1.2 * draws[1.0][:, :, 4:].std(axis=0).mean()
+    # A run saved before κ and ρ existed has neither parameter nor the config field:
+    # it loads without the discrepancy and forecasts with κ = 1, as when it was saved.
+    config = {k: v for k, v in post.model.config().items() if k != "forecast_discrepancy"}
     old = copy.copy(post)
-    old.params = {k: v for k, v in post.params.items() if k != KAPPA}
-    pred = old.predict(q, key=jax.random.key(4), num_samples=32)
-    np.testing.assert_allclose(np.asarray(pred.f_samples), draws[1.0], rtol=1e-5, atol=1e-5)
+    old.model = type(post.model).from_config(config)
+    old.params = {k: v for k, v in post.params.items() if k not in (KAPPA, RHO)}
+    assert old.model.forecast_discrepancy is False
+    plain = _with_params(post, **{KAPPA: jnp.zeros(()), RHO: jnp.full(3, -jnp.inf)})
+    np.testing.assert_allclose(np.asarray(old.predict(q, key=jax.random.key(4), num_samples=32).f_samples),
+                               np.asarray(plain.predict(q, key=jax.random.key(4), num_samples=32).f_samples),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_forecast_holdout_zero_adds_no_score_so_kappa_stays_one():
@@ -162,6 +177,58 @@ def test_forecast_holdout_zero_adds_no_score_so_kappa_stays_one():
         jax.eval_shape(lambda: sites.extend(numpyro.handlers.trace(
             numpyro.handlers.seed(model.program, 0)).get_trace(data.batch())))
         assert KAPPA in sites and ("forecast_score" in sites) is scored
+
+
+def test_the_scored_series_tails_are_hidden_from_the_elbo_so_kappa_is_fitted_out_of_sample():
+    data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
+
+    def scores(every, series):
+        """ELBO log-likelihood and forecast score before and after moving the last value
+        of `series` (inside its held-back tail)."""
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, forecast_series_every=every).adapt(data)
+        out = []
+        for bump in (0.0, 5.0):
+            batch = data.batch()
+            batch = batch._replace(ys=batch.ys.at[series, -1].add(bump))
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, 0)).get_trace(batch)
+            out.append((float(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum()),
+                        float(tr["forecast_score"]["fn"].log_factor)))
+        return out
+
+    (y0, s0), (y1, s1) = scores(4, 3)  # series 3 is scored: its tail only reaches the score
+    assert y1 == y0 and s1 != s0
+    (y0, s0), (y1, s1) = scores(4, 2)  # series 2 trains on its whole span and is not scored
+    assert y1 != y0 and s1 == s0
+    (y0, s0), (y1, s1) = scores(16, 3)  # fewer series than 16: scored in-sample, tail in the ELBO
+    assert y1 != y0 and s1 != s0
+
+
+def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best(tmp_path):
+    """SVI(keep_best=True) only chooses which parameters to return: the loss trajectory is
+    the plain run's, the kept parameters are exactly those of a run stopped at
+    `info.best_step`, and a checkpointed, resumed run keeps the same ones."""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2)
+    best = bd.fit(model, data, num_steps=60, **kw)
+    plain = bd.fit(model, data, num_steps=60, keep_best=False, **kw)
+    assert plain.info.best_step is None and best.info.best_step in range(10, 61, 10)
+    assert best.diagnostics()["best_step"] == best.info.best_step
+    np.testing.assert_array_equal(best.loss, plain.loss)
+    stopped = plain if best.info.best_step == 60 else bd.fit(
+        model, data, num_steps=best.info.best_step, keep_best=False, **kw)
+    for k in plain.params:
+        np.testing.assert_array_equal(best.params[k], stopped.params[k])
+    ck = str(tmp_path / "ck")
+    bd.fit(model, data, num_steps=30, checkpoint_every=30, checkpoint_dir=ck, **kw)
+    resumed = bd.fit(model, data, num_steps=60, resume=ck, **kw)
+    assert resumed.info.best_step == best.info.best_step
+    for k in plain.params:
+        np.testing.assert_array_equal(best.params[k], resumed.params[k])
+    # fewer series than forecast_series_every: nothing is held out, so there is nothing to choose by
+    few = data.select(np.arange(3))
+    assert model.adapt(few).held_out_site(few.batch()) is None
+    assert model.adapt(data).held_out_site(data.batch()) == "forecast_score"
 
 
 # ------------------------------------------------------------------------ the data

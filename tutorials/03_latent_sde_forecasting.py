@@ -163,16 +163,17 @@ plt.show()
 #   loss levels off after about 150 steps, but the forecast does not follow the seasonal
 #   cycle (about ±3 ppmv) that 17 windows and 400 steps leave it to learn. Its bands are
 #   honest about that rather than sharp: the 90% intervals cover all held-out weeks, but
-#   they are wide (mean width 12.5 ppmv, CRPS 1.87 ppmv). The width comes from the prior
-#   SDE's diffusion times the forecast scale `κ`, which the fit chose by forecasting the
-#   last quarter of each training window from the rest (see "Are the intervals honest?"
-#   in the docs: without it the same fit covered 0.57 of the weeks with 4.7-ppmv bands).
-#   More windows, more steps or a richer decoder are the levers for a sharper forecast;
-#   check coverage on held-out data (`bd.backtest`) before trusting any band.
-# - **The families differ, but this is no verdict.** `linear-noise` hits a NaN loss near
-#   step 100 at learning rate 1e-2 (see the warning: the fit stopped and kept the last
-#   finite parameters), so its numbers (coverage 0.86 with very wide, 24.6 ppmv, bands) come
-#   from a barely trained model. `geometric`, solved in log coordinates, trains to the end:
-#   CRPS 1.83, coverage 0.92 (width 21.8 ppmv). `langevin` covers all weeks (CRPS 2.02,
-#   width 13.1 ppmv). Which family wins depends on the data, the budget and the learning
-#   rate; rerun with a smaller learning rate before choosing.
+#   they are wide (mean width 15.5 ppmv, CRPS 2.11 ppmv). The width was chosen by the fit
+#   itself: every fourth window's last quarter was kept out of training and forecast from
+#   the rest, and the forecast's diffusion scale `κ` and discrepancy `ρ` were fitted to
+#   those forecasts (see "Are the intervals honest?" in the docs; `post.info.best_step`
+#   says which step's parameters forecast them best and were kept). More windows, more
+#   steps or a richer decoder are the levers for a sharper forecast; check coverage on
+#   held-out data (`bd.backtest`) before trusting any band.
+# - **The families differ, but this is no verdict.** In this run `linear-noise` scored
+#   best (CRPS 1.63 ppmv, coverage 1.00, width 17.3 ppmv), `neural` 2.11, `langevin` 2.17
+#   (coverage 0.97, width 13.8 ppmv) and `geometric`, solved in log coordinates, 2.45
+#   (width 17.0 ppmv). `linear-noise` can hit a NaN loss at learning rate 1e-2 (the fit
+#   then stops, warns and keeps the last finite parameters). Which family wins depends on
+#   the data, the budget and the learning rate; rerun with a smaller learning rate before
+#   choosing.

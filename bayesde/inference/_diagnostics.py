@@ -40,7 +40,8 @@ def diagnose(post) -> dict:
     worst parameter, and its label `max_rhat_param`), `min_ess` (= `min_ess_bulk`, with
     `min_ess_param`) and `min_ess_tail`: ArviZ's `r_hat`, `ess_bulk`, `ess_tail`
     (`az.summary(post.to_arviz(), round_to="none")`), NaN with fewer than 4 draws.
-    SVI: `num_steps`, `final_loss`, `stopped_at_nan`, `still_improving`.
+    SVI: `num_steps`, `final_loss`, `stopped_at_nan`, `still_improving`, `best_step`
+    (the step whose parameters `keep_best` kept, or None).
     """
     out: dict = {"method": post.method_name}
     if post.loss is not None:
@@ -48,6 +49,7 @@ def diagnose(post) -> dict:
         out["num_steps"] = int(len(loss))
         out["final_loss"] = float(np.mean(loss[-max(1, len(loss) // 20):])) if len(loss) else float("nan")
         out["stopped_at_nan"] = getattr(post.info, "stopped_at", None)
+        out["best_step"] = getattr(post.info, "best_step", None)
         if len(loss) >= 40:
             tail = loss[-len(loss) // 10:]
             prev = loss[-len(loss) // 5: -len(loss) // 10]
@@ -96,7 +98,7 @@ def warn_if_unhealthy(post) -> list[str]:
     if post.loss is not None:
         if d.get("stopped_at_nan") is not None:
             pass  # already warned by the engine, with its fix
-        elif d.get("still_improving"):
+        elif d.get("still_improving") and (d.get("best_step") is None or d["best_step"] >= d["num_steps"]):
             msgs.append(
                 "the SVI loss was still falling at the end; raise num_steps (or the learning rate) "
                 "for a converged fit."

@@ -54,6 +54,8 @@ class SVIInfo(EngineInfo):
     - `first_chunk_seconds`: seconds of the first chunk (compilation included).
     - `num_steps_run`: steps whose loss was kept.
     - `stopped_at`: the step whose loss was NaN/inf, where the run stopped (else `None`).
+    - `best_step`: with `keep_best` and a model with a held-out score, the step whose
+      parameters were kept (the end of the chunk where that score was lowest).
     - `guide`: the guide's class name (`"none"` for a model without latent sites).
     - `num_devices`: devices the steps ran on.
     """
@@ -62,6 +64,7 @@ class SVIInfo(EngineInfo):
     first_chunk_seconds: Optional[float] = None
     num_steps_run: Optional[int] = None
     stopped_at: Optional[int] = None
+    best_step: Optional[int] = None
     guide: Optional[str] = None
     num_devices: int = 1
 
@@ -105,6 +108,12 @@ class SVI(AbstractEngine):
       concatenation in process order; the guide's set-up gathers it once on every host,
       the steps read only the devices' shards). Default `False`: every process passes
       the same, whole data set.
+    - `keep_best`: for a model that scores data its ELBO does not see
+      (`model.held_out_site(batch)`, e.g. `LatentSDE`'s held-back forecasts), evaluate
+      that score after every chunk (the mean of 8 draws, fresh ones at every chunk: with
+      the same ones the choice fitted those few draws) and keep the parameters where it
+      was lowest: early stopping on a held-out loss, so that more steps do not mean
+      an overfitted model. `info.best_step` says which. No effect on other models.
     """
 
     optimizer: Any = None
@@ -120,6 +129,7 @@ class SVI(AbstractEngine):
     resume: Optional[str] = None
     devices: Any = None
     process_local: bool = False
+    keep_best: bool = True
 
     name = "svi"
     info_type = SVIInfo
@@ -165,6 +175,8 @@ class SVI(AbstractEngine):
                 object.__setattr__(self, "devices", devs)
         if not isinstance(self.process_local, bool):
             raise ValueError(f"SVI.process_local: expected True or False, got {self.process_local!r}.")
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(f"SVI.keep_best: expected True or False, got {self.keep_best!r}.")
         if self.process_local and self.devices is None:
             raise ValueError("SVI.process_local: only means something with devices=...; pass devices=jax.devices().")
 
@@ -313,6 +325,8 @@ class _Setup:
     dp: Optional[_DataParallel]
     k_post: Any
     t_start: float
+    held_out: Any = None  # `fn(params, key) -> loss` with keep_best and a held-out site
+    k_val: Any = None
 
 
 def _setup(model, batch, method: SVI, key) -> _Setup:
@@ -330,7 +344,22 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
                       loss=Trace_ELBO(num_particles=method.num_particles))
     t_start = time.perf_counter()
     state = svi.init(k_init, batch)
-    return _Setup(svi, guide, latent, state, batch, batch if dp is None else dp.batch, dp, k_post, t_start)
+    site = model.held_out_site(batch) if method.keep_best else None
+    return _Setup(svi, guide, latent, state, batch, batch if dp is None else dp.batch, dp, k_post, t_start,
+                  held_out=None if site is None else _held_out_fn(model, batch, site),
+                  k_val=jax.random.fold_in(key, 7))
+
+
+def _held_out_fn(model, batch, site: str, num_draws: int = 8):
+    """`fn(params, key)`: minus the factor `site` of the whole-batch training program
+    with `params`, averaged over `num_draws` keys (one device, host copies of params)."""
+    program = _bind(model, None, batch)
+
+    def one(params, key):
+        seeded = numpyro.handlers.seed(numpyro.handlers.substitute(program, data=params), key)
+        return -numpyro.handlers.trace(seeded).get_trace(batch)[site]["fn"].log_factor
+
+    return jax.jit(lambda params, key: jnp.mean(jax.vmap(lambda k: one(params, k))(jax.random.split(key, num_draws))))
 
 
 def _chunk_length(method: SVI) -> int:
@@ -342,19 +371,20 @@ def _chunk_length(method: SVI) -> int:
 
 
 def _resume(method: SVI, state, chunk: int):
-    """`(state, first_chunk, losses)`: from the checkpoint in `method.resume`, or the start."""
+    """`(state, first_chunk, losses, best)`: from the checkpoint in `method.resume`, or the
+    start; `best` is the held-out record `(value, step, params)` so far (or None)."""
     if method.resume is None:
-        return state, 0, []
+        return state, 0, [], None
     from ._checkpoint import load_checkpoint
 
-    state, done, old_losses = load_checkpoint(method.resume, state, method.num_steps)
+    state, done, old_losses, best = load_checkpoint(method.resume, state, method.num_steps)
     if done % chunk:
         raise ValueError(
             f"fit: the checkpoint in {method.resume!r} is at step {done}, which is not a "
             f"multiple of the chunk size {chunk}; resume with the same chunk_size and "
             "checkpoint_every as the interrupted run."
         )
-    return state, done // chunk, [old_losses]
+    return state, done // chunk, [old_losses], best
 
 
 def _chunk_fn(svi, num_steps: int, chunk: int, dp: Optional[_DataParallel]):
@@ -391,10 +421,11 @@ def _checkpoint_due(method: SVI, done: int) -> bool:
 
 
 def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
-    """Run the chunks; returns `(state, losses, stopped, chunk_seconds)`, `stopped` the
-    step of the first non-finite loss (then `state` is the last verified one) or None."""
+    """Run the chunks; returns `(state, losses, stopped, chunk_seconds, best)`, `stopped`
+    the step of the first non-finite loss (then `state` is the last verified one) or None,
+    `best` the held-out record `(value, step, params)` (None without a held-out score)."""
     chunk = _chunk_length(method)
-    state, first_chunk, losses = _resume(method, s.state, chunk)
+    state, first_chunk, losses, best = _resume(method, s.state, chunk)
     if s.dp is not None:
         state = s.dp.replicate(state)
     run_chunk = _chunk_fn(s.svi, method.num_steps, chunk, s.dp)
@@ -417,13 +448,18 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
             stopped, state = c * chunk + int(np.argmax(~np.isfinite(ls))), verified
             break
         done = min((c + 1) * chunk, method.num_steps)
+        if s.held_out is not None:
+            params = jax.device_get(s.svi.get_params(state))
+            value = float(s.held_out(params, jax.random.fold_in(s.k_val, c)))
+            if np.isfinite(value) and (best is None or value < best[0]):
+                best = (value, done, params)
         if _checkpoint_due(method, done):
             from ._checkpoint import save_checkpoint
 
-            save_checkpoint(method.checkpoint_dir, state, done, np.concatenate(losses)[:done])
+            save_checkpoint(method.checkpoint_dir, state, done, np.concatenate(losses)[:done], best)
     if bar is not None:
         bar.close()
-    return state, np.concatenate(losses)[: method.num_steps], stopped, chunk_seconds
+    return state, np.concatenate(losses)[: method.num_steps], stopped, chunk_seconds, best
 
 
 def _warn_stopped(stopped: int) -> None:
@@ -450,11 +486,11 @@ def _draw(s: _Setup, params: dict, num_samples: int) -> dict:
 def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResult:
     """Fit `model` to `batch` by SVI with the options `method`; see `SVI`."""
     s = _setup(model, batch, method, key)
-    state, loss, stopped, chunk_seconds = _optimise(s, method, progress_bar=progress_bar)
+    state, loss, stopped, chunk_seconds, best = _optimise(s, method, progress_bar=progress_bar)
     if stopped is not None:
         loss = loss[:stopped]
         _warn_stopped(stopped)
-    params = s.svi.get_params(state)
+    params = s.svi.get_params(state) if best is None else {k: jnp.asarray(v) for k, v in best[2].items()}
     if s.dp is not None:
         # Host copies: drawing from the guide runs on one device, as without `devices`.
         params = {k: np.asarray(v) for k, v in params.items()}
@@ -467,6 +503,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         first_chunk_seconds=float(chunk_seconds[0]) if chunk_seconds else None,
         num_steps_run=int(len(loss)),
         stopped_at=stopped,
+        best_step=None if best is None else int(best[1]),
         guide="none" if s.guide is _empty_guide else getattr(s.guide, "__name__", type(s.guide).__name__),
         num_devices=1 if s.dp is None else s.dp.n_devices,
     )

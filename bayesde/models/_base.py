@@ -140,6 +140,12 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     def init_strategy(self):
         return init_to_median(num_samples=15)
 
+    def held_out_site(self, batch: Batch) -> Optional[str]:
+        """The name of a `numpyro.factor` site of the training program whose value is
+        minus a loss on data the ELBO does not see (a genuine validation score), or
+        `None`. SVI keeps the parameters where that loss was lowest (`SVI.keep_best`)."""
+        return None
+
     # --------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:
         """The hyperparameters as JSON-ready values (arrays become nested lists)."""

@@ -148,6 +148,12 @@ def _warn_old_geometric(config: dict) -> dict:
     return config
 
 
+def _no_discrepancy_before_it_existed(config: dict) -> dict:
+    """Runs saved before the forecast discrepancy existed (their config has no
+    `forecast_discrepancy`) forecast as they did when saved: without it."""
+    return config if "forecast_discrepancy" in config else dict(config, forecast_discrepancy=False)
+
+
 # ------------------------------------------------------------------------------ model
 @register_model
 class LatentSDE(AbstractModel):
@@ -187,22 +193,35 @@ class LatentSDE(AbstractModel):
     **Forecasts** (`Posterior.predict(ts)`): the posterior SDE runs over each series'
     history (the encoder reads the `batch`), then the *prior* SDE continues from the
     state at the series' last observed time through the query times (each query
-    interval split into `forecast_substeps` Euler steps) with diffusion `κ·g`. Query
-    times inside the history read the posterior path (linear interpolation on the
-    grid). Outputs are in data units, observation noise included in `y_out`.
+    interval split into `forecast_substeps` Euler steps) with diffusion `κ·g`; the
+    decoded path gains a discrepancy `ρ·W(t − t_last)`, a random walk per data
+    dimension started at the last observed time (`ρ` in standardised units per √unit
+    of model time). Query times inside the history read the posterior path (linear
+    interpolation on the grid) and carry no discrepancy. Outputs are in data units,
+    observation noise included in `y_out`.
 
-    **The forecast scale `κ`.** The ELBO fits the diffusion to explain the history
-    given the encoder's view of it, not to forecast: with a flexible posterior it
-    spends the spread on observation noise and lets `g` shrink, more so the longer it
-    trains, and the prior's forecasts come out too narrow. So while training, each
-    series' last `forecast_holdout` of its observed span is hidden from the encoder and
-    forecast from the rest exactly as `predict` forecasts; the CRPS of those forecasts
-    (an unbiased two-draw estimate) fits the one scalar `κ` (param
-    `latent_sde.forecast_log_scale`, `log κ`) and nothing else: the networks are fitted
-    by the ELBO alone (κ's gradient only enters the optimiser's global-norm clipping).
-    The score runs the encoder and the posterior once more and solves a forecast at
-    every step, so training takes longer (`docs/calibration.md` has the measured
-    cost); `forecast_holdout=0` turns it off (`κ = 1`).
+    **Fitting `κ` and `ρ` on held-back forecasts.** The ELBO fits the diffusion to
+    explain the history given the encoder's view of it, not to forecast: with a
+    flexible posterior it spends the spread on observation noise and lets `g` shrink,
+    and networks fitted on a few series partly memorise them, so the prior's forecasts
+    of new times come out too narrow, and no scale of `g` widens them where the
+    learned dynamics are strongly contracting (hence `ρ`, the model's discrepancy from
+    the data over the horizon). So while training, every `forecast_series_every`-th
+    series (index `i % k == k − 1`) has the last `forecast_holdout` of its observed
+    span held back from the ELBO itself (encoder and likelihood see only the head),
+    and its tail is forecast from the head exactly as `predict` forecasts; the CRPS
+    of those forecasts (two draws from the posterior state at the cut) fits `κ` and
+    `ρ` (params `latent_sde.forecast_log_scale` = `log κ`,
+    `latent_sde.forecast_log_discrepancy` = `log ρ`) and nothing else. The networks
+    never see those tails, so `κ` and `ρ` are fitted on forecasts of data the model
+    did not learn — the situation of a real forecast. The networks are fitted by the
+    ELBO alone (the two scales' gradients only enter the optimiser's global-norm
+    clipping). With fewer than `forecast_series_every` series nothing is held back
+    from the ELBO: every series' tail is forecast from a second posterior over its
+    head, by networks that did see the tail, so the scales tend to come out small.
+    The score costs a forecast solve of the held-back series per step (and a second
+    posterior with few series; `docs/calibration.md` has the measured cost);
+    `forecast_holdout=0` turns both off (`κ = 1`, no discrepancy).
 
     **Arguments:**
 
@@ -231,7 +250,11 @@ class LatentSDE(AbstractModel):
       measurements it did not make the forecasts better (`docs/calibration.md`). The
       `linear-noise` family always keeps the span: its paths can blow up over many units.
     - `forecast_holdout`: the fraction of each series' observed span held back to fit
-      the forecast scale `κ` (above); `0` keeps `κ = 1`.
+      `κ` and `ρ` (above); `0` keeps `κ = 1` and adds no discrepancy.
+    - `forecast_series_every`: every this-many-th series is held back that way (the
+      others train on their whole span); `1` holds back every series' tail.
+    - `forecast_discrepancy`: whether forecasts carry the discrepancy `ρ` (runs saved
+      before it existed load with `False`).
 
     Data-derived fields set by `adapt`: `loc`, `scale` (per-dimension standardisation),
     `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model).
@@ -258,6 +281,8 @@ class LatentSDE(AbstractModel):
     checkpoint: bool = True
     steps_per_unit: Optional[float] = None
     forecast_holdout: float = 0.25
+    forecast_series_every: int = 4
+    forecast_discrepancy: bool = True
     loc: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
     t_ref: Optional[float] = None
@@ -265,11 +290,12 @@ class LatentSDE(AbstractModel):
 
     amortized = True
     _renamed = {"hidden": "width", "method": "scheme"}
-    _upgrades = (_warn_old_geometric,)
+    _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed)
 
     def __check_init__(self):
         owner = "LatentSDE"
-        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths"):
+        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths",
+                     "forecast_series_every"):
             positive_int(owner, name, getattr(self, name))
         positive_int(owner, "kl_anneal_steps", self.kl_anneal_steps, minimum=0)
         if self.noise is not None and not (float(self.noise) > 0):
@@ -333,6 +359,13 @@ class LatentSDE(AbstractModel):
         first = nets.control.layers[0]
         return ctx @ first.weight[:, self.latent_dim:].T + first.bias
 
+    def held_out_site(self, batch: Batch) -> Optional[str]:
+        """`"forecast_score"` when the held-back tails are hidden from the ELBO (at least
+        `forecast_series_every` series): the CRPS of forecasts of data the networks never
+        saw, so SVI can keep the parameters that forecast best."""
+        held = self.forecast_holdout > 0 and batch.ys.shape[0] >= self.forecast_series_every
+        return "forecast_score" if held else None
+
     # --------------------------------------------------------------- program
     def _kl_weight(self, training):
         w = jnp.asarray(self.kl_weight, dtype=jnp.float32)
@@ -347,7 +380,7 @@ class LatentSDE(AbstractModel):
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         check_adapted(self, "loc", "scale", "t_ref", "time_scale")
         n, T, D = batch.ys.shape
-        L, S = self.latent_dim, self.substeps
+        S = self.substeps
         nets = self._make_networks(D)
         h, u, g = self._sde(nets)
         loc = jnp.asarray(self.loc, batch.ys.dtype)
@@ -359,33 +392,31 @@ class LatentSDE(AbstractModel):
         )
         K = self.num_paths if query is None else 1
         kl_w = self._kl_weight(query is None)
-        # the forecast's diffusion scale κ = exp(·): fitted only by the held-back score below
-        log_kappa = numpyro.param("latent_sde.forecast_log_scale", jnp.zeros(()))
-        g_forecast = lambda t, z, a: jnp.exp(log_kappa) * g(t, z, a)  # noqa: E731
+        # the forecast's diffusion scale κ and discrepancy sd ρ: fitted only by the held-back score below
+        log_scale = numpyro.param("latent_sde.forecast_log_scale", jnp.zeros(()))
+        log_rho = (
+            numpyro.param("latent_sde.forecast_log_discrepancy", jnp.full((D,), np.log(0.3)))
+            if self.forecast_discrepancy and self.forecast_holdout > 0
+            else jnp.full((D,), -jnp.inf)
+        )
+        g_forecast = lambda t, z, a: jnp.exp(log_scale) * g(t, z, a)  # noqa: E731
+        scoring = query is None and self.forecast_holdout > 0
+        held_out = scoring and n >= self.forecast_series_every  # else κ is scored in-sample
 
         with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
             ts = (batch.ts[idx] - self.t_ref) / self.time_scale
             mask = batch.mask[idx]
-            ys = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
-            B = ts.shape[0]
             key = numpyro.prng_key()
-            k0, kw, kf = jax.random.split(key, 3)
+            k_post, kf = jax.random.split(key)
+            if scoring:
+                head, tail = self._holdout_split(ts, mask)
+                scored = (idx % self.forecast_series_every == self.forecast_series_every - 1) if held_out else None
+            y_all = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
+            if held_out:  # the scored series' held-back tails are hidden from the ELBO as well
+                mask = jnp.where(scored[:, None, None], head, mask)
+            ys = jnp.where(mask, y_all, 0.0)
 
-            ctx = jax.vmap(nets.encoder)(ts, ys, mask)  # (B, T, C)
-            stats = jax.vmap(nets.qz0)(ctx[:, 0])
-            q_mean, q_std = stats[:, :L], jax.nn.softplus(stats[:, L:]) + 1e-4
-            kl0 = gaussian_kl(q_mean, q_std, nets.pz0_mean, jnp.exp(nets.pz0_logstd))
-            z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (K, B, L), q_mean.dtype)
-
-            grids = jax.vmap(lambda k: refine_grid(k, S))(ts)  # (B, G)
-            G = grids.shape[1]
-            cproj = self._context_projection(nets, ctx[:, 1:])  # (B, T-1, H)
-            cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B, H)
-            noise_w = jax.random.normal(kw, (G - 1, K, B, L), q_mean.dtype)
-            zs, kl_path = posterior_sde_with_kl(
-                h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj,
-                checkpoint=self.checkpoint,
-            )  # (G, K, B, L), (K, B)
+            grids, zs, kl0, kl_path = self._posterior(nets, ts, ys, mask, K, k_post)  # zs (G, K, B, L)
             z_obs = zs[::S]  # (T, K, B, L)
             mean = loc + scale * batched_linear(nets.decoder, self.family.readout(jnp.moveaxis(z_obs, 0, 2)))
 
@@ -395,14 +426,62 @@ class LatentSDE(AbstractModel):
 
             if query is not None:
                 qs = (query.ts - self.t_ref) / self.time_scale
-                f_std = self._forecast(nets, h, g_forecast, ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), qs, kf)
+                f_std = self._forecast(
+                    nets, h, g_forecast, jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), qs, kf
+                )
                 f_out = numpyro.deterministic("f_out", loc + scale * f_std)
                 numpyro.sample("y_out", self._obs_dist(f_out, scale * noise).to_event(2))
-            elif self.forecast_holdout > 0:
-                score = self._holdout_score(nets, log_kappa, ts, ys, mask, grids, noise, jax.random.fold_in(key, 1))
-        if query is None and self.forecast_holdout > 0:
+            elif scoring:
+                if held_out:  # the ELBO's own posterior over the head is the forecast's start
+                    zs_head = jnp.moveaxis(zs[:, 0], 0, 1)
+                    rows = slice(None)
+                    if subsample_size is None:  # the scored series are known: forecast only those
+                        rows = np.arange(n) % self.forecast_series_every == self.forecast_series_every - 1
+                else:  # in-sample: a second posterior, from the head alone
+                    _, zs_head, _, _ = self._posterior(nets, ts, y_all * head, head, 1, jax.random.fold_in(key, 1))
+                    zs_head, scored, rows = jnp.moveaxis(zs_head[:, 0], 0, 1), jnp.ones(ts.shape[:1], bool), slice(None)
+                pick = lambda x: x[rows]  # noqa: E731
+                score = self._holdout_score(
+                    nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
+                    pick(grids), pick(zs_head), noise, jax.random.fold_in(key, 2),
+                )
+        if scoring:
             # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
             numpyro.factor("forecast_score", -score)
+
+    def _posterior(self, nets, ts, ys, mask, K, key):
+        """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series:
+        returns `(grids (B, G), zs (G, K, B, L), kl_z0 (B), kl_path (K, B))`."""
+        L, S = self.latent_dim, self.substeps
+        h, u, g = self._sde(nets)
+        k0, kw = jax.random.split(key)
+        ctx = jax.vmap(nets.encoder)(ts, ys, mask)  # (B, T, C)
+        stats = jax.vmap(nets.qz0)(ctx[:, 0])
+        q_mean, q_std = stats[:, :L], jax.nn.softplus(stats[:, L:]) + 1e-4
+        kl0 = gaussian_kl(q_mean, q_std, nets.pz0_mean, jnp.exp(nets.pz0_logstd))
+        B = ts.shape[0]
+        z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (K, B, L), q_mean.dtype)
+        grids = jax.vmap(lambda k: refine_grid(k, S))(ts)  # (B, G)
+        G = grids.shape[1]
+        cproj = self._context_projection(nets, ctx[:, 1:])  # (B, T-1, H)
+        cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B, H)
+        noise_w = jax.random.normal(kw, (G - 1, K, B, L), q_mean.dtype)
+        zs, kl_path = posterior_sde_with_kl(
+            h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint
+        )
+        return grids, zs, kl0, kl_path
+
+    def _holdout_split(self, ts, mask):
+        """`(head, tail)` masks: each series' last `forecast_holdout` of its observed span
+        is its tail (only where the head has observations)."""
+        seen = jnp.any(mask, axis=-1)  # (B, T)
+        big = jnp.finfo(ts.dtype).max
+        t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
+        t_end = jnp.max(jnp.where(seen, ts, -big), axis=1)
+        t_cut = t_first + (1.0 - self.forecast_holdout) * (t_end - t_first)
+        head = mask & (ts <= t_cut[:, None])[..., None]
+        tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
+        return head, tail
 
     def _obs_dist(self, mean, sd):
         return self.likelihood.dist(mean, sd)
@@ -417,10 +496,12 @@ class LatentSDE(AbstractModel):
         else:
             numpyro.sample("y", d.mask(mask).to_event(2), obs=ys)
 
-    def _forecast(self, nets, h, g, ts, mask, grids, zs, qs, key):
+    def _forecast(self, nets, h, g, rho, ts, mask, grids, zs, qs, key):
         """Posterior path over the history, prior SDE (diffusion `g`) from each series'
-        last observed time through the query times `qs (B, T')` (model time).
-        `zs (B, G, L)`; returns the decoded means `(B, T', D)` in standardised units."""
+        last observed time through the query times `qs (B, T')` (model time, sorted per
+        series), decoded, plus the discrepancy: a random walk with sd `rho (D)` per unit
+        of √time started at the last observed time (zero over the history).
+        `zs (B, G, L)`; returns `(B, T', D)` in standardised units."""
         Sf = self.forecast_substeps
         seen = jnp.any(mask, axis=-1)  # (B, T)
         j_last = ts.shape[1] - 1 - jnp.argmax(seen[:, ::-1], axis=1)
@@ -429,49 +510,33 @@ class LatentSDE(AbstractModel):
         B = qs.shape[0]
         knots = jnp.concatenate([t_last[:, None], jnp.maximum(qs, t_last[:, None])], axis=1)
         fgrids = jax.vmap(lambda k: refine_grid(k, Sf))(knots)  # (B, G2)
-        noise = jax.random.normal(key, (fgrids.shape[1] - 1, B, self.latent_dim), zs.dtype)
+        k_sde, k_walk = jax.random.split(key)
+        noise = jax.random.normal(k_sde, (fgrids.shape[1] - 1, B, self.latent_dim), zs.dtype)
         fpath = time_changed_solve(h, g, z_last, fgrids, noise, scheme=self.scheme)  # (G2, B, L)
         z_future = jnp.moveaxis(fpath[Sf::Sf], 0, 1)  # (B, T', L)
         z_past = jax.vmap(interp_linear)(grids, zs, qs)
         z_q = jnp.where((qs <= t_last[:, None])[..., None], z_past, z_future)
-        return batched_linear(nets.decoder, self.family.readout(z_q))
+        steps = jnp.sqrt(jnp.maximum(jnp.diff(knots, axis=1), 0.0))[..., None]  # (B, T', 1)
+        walk = jnp.cumsum(steps * jax.random.normal(k_walk, qs.shape + rho.shape, zs.dtype), axis=1)
+        return batched_linear(nets.decoder, self.family.readout(z_q)) + rho * walk
 
-    def _holdout_score(self, nets, log_kappa, ts, ys, mask, grids, noise, key):
-        """The score that fits the forecast scale κ: each series' last `forecast_holdout`
-        of its observed span is hidden from the encoder, forecast from the rest exactly
-        as `predict` forecasts (posterior over the head, prior SDE with diffusion κ·g over
-        the tail), and scored by the CRPS of two independent draws,
-        `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|` (an unbiased estimate; observation noise
-        included). Only κ receives its gradient: the networks are fitted by the ELBO
-        alone. Returns the mean CRPS over the held-back entries (standardised units)."""
-        nets = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, nets)
-        noise = jax.lax.stop_gradient(noise)
-        h, u, g = self._sde(nets)
-        L = self.latent_dim
-        seen = jnp.any(mask, axis=-1)  # (B, T)
-        big = jnp.finfo(ts.dtype).max
-        t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
-        t_end = jnp.max(jnp.where(seen, ts, -big), axis=1)
-        t_cut = t_first + (1.0 - self.forecast_holdout) * (t_end - t_first)
-        head = mask & (ts <= t_cut[:, None])[..., None]
-        tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
-
-        ctx = jax.vmap(nets.encoder)(ts, ys * head, head)  # (B, T, C)
-        stats = jax.vmap(nets.qz0)(ctx[:, 0])
-        q_mean, q_std = stats[:, :L], jax.nn.softplus(stats[:, L:]) + 1e-4
-        k0, kw, kf, ke = jax.random.split(key, 4)
-        B, G = grids.shape
-        z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (2, B, L), q_mean.dtype)
-        cproj = self._context_projection(nets, ctx[:, 1:])
-        cproj = jnp.moveaxis(jnp.repeat(cproj, self.substeps, axis=1), 1, 0)
-        noise_w = jax.random.normal(kw, (G - 1, 2, B, L), q_mean.dtype)
-        zs, _ = posterior_sde_with_kl(
-            h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint
-        )  # (G, 2, B, L)
+    def _holdout_score(self, nets, log_scales, ts, ys, head, tail, grids, zs, noise, key):
+        """The score that fits the forecast scale κ: from the posterior path `zs (B, G, L)`
+        over each series' head, two forecasts of the held-back `tail` entries made exactly
+        as `predict` forecasts (prior SDE with diffusion κ·g from the head's last observed
+        time), scored by the two-draw CRPS `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|`
+        (observation noise included). Only κ receives its gradient: networks, path and
+        noise are constants here, fitted by the ELBO alone. Returns the mean CRPS over
+        the tail entries (standardised units)."""
+        const = lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x  # noqa: E731
+        nets, zs, noise = jax.tree_util.tree_map(const, (nets, zs, noise))
+        h, _, g = self._sde(nets)
+        B = ts.shape[0]
+        log_kappa, log_rho = log_scales
         g_k = lambda t, z, a: jnp.exp(log_kappa) * g(t, z, a)  # noqa: E731
         two = lambda x: jnp.concatenate([x, x], axis=0)  # noqa: E731
-        zs2 = jnp.moveaxis(zs, 0, 2).reshape(2 * B, G, L)
-        f = self._forecast(nets, h, g_k, two(ts), two(head), two(grids), zs2, two(ts), kf)
+        kf, ke = jax.random.split(key)
+        f = self._forecast(nets, h, g_k, jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), two(ts), kf)
         x = self._obs_dist(f, noise).rsample(ke)
         x1, x2 = x[:B], x[B:]
         crps = 0.5 * (jnp.abs(x1 - ys) + jnp.abs(x2 - ys)) - 0.5 * jnp.abs(x1 - x2)
