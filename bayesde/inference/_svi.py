@@ -109,7 +109,7 @@ class SVI(AbstractEngine):
       the steps read only the devices' shards). Default `False`: every process passes
       the same, whole data set.
     - `keep_best`: for a model that scores data its ELBO does not see
-      (`model.held_out_site(batch)`, e.g. `LatentSDE`'s held-back forecasts), evaluate
+      (a `model.held_out_site` factor in its training program, e.g. `LatentSDE`'s held-back forecasts), evaluate
       that score after every chunk (the mean of 8 draws, fresh ones at every chunk: with
       the same ones the choice fitted those few draws) and keep the parameters where it
       was lowest: early stopping on a held-out loss, so that more steps do not mean
@@ -194,6 +194,18 @@ def _latent_sites(program, batch, key) -> list[str]:
         if site["type"] == "sample" and not site["is_observed"]
         and not isinstance(site["fn"], numpyro.distributions.Delta)
     ]
+
+
+def _site_names(program, batch, key) -> list[str]:
+    """The names of the program's sites, from an abstract trace (nothing is computed)."""
+    names: list[str] = []
+
+    def run():
+        with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=key):
+            names.extend(numpyro.handlers.trace(program).get_trace(batch))
+
+    jax.eval_shape(run)
+    return names
 
 
 def _empty_guide(*args, **kwargs):
@@ -344,7 +356,9 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
                       loss=Trace_ELBO(num_particles=method.num_particles))
     t_start = time.perf_counter()
     state = svi.init(k_init, batch)
-    site = model.held_out_site(batch) if method.keep_best else None
+    site = getattr(model, "held_out_site", None) if method.keep_best else None
+    if site is not None and site not in _site_names(program, batch, k_latent):
+        site = None  # e.g. too few series to hold any back
     return _Setup(svi, guide, latent, state, batch, batch if dp is None else dp.batch, dp, k_post, t_start,
                   held_out=None if site is None else _held_out_fn(model, batch, site),
                   k_val=jax.random.fold_in(key, 7))

@@ -111,6 +111,10 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     #: Whether `program` honours `subsample_size` (minibatch SVI); `fit` refuses
     #: `batch_size` for a model that does not.
     minibatch: ClassVar[bool] = True
+    #: The name of a `numpyro.factor` site that the training program emits, when it
+    #: does, with minus a loss on data the ELBO does not see (a genuine validation
+    #: score); SVI keeps the parameters where that loss was lowest (`SVI.keep_best`).
+    held_out_site: ClassVar[Optional[str]] = None
 
     def __getattr__(self, name: str):
         # Only reached when normal lookup fails: old field names still read, with a warning.
@@ -140,11 +144,6 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     def init_strategy(self):
         return init_to_median(num_samples=15)
 
-    def held_out_site(self, batch: Batch) -> Optional[str]:
-        """The name of a `numpyro.factor` site of the training program whose value is
-        minus a loss on data the ELBO does not see (a genuine validation score), or
-        `None`. SVI keeps the parameters where that loss was lowest (`SVI.keep_best`)."""
-        return None
 
     # --------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:

@@ -260,7 +260,9 @@ class LatentSDE(AbstractModel):
     `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model).
 
     Sites: `y` (observed; `(num_paths, N, T, D)` when `num_paths > 1`), factors
-    `kl_z0`, `kl_path` and (training, `forecast_holdout > 0`) `forecast_score`; with a query `f_out`, `y_out`. Networks are `numpyro.param`
+    `kl_z0`, `kl_path` and (training, `forecast_holdout > 0`) `forecast_score` (series held
+    back; the `held_out_site`) or `forecast_score_in_sample` (too few series); with a query
+    `f_out`, `y_out`. Networks are `numpyro.param`
     point estimates named `latent_sde.*`.
     """
 
@@ -289,6 +291,7 @@ class LatentSDE(AbstractModel):
     time_scale: Optional[float] = None
 
     amortized = True
+    held_out_site = "forecast_score"  # emitted only when series are held back from the ELBO
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed)
 
@@ -358,13 +361,6 @@ class LatentSDE(AbstractModel):
         """`ctx (…, C)` → its share of the control's first layer, `(…, width)`."""
         first = nets.control.layers[0]
         return ctx @ first.weight[:, self.latent_dim:].T + first.bias
-
-    def held_out_site(self, batch: Batch) -> Optional[str]:
-        """`"forecast_score"` when the held-back tails are hidden from the ELBO (at least
-        `forecast_series_every` series): the CRPS of forecasts of data the networks never
-        saw, so SVI can keep the parameters that forecast best."""
-        held = self.forecast_holdout > 0 and batch.ys.shape[0] >= self.forecast_series_every
-        return "forecast_score" if held else None
 
     # --------------------------------------------------------------- program
     def _kl_weight(self, training):
@@ -446,8 +442,9 @@ class LatentSDE(AbstractModel):
                     pick(grids), pick(zs_head), noise, jax.random.fold_in(key, 2),
                 )
         if scoring:
-            # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
-            numpyro.factor("forecast_score", -score)
+            # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's;
+            # only a score of held-back data is a validation score (`held_out_site`)
+            numpyro.factor("forecast_score" if held_out else "forecast_score_in_sample", -score)
 
     def _posterior(self, nets, ts, ys, mask, K, key):
         """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series:
