@@ -144,7 +144,6 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     def init_strategy(self):
         return init_to_median(num_samples=15)
 
-
     # --------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:
         """The hyperparameters as JSON-ready values (arrays become nested lists)."""

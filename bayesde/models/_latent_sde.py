@@ -406,7 +406,7 @@ class LatentSDE(AbstractModel):
             k_post, kf = jax.random.split(key)
             if scoring:
                 head, tail = self._holdout_split(ts, mask)
-                scored = (idx % self.forecast_series_every == self.forecast_series_every - 1) if held_out else None
+                scored = self._is_held_back(idx) if held_out else None
             y_all = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
             if held_out:  # the scored series' held-back tails are hidden from the ELBO as well
                 mask = jnp.where(scored[:, None, None], head, mask)
@@ -432,7 +432,7 @@ class LatentSDE(AbstractModel):
                     zs_head = jnp.moveaxis(zs[:, 0], 0, 1)
                     rows = slice(None)
                     if subsample_size is None:  # the scored series are known: forecast only those
-                        rows = np.arange(n) % self.forecast_series_every == self.forecast_series_every - 1
+                        rows = self._is_held_back(np.arange(n))
                 else:  # in-sample: a second posterior, from the head alone
                     _, zs_head, _, _ = self._posterior(nets, ts, y_all * head, head, 1, jax.random.fold_in(key, 1))
                     zs_head, scored, rows = jnp.moveaxis(zs_head[:, 0], 0, 1), jnp.ones(ts.shape[:1], bool), slice(None)
@@ -467,6 +467,10 @@ class LatentSDE(AbstractModel):
             h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint
         )
         return grids, zs, kl0, kl_path
+
+    def _is_held_back(self, index):
+        """Whether the series at `index` (NumPy or JAX integers) have their tails held back."""
+        return index % self.forecast_series_every == self.forecast_series_every - 1
 
     def _holdout_split(self, ts, mask):
         """`(head, tail)` masks: each series' last `forecast_holdout` of its observed span
@@ -518,13 +522,14 @@ class LatentSDE(AbstractModel):
         return batched_linear(nets.decoder, self.family.readout(z_q)) + rho * walk
 
     def _holdout_score(self, nets, log_scales, ts, ys, head, tail, grids, zs, noise, key):
-        """The score that fits the forecast scale κ: from the posterior path `zs (B, G, L)`
-        over each series' head, two forecasts of the held-back `tail` entries made exactly
-        as `predict` forecasts (prior SDE with diffusion κ·g from the head's last observed
-        time), scored by the two-draw CRPS `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|`
-        (observation noise included). Only κ receives its gradient: networks, path and
-        noise are constants here, fitted by the ELBO alone. Returns the mean CRPS over
-        the tail entries (standardised units)."""
+        """The score that fits the forecast scales `log_scales = (log κ, log ρ)`: from the
+        posterior path `zs (B, G, L)` over each series' head, two forecasts of the
+        held-back `tail` entries made exactly as `predict` forecasts (prior SDE with
+        diffusion κ·g from the head's last observed time, plus the discrepancy ρ), scored
+        by the two-draw CRPS `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|` (observation noise
+        included). Only κ and ρ receive its gradient: networks, path and noise are
+        constants here, fitted by the ELBO alone. Returns the mean CRPS over the tail
+        entries (standardised units)."""
         const = lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x  # noqa: E731
         nets, zs, noise = jax.tree_util.tree_map(const, (nets, zs, noise))
         h, _, g = self._sde(nets)
