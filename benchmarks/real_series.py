@@ -66,6 +66,7 @@ PANEL = {
     "nile": (1.0, None, False),
 }
 HOLDOUT = 0.10
+DAYS_PER_YEAR = 365.25
 Z90 = 1.6448536269514722
 
 
@@ -121,10 +122,19 @@ def _split(name):
     return t[:-n_test], y[:-n_test], t[-n_test:], y[-n_test:], list(data.names)
 
 
-def _write_train_csv(path, t, y, names):
+def _month_dates(t):
+    """Decimal years on a monthly grid (`year + k/12`) as the first day of each month."""
+    year = np.floor(np.asarray(t) + 1e-9).astype(int)
+    month = np.rint((np.asarray(t) - year) * 12).astype(int) + 1
+    return [f"{y:04d}-{m:02d}-01" for y, m in zip(year, month)]
+
+
+def _write_train_csv(path, t, y, names, dated=False):
+    """The training CSV; a monthly series (`dated`) gets its dates, as a user's file has
+    them, so that the command line knows the time of year (SARIMAX is told the season)."""
     import pandas as pd
 
-    df = pd.DataFrame({"time": np.round(t, 6)})
+    df = pd.DataFrame({"time": _month_dates(t) if dated else np.round(t, 6)})
     for j, c in enumerate(names):
         df[c] = y[:, j]
     df.to_csv(path, index=False)
@@ -268,7 +278,9 @@ def _bayesde_exe():
     return str(exe) if exe.exists() else shutil.which("bayesde")
 
 
-def _cli_commands(csv, run, horizon, step, quick, seed):
+def _cli_commands(csv, run, horizon, step, quick, seed, dated=False):
+    if dated:  # a date column is read in days: the horizon reaches the last held-out month's first day
+        horizon, step = horizon * DAYS_PER_YEAR + step * DAYS_PER_YEAR / 2, step * DAYS_PER_YEAR
     fit = [_bayesde_exe(), "fit", "--data", str(csv), "--time-col", "time", "--model", "latent-sde",
            "--method", "svi", "--out", str(run), "--seed", str(seed), "--force", "--quiet"]
     fc = [_bayesde_exe(), "forecast", "--run", str(run), "--horizon", f"{horizon:.6f}", "--every",
@@ -278,18 +290,20 @@ def _cli_commands(csv, run, horizon, step, quick, seed):
     return fit, fc
 
 
-def _draws_at(times, draws, t_test, step):
+def _draws_at(times, draws, t_test, step, tolerance=0.01):
     idx = [int(np.argmin(np.abs(times - t))) for t in t_test]
     gap = np.max(np.abs(times[idx] - t_test))
-    if gap > 0.01 * step:
+    if gap > tolerance * step:
         raise RuntimeError(f"forecast grid misses a held-out time by {gap}")
     return draws[:, idx, :]
 
 
-def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed):
+def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None):
+    """Fit and forecast through the command line; `t0` (the first training time in
+    decimal years) when the CSV holds month dates, whose model times are days since it."""
     import arviz as az
 
-    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed)
+    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed, dated=t0 is not None)
     for cmd in (fit, fc):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -297,7 +311,11 @@ def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed):
     pred = az.from_netcdf(str(run / "forecast" / "posterior.nc")).predictions
     draws = pred["y"].values  # (chain, draw, series, time, variable)
     draws = draws.reshape(-1, *draws.shape[2:])[:, 0]
-    return _draws_at(pred["time"].values, draws, t_test, step), " && ".join(
+    times = pred["time"].values
+    if t0 is not None:  # days since the first month -> decimal years; months are 28-31 days long
+        return _draws_at(t0 + times / DAYS_PER_YEAR, draws, t_test, step, tolerance=0.5), " && ".join(
+            " ".join(c[1:]) for c in (fit, fc))
+    return _draws_at(times, draws, t_test, step), " && ".join(
         " ".join(c[1:]) for c in (fit, fc))
 
 
@@ -358,7 +376,8 @@ def run_series(name, args, workdir):
     t_tr, y_tr, t_te, y_te, names = _split(name)
     sd_train = np.std(y_tr, axis=0)
     csv = workdir / f"{name}_train.csv"
-    _write_train_csv(csv, t_tr, y_tr, names)
+    dated = season is not None
+    _write_train_csv(csv, t_tr, y_tr, names, dated=dated)
     run = workdir / f"{name}_run"
     horizon = float(t_te[-1] - t_tr[-1])
     rec = {
@@ -367,7 +386,7 @@ def run_series(name, args, workdir):
         "step_years": step, "season": season, "cycle_or_season": cycle, "horizon_years": horizon,
     }
     if args.dry_run:
-        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed)
+        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed, dated=dated)
         rec["commands"] = [" ".join(fit[1:]), " ".join(fc[1:])]
         return rec, None
     t0 = time.perf_counter()
@@ -375,7 +394,8 @@ def run_series(name, args, workdir):
     if not args.library:
         for attempt in range(2):
             try:
-                draws, cmd = _bayesde_cli(csv, run, horizon, step, t_te, args.quick, args.seed)
+                draws, cmd = _bayesde_cli(csv, run, horizon, step, t_te, args.quick, args.seed,
+                                          t0=float(t_tr[0]) if dated else None)
                 break
             except RuntimeError as e:
                 rec.setdefault("cli_errors", []).append(str(e)[-500:])

@@ -158,12 +158,14 @@ def _step_flops(model, data, batch_size, jax):
     import numpyro
     from numpyro.infer import SVI, Trace_ELBO
 
-    from bayesde.inference._engines import _bind, _latent_sites, _make_guide, default_optimizer
+    from bayesde.inference._registry import _bind
+    from bayesde.inference._sites import site_kinds
+    from bayesde.inference._svi import _make_guide, default_optimizer
 
     model = model.adapt(data)
     batch = data.batch()
     program = _bind(model, batch_size, batch)
-    latent = _latent_sites(program, batch, jax.random.key(2))
+    latent = [n for n, k in site_kinds(program, batch, jax.random.key(2)).items() if k == "latent"]
     guide = _make_guide(model.guide(), program, latent, model.init_strategy())
     svi = SVI(program, guide, numpyro.optim.optax_to_numpyro(default_optimizer(1e-2)), Trace_ELBO())
     state = svi.init(jax.random.key(3), batch)

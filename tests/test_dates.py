@@ -122,3 +122,15 @@ def test_a_csv_with_iso_dates_goes_through_fit_and_forecast(tmp_path):
     assert list(table["part"]) == list(df["part"]) and list(table["variable"]) == list(df["variable"])
     with pytest.raises(TypeError):
         post.forecast(2)  # key= is required
+
+
+def test_a_monthly_csv_with_dates_gives_the_latent_sde_a_yearly_season(tmp_path):
+    """Dates carry the time of year: `bayesde fit` on monthly dated data builds the latent
+    SDE with a yearly cycle in its prior drift and says so; plain numbers would not."""
+    months = pd.date_range("2001-01-01", periods=36, freq="MS")
+    y = np.sin(2 * np.pi * np.arange(36) / 12) + 0.1 * np.random.default_rng(0).normal(size=36)
+    pd.DataFrame({"date": months.strftime("%Y-%m-%d"), "y": y}).to_csv(tmp_path / "m.csv", index=False)
+    fit = _cli("fit", "--data", "m.csv", "--time-col", "date", "--model", "latent-sde", "--num-steps", "10",
+               "--model-args", '{"latent_dim": 2, "context_dim": 4, "width": 8}', "--out", "run", cwd=tmp_path)
+    assert "seasons: the prior drift knows the phase of a cycle of 365.25 days" in fit.stdout
+    assert bd.load(tmp_path / "run").model.seasons == (365.25,)

@@ -1,6 +1,7 @@
 """LatentSDE: the path-space KL, fitting, forecasting irregular series, and the data."""
 
 import copy
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 
 import bayesde as bd
 from bayesde.datasets._sde_sims import gbm_moments
+from bayesde.models._base import Query
 from bayesde.models._latent_sde import posterior_sde_with_kl
 
 
@@ -56,6 +58,9 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"substeps": 0}, "substeps"),
         ({"forecast_holdout": 1.0}, "forecast_holdout"),
         ({"forecast_series_every": 0}, "forecast_series_every"),
+        ({"window": 1}, "window"),
+        ({"seasons": (12.0, -1.0)}, "seasons"),
+        ({"seasons": "yearly"}, "seasons"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_field(kwargs, field):
@@ -191,7 +196,7 @@ def test_the_scored_series_tails_are_hidden_from_the_elbo_so_kappa_is_fitted_out
             batch = data.batch()
             batch = batch._replace(ys=batch.ys.at[series, -1].add(bump))
             tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, 0)).get_trace(batch)
-            score = tr["forecast_score" if "forecast_score" in tr else "forecast_score_in_sample"]
+            score = tr["forecast_score"]
             out.append((float(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum()), float(score["fn"].log_factor)))
         return out
 
@@ -199,8 +204,9 @@ def test_the_scored_series_tails_are_hidden_from_the_elbo_so_kappa_is_fitted_out
     assert y1 == y0 and s1 != s0
     (y0, s0), (y1, s1) = scores(4, 2)  # series 2 trains on its whole span and is not scored
     assert y1 != y0 and s1 == s0
-    (y0, s0), (y1, s1) = scores(16, 3)  # fewer series than 16: scored in-sample, tail in the ELBO
-    assert y1 != y0 and s1 != s0
+    for series in (2, 3):  # fewer series than 16: every series' tail is held back and scored
+        (y0, s0), (y1, s1) = scores(16, series)
+        assert y1 == y0 and s1 != s0
 
 
 def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best(tmp_path):
@@ -225,12 +231,9 @@ def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best
     assert resumed.info.best_step == best.info.best_step
     for k in plain.params:
         np.testing.assert_array_equal(best.params[k], resumed.params[k])
-    # fewer series than forecast_series_every: nothing is held out, so there is nothing to choose by
-    from bayesde.inference._svi import _site_names
-
-    for d, held in ((data.select(np.arange(3)), False), (data, True)):
-        names = _site_names(model.adapt(d).program, d.batch(), jax.random.key(0))
-        assert ("forecast_score" in names) is held and ("forecast_score_in_sample" in names) is not held
+    # a single record holds back its own tail, so there is a held-out score to choose by too
+    one = bd.fit(model, data.select(np.arange(1)), num_steps=60, **kw)
+    assert one.info.best_step in range(10, 61, 10)
 
 
 # ------------------------------------------------------------------------ the data
@@ -458,6 +461,110 @@ def test_the_time_unit_can_hold_a_fixed_number_of_observation_spacings():
     assert bd.models.LatentSDE(steps_per_unit=10).adapt(data).time_scale == 20.0
     # Linear multiplicative noise keeps the span: its paths can blow up over many units.
     assert bd.models.LatentSDE(steps_per_unit=10, family="linear-noise").adapt(data).time_scale == 98.0
+
+
+# ------------------------------------------------------ long records are read in windows
+def _long_record():
+    return bd.datasets.ornstein_uhlenbeck(n_series=1, n_times=40, key=jax.random.key(0))
+
+
+def test_a_series_no_longer_than_the_window_is_read_whole_with_the_same_numbers():
+    data = _long_record()
+    batch = data.batch()
+    q = Query(ts=jnp.asarray(data.ts[:, -1:] + np.array([[0.1, 0.2]])))
+    out = []
+    for window in (None, 40, 64):  # (the same time unit for all: the window also sets it)
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, window=window,
+                                    steps_per_unit=1000).adapt(data)
+        run = numpyro.handlers.seed(model.program, 0)
+        tr = numpyro.handlers.trace(run).get_trace(batch)
+        fc = numpyro.handlers.trace(run).get_trace(batch, q)
+        out.append([np.asarray(tr[k]["fn"].log_factor if k != "y" else tr[k]["fn"].log_prob(tr[k]["value"]))
+                    for k in ("y", "kl_z0", "kl_path", "forecast_score")] + [np.asarray(fc["f_out"]["value"])])
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_long_record_trains_in_windows_and_forecasts_from_its_last_window():
+    """Past `window` rows a series is read in windows: every row is in the likelihood once
+    (the site keeps the data's shape, at any offset), each window starts its own path,
+    and a forecast depends on the last window only."""
+    data = _long_record()
+    batch = data.batch()
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, window=10, forecast_holdout=0).adapt(data)
+    whole = dataclasses.replace(model, window=None)
+    assert model.time_scale == pytest.approx(10 * float(np.median(np.diff(data.ts[0]))))
+    for seed in range(3):  # three random offsets
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, seed)).get_trace(batch)
+        assert tr["y"]["value"].shape == (1, 40, 1)
+        assert np.isfinite(float(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum()))
+    q = Query(ts=jnp.asarray(data.ts[:, -1:] + np.array([[0.05, 0.1, 0.2]])))
+
+    def forecast(m, bump_row):
+        b = batch._replace(ys=batch.ys.at[0, bump_row].add(3.0))
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(m.program, 0)).get_trace(b, q)
+        return np.asarray(tr["f_out"]["value"])
+
+    base = forecast(model, 0)  # bump row 0: outside the last window (rows 30-39)
+    np.testing.assert_array_equal(base, forecast(model, 5))
+    assert not np.allclose(base, forecast(model, 35))  # inside it
+    assert not np.allclose(forecast(whole, 0), forecast(whole, 5))  # read whole, every row counts
+
+
+def test_a_run_saved_before_windows_existed_reads_its_series_whole():
+    config = bd.models.LatentSDE().config()
+    assert bd.models.LatentSDE.from_config(config).window == 64
+    old = {k: v for k, v in config.items() if k != "window"}
+    assert bd.models.LatentSDE.from_config(old).window is None
+
+
+# ------------------------------------------------------------ calendar seasons of dated data
+def _dated(step_days, n, unit, n_series=1):
+    import pandas as pd
+
+    dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(np.arange(n) * step_days, unit="D")
+    df = pd.DataFrame({"date": dates, "y": np.sin(np.arange(n, dtype=float))})
+    return bd.TimeSeries.from_pandas(df, time="date", series=None, time_unit=unit)
+
+
+def test_dated_data_get_the_calendar_cycles_they_are_sampled_finely_enough_to_show():
+    from bayesde.models._common import calendar_periods
+
+    assert calendar_periods(_dated(30.44, 60, "years")) == (1.0,)  # monthly, 5 years
+    assert calendar_periods(_dated(30.44, 60, "days")) == (365.25,)  # the same in days
+    assert calendar_periods(_dated(30.44, 18, "years")) == ()  # 1.5 years: not two cycles
+    assert calendar_periods(_dated(365.25, 40, "years")) == ()  # yearly: too coarse for a season
+    assert calendar_periods(_dated(1 / 24, 24 * 7, "hours")) == (24.0,)  # hourly for a week: a daily cycle
+    assert calendar_periods(_long_record()) == ()  # plain numbers carry no calendar
+    assert bd.models.LatentSDE().adapt(_dated(30.44, 60, "years")).seasons == (1.0,)
+    assert bd.models.LatentSDE(seasons=None).adapt(_dated(30.44, 60, "years")).seasons == ()
+    assert bd.models.LatentSDE(seasons=[12, 6]).seasons == (12.0, 6.0)
+
+
+def test_the_prior_drift_knows_the_time_of_year_and_nothing_else_about_dates():
+    """With a yearly season the forecast depends on the phase of the year: moving every
+    time by half a year changes it, by a whole year does not."""
+    data = _long_record()
+    q = data.ts[:, -1:] + np.array([[0.5, 1.0, 2.0]])
+
+    def forecast(shift):
+        d = bd.TimeSeries(data.ts + shift, data.ys, data.mask)
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, seasons=(1.0,)).adapt(d)
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, 0)).get_trace(
+            d.batch(), Query(ts=jnp.asarray(q + shift)))
+        return np.asarray(tr["f_out"]["value"])
+
+    base = forecast(0.0)
+    whole_year, half_year = np.abs(forecast(1.0) - base).max(), np.abs(forecast(0.5) - base).max()
+    assert whole_year < 1e-5 and half_year > 100 * whole_year
+
+
+def test_a_run_saved_before_seasons_existed_has_none():
+    config = bd.models.LatentSDE(seasons=(1.0,)).config()
+    assert bd.models.LatentSDE.from_config(config).seasons == (1.0,)
+    old = {k: v for k, v in config.items() if k != "seasons"}
+    assert bd.models.LatentSDE.from_config(old).seasons == ()
 
 
 def test_the_geometric_family_is_solved_in_log_coordinates_and_reads_a_positive_state():

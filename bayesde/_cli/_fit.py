@@ -109,6 +109,11 @@ def _fit_and_save(bd, model, data, method: str, out_p: Path, rec: dict, *, seed:
         post.save(tmp)
         write_json(tmp / MARKER, record(bd, {**rec, "fit_seconds": round(seconds, 2)}))
     print(health_line(post) + f"  ({seconds:.1f} s)")
+    seasons = getattr(post.model, "seasons", ())
+    if seasons and not isinstance(seasons, str):
+        say(f"seasons: the prior drift knows the phase of a cycle of {' and '.join(f'{p:g}' for p in seasons)} "
+            f"{data.time_unit or 'time units'} (LatentSDE seasons; --model-args '{{\"seasons\": null}}' turns it off)",
+            quiet)
     for msg in msgs + explains_little(post):
         print(f"warning: {msg}")
     _print_params(post, quiet)

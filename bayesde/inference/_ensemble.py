@@ -26,7 +26,8 @@ from numpyro.infer.svi import SVIState
 
 from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress,
                         register_engine)
-from ._svi import _latent_sites, _make_guide, check_optimizer_and_guide, default_optimizer
+from ._sites import site_kinds
+from ._svi import _make_guide, check_optimizer_and_guide, default_optimizer
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble"]
 
@@ -150,20 +151,6 @@ class Ensemble(AbstractEngine):
         return run_ensemble(model, batch, self, key=key, progress_bar=progress_bar)
 
 
-def _param_sites(program, batch, key) -> list[str]:
-    """Names of the program's own `numpyro.param` sites, found by an abstract trace."""
-    names: list[str] = []
-
-    def run(k):
-        with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=k):
-            tr = numpyro.handlers.trace(program).get_trace(batch)
-        names.extend(n for n, s in tr.items() if s["type"] == "param")
-        return jnp.zeros(())
-
-    jax.eval_shape(run, key)
-    return names
-
-
 def _where(mask, new, old):
     """Per member: `new` where `mask` (shape `(M,)`), else `old`, leaf by leaf."""
 
@@ -207,8 +194,9 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     full_program = _bind(model, None, batch)
     m = method.num_members
     k_latent, k_init, k_loc, k_post = jax.random.split(key, 4)
-    latent = _latent_sites(program, batch, k_latent)
-    own = sorted(set(_param_sites(program, batch, k_latent)))
+    kinds = site_kinds(program, batch, k_latent)
+    latent = [name for name, kind in kinds.items() if kind == "latent"]
+    own = sorted(name for name, kind in kinds.items() if kind == "param")
     if not latent and not own:
         raise ValueError(
             f"fit: method='ensemble' has nothing to fit: {type(model).__name__} has neither "

@@ -5,44 +5,23 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
 
 from .._data import TimeSeries
 from ..models._base import AbstractModel
 from ..models._function import FunctionModel
 from ._engines import RUNNERS, resolve_method
 from ._posterior import Posterior
+from ._sites import site_kinds
 
 __all__ = ["fit"]
-
-
-def _site_kinds(model, batch, key) -> dict[str, str]:
-    """Names of the program's `param` sites and unobserved `sample` sites, found by
-    tracing it abstractly (`jax.eval_shape`: nothing is compiled or computed)."""
-    kinds: dict[str, str] = {}
-
-    def run(k):
-        with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=k):
-            tr = numpyro.handlers.trace(model.program).get_trace(batch)
-        for name, site in tr.items():
-            if site["type"] == "param":
-                kinds[name] = "param"
-            elif (site["type"] == "sample" and not site["is_observed"]
-                  and not isinstance(site["fn"], numpyro.distributions.Delta)):
-                kinds[name] = "latent"
-        return jnp.zeros(())
-
-    jax.eval_shape(run, key)
-    return kinds
 
 
 def _check_samplable(model, data: TimeSeries, method: str, key) -> None:
     """Refuse an MCMC engine for a program it cannot sample: one with no latent site, or
     with `numpyro.param` sites (network weights fitted as point estimates), which a
     sampler would leave at their initial values."""
-    kinds = _site_kinds(model, data.batch(), key)
+    kinds = site_kinds(model.program, data.batch(), key)
     params = sorted(k for k, v in kinds.items() if v == "param")
     name = type(model).__name__
     if params:

@@ -25,6 +25,7 @@ from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 
 from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress, register_engine
+from ._sites import site_kinds
 
 __all__ = ["SVI", "SVIInfo", "default_optimizer", "run_svi"]
 
@@ -185,29 +186,6 @@ class SVI(AbstractEngine):
         return run_svi(model, batch, self, key=key, progress_bar=progress_bar)
 
 
-def _latent_sites(program, batch, key) -> list[str]:
-    with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=key):
-        tr = numpyro.handlers.trace(program).get_trace(batch)
-    return [
-        name
-        for name, site in tr.items()
-        if site["type"] == "sample" and not site["is_observed"]
-        and not isinstance(site["fn"], numpyro.distributions.Delta)
-    ]
-
-
-def _site_names(program, batch, key) -> list[str]:
-    """The names of the program's sites, from an abstract trace (nothing is computed)."""
-    names: list[str] = []
-
-    def run():
-        with numpyro.handlers.block(), numpyro.handlers.seed(rng_seed=key):
-            names.extend(numpyro.handlers.trace(program).get_trace(batch))
-
-    jax.eval_shape(run)
-    return names
-
-
 def _empty_guide(*args, **kwargs):
     return None
 
@@ -347,7 +325,8 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
     if dp is not None:
         batch = dp.host_batch
     k_init, k_latent, k_post = jax.random.split(key, 3)
-    latent = _latent_sites(program, batch, k_latent)
+    kinds = site_kinds(program, batch, k_latent)
+    latent = [name for name, kind in kinds.items() if kind == "latent"]
     spec = method.guide if method.guide is not None else model.guide()
     guide = _make_guide(spec, program, latent, model.init_strategy())
     tx = method.optimizer if method.optimizer is not None else default_optimizer(method.learning_rate)
@@ -357,8 +336,8 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
     t_start = time.perf_counter()
     state = svi.init(k_init, batch)
     site = getattr(model, "held_out_site", None) if method.keep_best else None
-    if site is not None and site not in _site_names(program, batch, k_latent):
-        site = None  # e.g. too few series to hold any back
+    if site not in kinds:
+        site = None  # e.g. the model emits it only with some settings
     return _Setup(svi, guide, latent, state, batch, batch if dp is None else dp.batch, dp, k_post, t_start,
                   held_out=None if site is None else _held_out_fn(model, batch, site),
                   k_val=jax.random.fold_in(key, 7))

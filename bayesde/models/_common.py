@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from .._data import TimeSeries
+from .._data import TIME_UNITS, TimeSeries
 from ..solvers._grid import interp_linear, refine_grid
 
 __all__ = [
@@ -89,6 +89,37 @@ def fit_scaling(data: TimeSeries, *, log: bool = False, dtype=np.float32,
         t_ref=float(data.ts[:, 0].min()),
         time_scale=time_scale,
     )
+
+
+#: The calendar cycles `calendar_periods` looks for, in days: a year and a day.
+CALENDAR_CYCLES = {"year": 365.25, "day": 1.0}
+
+
+def calendar_periods(data: TimeSeries) -> tuple[float, ...]:
+    """The calendar cycles dated data can show, as periods in the data's time unit.
+
+    Dates carry a season a model cannot learn from the values alone over a long
+    forecast: where the data were taken in the year (or the day). A cycle counts when
+    the series are sampled at least four times per cycle (median spacing) and span at
+    least two of them. Plain numbers (`time_unit` None) carry no calendar: `()`."""
+    if data.time_unit is None:
+        return ()
+    spacing, span = median_spacing(data), time_span(data)
+    periods = []
+    for days in CALENDAR_CYCLES.values():
+        period = days / TIME_UNITS[data.time_unit]
+        if 0 < spacing <= period / 4 and span >= 2 * period:
+            periods.append(float(period))
+    return tuple(periods)
+
+
+def season_features(t, periods: tuple[float, ...], offset: float = 0.0):
+    """`[sin 2π(offset + t)/P, cos 2π(offset + t)/P]` for each period `P`, on a new last
+    axis of `t` (`(*t.shape, 2·len(periods))`). `offset` is a Python float, so that a
+    large time origin keeps its precision: pass `t_ref mod P`-style offsets through it."""
+    t = jnp.asarray(t)
+    phases = [2 * np.pi * ((offset % P) + t) / P for P in periods]
+    return jnp.stack([f(ph) for ph in phases for f in (jnp.sin, jnp.cos)], axis=-1)
 
 
 def first_observed(data: TimeSeries, log: bool) -> np.ndarray:

@@ -19,7 +19,8 @@ from ..networks._sde_nets import batched_linear, batched_mlp
 from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
-from ._common import check_adapted, check_observed, fit_scaling, gaussian_kl, interp_linear, positive_int, refine_grid
+from ._common import (calendar_periods, check_adapted, check_observed, fit_scaling, gaussian_kl, interp_linear,
+                      positive_int, refine_grid, season_features)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood
@@ -154,6 +155,34 @@ def _no_discrepancy_before_it_existed(config: dict) -> dict:
     return config if "forecast_discrepancy" in config else dict(config, forecast_discrepancy=False)
 
 
+def _as_seasons(value):
+    """`"auto"`, or the periods of `LatentSDE.seasons` as a tuple of positive floats."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    items = () if value is None else (value,) if isinstance(value, (int, float, np.number)) else value
+    try:
+        periods = tuple(float(p) for p in items)
+    except (TypeError, ValueError):
+        periods = None
+    if periods is None or isinstance(value, str) or not all(np.isfinite(p) and p > 0 for p in periods):
+        raise ValueError(
+            f"LatentSDE.seasons: expected 'auto', None or positive periods in the data's time unit "
+            f"(e.g. (1.0,) for a yearly cycle in years), got {value!r}."
+        )
+    return periods
+
+
+def _no_seasons_before_they_existed(config: dict) -> dict:
+    """Runs saved before seasons existed have a prior drift of the state alone."""
+    return config if "seasons" in config else dict(config, seasons=())
+
+
+def _no_window_before_it_existed(config: dict) -> dict:
+    """Runs saved before training windows existed (no `window` in their config) read every
+    series whole, as they did when saved."""
+    return config if "window" in config else dict(config, window=None)
+
+
 # ------------------------------------------------------------------------------ model
 @register_model
 class LatentSDE(AbstractModel):
@@ -187,7 +216,11 @@ class LatentSDE(AbstractModel):
 
     with `σ(t) = sigmoid(MLP(t))`. The prior drift is time-homogeneous in every family
     (time enters only through `σ(t)`), so that the prior can run past the training
-    window. In Oh et al. the drift reads `z̃ = ζ(t, z, X)`, a linear embedding of state
+    window — except for calendar seasons (`seasons`): with periods `P`, the drift reads
+    `[z, sin 2πt/P, cos 2πt/P]`, so that a forecast months ahead knows the time of year.
+    By default (`"auto"`) dated data sampled at least four times a year over at least two
+    years get a yearly cycle (and sub-daily data a daily one); plain numbers get none.
+    In Oh et al. the drift reads `z̃ = ζ(t, z, X)`, a linear embedding of state
     and control path; here the control's first layer is that embedding of `[z, ctx]`.
 
     **Forecasts** (`Posterior.predict(ts)`): the posterior SDE runs over each series'
@@ -216,12 +249,24 @@ class LatentSDE(AbstractModel):
     never see those tails, so `κ` and `ρ` are fitted on forecasts of data the model
     did not learn — the situation of a real forecast. The networks are fitted by the
     ELBO alone (the two scales' gradients only enter the optimiser's global-norm
-    clipping). With fewer than `forecast_series_every` series nothing is held back
-    from the ELBO: every series' tail is forecast from a second posterior over its
-    head, by networks that did see the tail, so the scales tend to come out small.
-    The score costs a forecast solve of the held-back series per step (and a second
-    posterior with few series; `docs/calibration.md` has the measured cost);
-    `forecast_holdout=0` turns both off (`κ = 1`, no discrepancy).
+    clipping). With fewer than `forecast_series_every` series (a single record) every
+    series' tail is held back, a shorter one: the last `forecast_holdout /
+    forecast_series_every` of its span, the same share of the data as with many
+    series, so that the networks still train on the record's recent past (a trending
+    record's level); the forecast conditions on all of it. The score is also the model's `held_out_site`, on which `SVI(keep_best=True)`
+    stops early. It costs a forecast solve of the held-back series per step
+    (`docs/calibration.md` has the measured cost); `forecast_holdout=0` turns it off
+    (`κ = 1`, no discrepancy).
+
+    **Long records are read in windows.** A series of more than `window` rows is cut
+    into windows of `window` consecutive rows, each read by the encoder and followed by
+    the posterior SDE from its own `z₀` (the KL terms add up over the windows), at a
+    random offset every training step; predictions place the last window at the last
+    row. One long record then trains the dynamics like many short series — the
+    networks learn what happens over a window from every stretch of the record, rather
+    than one path through all of it — and model time is counted in windows (one unit
+    is at most `window` median spacings, unless `steps_per_unit` says otherwise), so
+    that a cycle of a few dozen rows is an O(1) rotation for the drift network.
 
     **Arguments:**
 
@@ -244,25 +289,29 @@ class LatentSDE(AbstractModel):
     - `kl_anneal_steps`: if > 0, the KL weight rises linearly from `kl_anneal_start`
       to `kl_weight` over this many SVI steps (needs `num_particles=1`).
     - `steps_per_unit`: if set, one unit of model time spans at most this many median
-      observation spacings (default `None`: the longest series' span is the unit). On a
-      long record the span squeezes each cycle into a small fraction of a unit; a
-      smaller unit lets the posterior follow the data closely, but in the project's
-      measurements it did not make the forecasts better (`docs/calibration.md`). The
-      `linear-noise` family always keeps the span: its paths can blow up over many units.
+      observation spacings (default `None`: `window` of them, or the longest series'
+      span if that is shorter or `window` is `None`). On a long record the span
+      squeezes each cycle into a small fraction of a unit. The `linear-noise` family
+      always keeps the span: its paths can blow up over many units.
     - `forecast_holdout`: the fraction of each series' observed span held back to fit
       `κ` and `ρ` (above); `0` keeps `κ = 1` and adds no discrepancy.
     - `forecast_series_every`: every this-many-th series is held back that way (the
       others train on their whole span); `1` holds back every series' tail.
     - `forecast_discrepancy`: whether forecasts carry the discrepancy `ρ` (runs saved
       before it existed load with `False`).
+    - `window`: rows per training window of a long series (above); `None` reads every
+      series whole (runs saved before windows existed load with `None`).
+    - `seasons`: `"auto"` (calendar cycles of dated data, above), `None`/`()` for none, or
+      periods in the data's time unit, e.g. `(1.0,)` for a yearly cycle in years (runs
+      saved before seasons existed load with none).
 
     Data-derived fields set by `adapt`: `loc`, `scale` (per-dimension standardisation),
-    `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model).
+    `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model), and
+    `seasons` when it is `"auto"`.
 
     Sites: `y` (observed; `(num_paths, N, T, D)` when `num_paths > 1`), factors
-    `kl_z0`, `kl_path` and (training, `forecast_holdout > 0`) `forecast_score` (series held
-    back; the `held_out_site`) or `forecast_score_in_sample` (too few series); with a query
-    `f_out`, `y_out`. Networks are `numpyro.param`
+    `kl_z0`, `kl_path` and (training, `forecast_holdout > 0`) `forecast_score` (the
+    `held_out_site`); with a query `f_out`, `y_out`. Networks are `numpyro.param`
     point estimates named `latent_sde.*`.
     """
 
@@ -285,15 +334,18 @@ class LatentSDE(AbstractModel):
     forecast_holdout: float = 0.25
     forecast_series_every: int = 4
     forecast_discrepancy: bool = True
+    window: Optional[int] = 64
+    seasons: object = eqx.field(default="auto", converter=_as_seasons)
     loc: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
     t_ref: Optional[float] = None
     time_scale: Optional[float] = None
 
     amortized = True
-    held_out_site = "forecast_score"  # emitted only when series are held back from the ELBO
+    held_out_site = "forecast_score"  # emitted in training when forecast_holdout > 0
     _renamed = {"hidden": "width", "method": "scheme"}
-    _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed)
+    _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
+                 _no_seasons_before_they_existed)
 
     def __check_init__(self):
         owner = "LatentSDE"
@@ -301,6 +353,8 @@ class LatentSDE(AbstractModel):
                      "forecast_series_every"):
             positive_int(owner, name, getattr(self, name))
         positive_int(owner, "kl_anneal_steps", self.kl_anneal_steps, minimum=0)
+        if self.window is not None:
+            positive_int(owner, "window", self.window, minimum=2)
         if self.noise is not None and not (float(self.noise) > 0):
             raise ValueError(f"{owner}.noise: expected a positive sd or None (learned), got {self.noise!r}.")
         if not 0.0 <= float(self.forecast_holdout) < 1.0:
@@ -314,9 +368,13 @@ class LatentSDE(AbstractModel):
     # ------------------------------------------------------------------ data
     def adapt(self, data: TimeSeries) -> "LatentSDE":
         check_observed(data, "LatentSDE")
-        steps = self.steps_per_unit if self.family.many_time_units else None
+        steps = self.steps_per_unit if self.steps_per_unit is not None else self.window
+        steps = steps if self.family.many_time_units else None
         sc = fit_scaling(data, steps_per_unit=steps)
-        return dataclasses.replace(self, loc=sc.loc, scale=sc.scale, t_ref=sc.t_ref, time_scale=sc.time_scale)
+        seasons = calendar_periods(data) if self.seasons == "auto" else self.seasons
+        return dataclasses.replace(
+            self, loc=sc.loc, scale=sc.scale, t_ref=sc.t_ref, time_scale=sc.time_scale, seasons=seasons
+        )
 
     # -------------------------------------------------------------- networks
     def _make_networks(self, data_dim):
@@ -329,7 +387,7 @@ class LatentSDE(AbstractModel):
                 qz0=eqx.nn.Linear(C, 2 * L, key=ks[2]),
                 pz0_mean=jnp.zeros((L,)),
                 pz0_logstd=jnp.zeros((L,)),
-                prior_drift=eqx.nn.MLP(L, L, H, 2, activation=jax.nn.softplus, key=ks[3]),
+                prior_drift=eqx.nn.MLP(L + 2 * len(self.seasons), L, H, 2, activation=jax.nn.softplus, key=ks[3]),
                 control=eqx.nn.MLP(L + C, L, H, 2, activation=jax.nn.softplus, key=ks[4]),
                 diffusion=self.family.diffusion_net(L, H, key=ks[0]),
                 decoder=eqx.nn.Linear(L, data_dim, key=ks[5]),
@@ -347,7 +405,10 @@ class LatentSDE(AbstractModel):
         w_z = nets.control.layers[0].weight[:, :L]
 
         def h(t, z, a):
-            return batched_mlp(nets.prior_drift, z)
+            if not self.seasons:
+                return batched_mlp(nets.prior_drift, z)
+            season = season_features(jnp.broadcast_to(t, z.shape[:-1]) * self.time_scale, self.seasons, self.t_ref)
+            return batched_mlp(nets.prior_drift, jnp.concatenate([z, season.astype(z.dtype)], -1))
 
         def u(t, z, cproj):
             return batched_mlp(nets.control, None, first=z @ w_z.T + cproj)
@@ -375,8 +436,10 @@ class LatentSDE(AbstractModel):
 
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         check_adapted(self, "loc", "scale", "t_ref", "time_scale")
+        if isinstance(self.seasons, str):
+            raise ValueError("LatentSDE: seasons='auto' is resolved from the data by adapt; fit the model with "
+                             "bd.fit or call model.adapt(data) first.")
         n, T, D = batch.ys.shape
-        S = self.substeps
         nets = self._make_networks(D)
         h, u, g = self._sde(nets)
         loc = jnp.asarray(self.loc, batch.ys.dtype)
@@ -397,23 +460,23 @@ class LatentSDE(AbstractModel):
         )
         g_forecast = lambda t, z, a: jnp.exp(log_scale) * g(t, z, a)  # noqa: E731
         scoring = query is None and self.forecast_holdout > 0
-        held_out = scoring and n >= self.forecast_series_every  # else κ is scored in-sample
 
         with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
             ts = (batch.ts[idx] - self.t_ref) / self.time_scale
             mask = batch.mask[idx]
             key = numpyro.prng_key()
             k_post, kf = jax.random.split(key)
+            segments = self._segments(T, query is None, jax.random.fold_in(key, 3))
             if scoring:
-                head, tail = self._holdout_split(ts, mask)
-                scored = self._is_held_back(idx) if held_out else None
+                head, tail = self._holdout_split(ts, mask, n)
+                scored = self._is_held_back(idx, n)
             y_all = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
-            if held_out:  # the scored series' held-back tails are hidden from the ELBO as well
+            if scoring:  # the scored series' held-back tails are hidden from the ELBO as well
                 mask = jnp.where(scored[:, None, None], head, mask)
             ys = jnp.where(mask, y_all, 0.0)
 
-            grids, zs, kl0, kl_path = self._posterior(nets, ts, ys, mask, K, k_post)  # zs (G, K, B, L)
-            z_obs = zs[::S]  # (T, K, B, L)
+            grids, zs, kl0, kl_path, pos = self._posterior(nets, ts, ys, mask, K, k_post, segments)
+            z_obs = zs[pos]  # (T, K, B, L)
             mean = loc + scale * batched_linear(nets.decoder, self.family.readout(jnp.moveaxis(z_obs, 0, 2)))
 
             numpyro.factor("kl_z0", -kl_w * kl0)
@@ -423,63 +486,95 @@ class LatentSDE(AbstractModel):
             if query is not None:
                 qs = (query.ts - self.t_ref) / self.time_scale
                 f_std = self._forecast(
-                    nets, h, g_forecast, jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), qs, kf
+                    nets, h, g_forecast, jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, qs, kf
                 )
                 f_out = numpyro.deterministic("f_out", loc + scale * f_std)
                 numpyro.sample("y_out", self._obs_dist(f_out, scale * noise).to_event(2))
-            elif scoring:
-                if held_out:  # the ELBO's own posterior over the head is the forecast's start
-                    zs_head = jnp.moveaxis(zs[:, 0], 0, 1)
-                    rows = slice(None)
-                    if subsample_size is None:  # the scored series are known: forecast only those
-                        rows = self._is_held_back(np.arange(n))
-                else:  # in-sample: a second posterior, from the head alone
-                    _, zs_head, _, _ = self._posterior(nets, ts, y_all * head, head, 1, jax.random.fold_in(key, 1))
-                    zs_head, scored, rows = jnp.moveaxis(zs_head[:, 0], 0, 1), jnp.ones(ts.shape[:1], bool), slice(None)
+            elif scoring:  # the ELBO's own posterior over the head is the forecast's start
+                rows = slice(None)
+                if subsample_size is None:  # the scored series are known: forecast only those
+                    rows = self._is_held_back(np.arange(n), n)
                 pick = lambda x: x[rows]  # noqa: E731
                 score = self._holdout_score(
                     nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
-                    pick(grids), pick(zs_head), noise, jax.random.fold_in(key, 2),
+                    pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pos, noise, jax.random.fold_in(key, 2),
                 )
         if scoring:
-            # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's;
-            # only a score of held-back data is a validation score (`held_out_site`)
-            numpyro.factor("forecast_score" if held_out else "forecast_score_in_sample", -score)
+            # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
+            numpyro.factor("forecast_score", -score)
 
-    def _posterior(self, nets, ts, ys, mask, K, key):
-        """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series:
-        returns `(grids (B, G), zs (G, K, B, L), kl_z0 (B), kl_path (K, B))`."""
+    def _segments(self, T, training, key):
+        """How the `T` rows are read: `(W, M, o)`, `M` windows of `W` rows, the data starting
+        `o` rows into the first. Series of at most `window` rows are read whole (`(T, 1, 0)`);
+        longer ones in windows, at a random offset while training (every row in exactly
+        one window; `M = ⌈T/W⌉ + 1`), and at prediction so that the last window ends at
+        the last row."""
+        W = self.window
+        if W is None or T <= W:
+            return T, 1, 0
+        if training:
+            return W, -(-T // W) + 1, jax.random.randint(key, (), 0, W)
+        M = -(-T // W)
+        return W, M, M * W - T
+
+    def _posterior(self, nets, ts, ys, mask, K, key, segments=None):
+        """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series,
+        each series read in the windows `segments = (W, M, o)` of `_segments` (each window
+        its own encoder pass, `z₀` and path; empty windows add no KL). Returns
+        `(grids (B, M·G), zs (M·G, K, B, L), kl_z0 (B), kl_path (K, B), pos (T,))`: the
+        windows' grids and paths side by side, and `pos`, the index of each row on them."""
         L, S = self.latent_dim, self.substeps
+        B, T = ts.shape
+        W, M, o = segments if segments is not None else (T, 1, 0)
         h, u, g = self._sde(nets)
         k0, kw = jax.random.split(key)
-        ctx = jax.vmap(nets.encoder)(ts, ys, mask)  # (B, T, C)
+        p = jnp.arange(M * W) - o  # the data row at each padded place
+        src, valid = jnp.clip(p, 0, T - 1), (p >= 0) & (p < T)
+        ts_w = ts[:, src].reshape(B * M, W)
+        ys_w = ys[:, src].reshape(B * M, W, -1)
+        mask_w = (mask[:, src] & valid[None, :, None]).reshape(B * M, W, -1)
+        ctx = jax.vmap(nets.encoder)(ts_w, ys_w, mask_w)  # (B·M, W, C)
         stats = jax.vmap(nets.qz0)(ctx[:, 0])
         q_mean, q_std = stats[:, :L], jax.nn.softplus(stats[:, L:]) + 1e-4
         kl0 = gaussian_kl(q_mean, q_std, nets.pz0_mean, jnp.exp(nets.pz0_logstd))
-        B = ts.shape[0]
-        z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (K, B, L), q_mean.dtype)
-        grids = jax.vmap(lambda k: refine_grid(k, S))(ts)  # (B, G)
+        z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (K, B * M, L), q_mean.dtype)
+        grids = jax.vmap(lambda k: refine_grid(k, S))(ts_w)  # (B·M, G)
         G = grids.shape[1]
-        cproj = self._context_projection(nets, ctx[:, 1:])  # (B, T-1, H)
-        cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B, H)
-        noise_w = jax.random.normal(kw, (G - 1, K, B, L), q_mean.dtype)
+        cproj = self._context_projection(nets, ctx[:, 1:])  # (B·M, W-1, H)
+        cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B·M, H)
+        noise_w = jax.random.normal(kw, (G - 1, K, B * M, L), q_mean.dtype)
         zs, kl_path = posterior_sde_with_kl(
             h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint
         )
-        return grids, zs, kl0, kl_path
+        if M == 1:
+            return grids, zs, kl0, kl_path, jnp.arange(T) * S
+        seen = jnp.any(mask_w, axis=(1, 2))  # a window of padding or gaps only is no data
+        kl0 = jnp.sum(jnp.where(seen, kl0, 0.0).reshape(B, M), axis=1)
+        kl_path = jnp.sum(jnp.where(seen, kl_path, 0.0).reshape(K, B, M), axis=2)
+        zs = jnp.moveaxis(zs.reshape(G, K, B, M, L), 3, 0).reshape(M * G, K, B, L)
+        r = jnp.arange(T) + o
+        return grids.reshape(B, M * G), zs, kl0, kl_path, (r // W) * G + (r % W) * S
 
-    def _is_held_back(self, index):
-        """Whether the series at `index` (NumPy or JAX integers) have their tails held back."""
-        return index % self.forecast_series_every == self.forecast_series_every - 1
+    def _is_held_back(self, index, n):
+        """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
+        back: every `forecast_series_every`-th, or every one when there are fewer."""
+        k = self.forecast_series_every
+        return index % k == k - 1 if n >= k else index >= 0
 
-    def _holdout_split(self, ts, mask):
-        """`(head, tail)` masks: each series' last `forecast_holdout` of its observed span
-        is its tail (only where the head has observations)."""
+    def _holdout_split(self, ts, mask, n):
+        """`(head, tail)` masks: the tail of each series is the last `forecast_holdout` of
+        its observed span (only where the head has observations). With fewer than
+        `forecast_series_every` series, where every series is held back, it is the last
+        `forecast_holdout / forecast_series_every`: the same share of the data as one
+        series in `forecast_series_every` holding back `forecast_holdout` of its span, so
+        that a single record still trains on its recent past (its level, if it trends)."""
+        fraction = self.forecast_holdout if n >= self.forecast_series_every else (
+            self.forecast_holdout / self.forecast_series_every)
         seen = jnp.any(mask, axis=-1)  # (B, T)
         big = jnp.finfo(ts.dtype).max
         t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
         t_end = jnp.max(jnp.where(seen, ts, -big), axis=1)
-        t_cut = t_first + (1.0 - self.forecast_holdout) * (t_end - t_first)
+        t_cut = t_first + (1.0 - fraction) * (t_end - t_first)
         head = mask & (ts <= t_cut[:, None])[..., None]
         tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
         return head, tail
@@ -497,17 +592,18 @@ class LatentSDE(AbstractModel):
         else:
             numpyro.sample("y", d.mask(mask).to_event(2), obs=ys)
 
-    def _forecast(self, nets, h, g, rho, ts, mask, grids, zs, qs, key):
+    def _forecast(self, nets, h, g, rho, ts, mask, grids, zs, pos, qs, key):
         """Posterior path over the history, prior SDE (diffusion `g`) from each series'
         last observed time through the query times `qs (B, T')` (model time, sorted per
         series), decoded, plus the discrepancy: a random walk with sd `rho (D)` per unit
         of √time started at the last observed time (zero over the history).
-        `zs (B, G, L)`; returns `(B, T', D)` in standardised units."""
+        `grids (B, G)`, `zs (B, G, L)` and the rows' places on them `pos (T,)` as
+        `_posterior` gives them; returns `(B, T', D)` in standardised units."""
         Sf = self.forecast_substeps
         seen = jnp.any(mask, axis=-1)  # (B, T)
         j_last = ts.shape[1] - 1 - jnp.argmax(seen[:, ::-1], axis=1)
         t_last = jnp.take_along_axis(ts, j_last[:, None], axis=1)[:, 0]
-        z_last = jnp.take_along_axis(zs, (j_last * self.substeps)[:, None, None], axis=1)[:, 0]
+        z_last = jnp.take_along_axis(zs, pos[j_last][:, None, None], axis=1)[:, 0]
         B = qs.shape[0]
         knots = jnp.concatenate([t_last[:, None], jnp.maximum(qs, t_last[:, None])], axis=1)
         fgrids = jax.vmap(lambda k: refine_grid(k, Sf))(knots)  # (B, G2)
@@ -521,7 +617,7 @@ class LatentSDE(AbstractModel):
         walk = jnp.cumsum(steps * jax.random.normal(k_walk, qs.shape + rho.shape, zs.dtype), axis=1)
         return batched_linear(nets.decoder, self.family.readout(z_q)) + rho * walk
 
-    def _holdout_score(self, nets, log_scales, ts, ys, head, tail, grids, zs, noise, key):
+    def _holdout_score(self, nets, log_scales, ts, ys, head, tail, grids, zs, pos, noise, key):
         """The score that fits the forecast scales `log_scales = (log κ, log ρ)`: from the
         posterior path `zs (B, G, L)` over each series' head, two forecasts of the
         held-back `tail` entries made exactly as `predict` forecasts (prior SDE with
@@ -538,7 +634,7 @@ class LatentSDE(AbstractModel):
         g_k = lambda t, z, a: jnp.exp(log_kappa) * g(t, z, a)  # noqa: E731
         two = lambda x: jnp.concatenate([x, x], axis=0)  # noqa: E731
         kf, ke = jax.random.split(key)
-        f = self._forecast(nets, h, g_k, jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), two(ts), kf)
+        f = self._forecast(nets, h, g_k, jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), pos, two(ts), kf)
         x = self._obs_dist(f, noise).rsample(ke)
         x1, x2 = x[:B], x[B:]
         crps = 0.5 * (jnp.abs(x1 - ys) + jnp.abs(x2 - ys)) - 0.5 * jnp.abs(x1 - x2)
