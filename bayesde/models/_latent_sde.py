@@ -253,10 +253,10 @@ class LatentSDE(AbstractModel):
     series' tail is held back, a shorter one: the last `forecast_holdout /
     forecast_series_every` of its span, the same share of the data as with many
     series, so that the networks still train on the record's recent past (a trending
-    record's level); the forecast conditions on all of it. The score is also the model's `held_out_site`, on which `SVI(keep_best=True)`
-    stops early. It costs a forecast solve of the held-back series per step
-    (`docs/calibration.md` has the measured cost); `forecast_holdout=0` turns it off
-    (`κ = 1`, no discrepancy).
+    record's level); the forecast conditions on all of it. The score is also the
+    model's `held_out_site`, on which `SVI(keep_best=True)` stops early. It costs a
+    forecast solve of the held-back series per step (`docs/calibration.md` has the
+    measured cost); `forecast_holdout=0` turns it off (`κ = 1`, no discrepancy).
 
     **Long records are read in windows.** A series of more than `window` rows is cut
     into windows of `window` consecutive rows, each read by the encoder and followed by
