@@ -311,11 +311,10 @@ def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None):
     pred = az.from_netcdf(str(run / "forecast" / "posterior.nc")).predictions
     draws = pred["y"].values  # (chain, draw, series, time, variable)
     draws = draws.reshape(-1, *draws.shape[2:])[:, 0]
-    times = pred["time"].values
+    times, tolerance = pred["time"].values, 0.01
     if t0 is not None:  # days since the first month -> decimal years; months are 28-31 days long
-        return _draws_at(t0 + times / DAYS_PER_YEAR, draws, t_test, step, tolerance=0.5), " && ".join(
-            " ".join(c[1:]) for c in (fit, fc))
-    return _draws_at(times, draws, t_test, step), " && ".join(
+        times, tolerance = t0 + times / DAYS_PER_YEAR, 0.5
+    return _draws_at(times, draws, t_test, step, tolerance=tolerance), " && ".join(
         " ".join(c[1:]) for c in (fit, fc))
 
 

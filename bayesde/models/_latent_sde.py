@@ -441,7 +441,6 @@ class LatentSDE(AbstractModel):
                              "bd.fit or call model.adapt(data) first.")
         n, T, D = batch.ys.shape
         nets = self._make_networks(D)
-        h, u, g = self._sde(nets)
         loc = jnp.asarray(self.loc, batch.ys.dtype)
         scale = jnp.asarray(self.scale, batch.ys.dtype)
         noise = (
@@ -458,7 +457,6 @@ class LatentSDE(AbstractModel):
             if self.forecast_discrepancy and self.forecast_holdout > 0
             else jnp.full((D,), -jnp.inf)
         )
-        g_forecast = lambda t, z, a: jnp.exp(log_scale) * g(t, z, a)  # noqa: E731
         scoring = query is None and self.forecast_holdout > 0
 
         with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
@@ -486,7 +484,7 @@ class LatentSDE(AbstractModel):
             if query is not None:
                 qs = (query.ts - self.t_ref) / self.time_scale
                 f_std = self._forecast(
-                    nets, h, g_forecast, jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, qs, kf
+                    nets, jnp.exp(log_scale), jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, qs, kf
                 )
                 f_out = numpyro.deterministic("f_out", loc + scale * f_std)
                 numpyro.sample("y_out", self._obs_dist(f_out, scale * noise).to_event(2))
@@ -517,7 +515,7 @@ class LatentSDE(AbstractModel):
         M = -(-T // W)
         return W, M, M * W - T
 
-    def _posterior(self, nets, ts, ys, mask, K, key, segments=None):
+    def _posterior(self, nets, ts, ys, mask, K, key, segments):
         """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series,
         each series read in the windows `segments = (W, M, o)` of `_segments` (each window
         its own encoder pass, `z₀` and path; empty windows add no KL). Returns
@@ -525,7 +523,7 @@ class LatentSDE(AbstractModel):
         windows' grids and paths side by side, and `pos`, the index of each row on them."""
         L, S = self.latent_dim, self.substeps
         B, T = ts.shape
-        W, M, o = segments if segments is not None else (T, 1, 0)
+        W, M, o = segments
         h, u, g = self._sde(nets)
         k0, kw = jax.random.split(key)
         p = jnp.arange(M * W) - o  # the data row at each padded place
@@ -555,11 +553,16 @@ class LatentSDE(AbstractModel):
         r = jnp.arange(T) + o
         return grids.reshape(B, M * G), zs, kl0, kl_path, (r // W) * G + (r % W) * S
 
+    def _few_series(self, n):
+        """Whether `n` series are too few to hold back one in `forecast_series_every`:
+        then every series holds back a shorter tail (`_holdout_split`)."""
+        return n < self.forecast_series_every
+
     def _is_held_back(self, index, n):
         """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
         back: every `forecast_series_every`-th, or every one when there are fewer."""
         k = self.forecast_series_every
-        return index % k == k - 1 if n >= k else index >= 0
+        return index >= 0 if self._few_series(n) else index % k == k - 1
 
     def _holdout_split(self, ts, mask, n):
         """`(head, tail)` masks: the tail of each series is the last `forecast_holdout` of
@@ -568,8 +571,7 @@ class LatentSDE(AbstractModel):
         `forecast_holdout / forecast_series_every`: the same share of the data as one
         series in `forecast_series_every` holding back `forecast_holdout` of its span, so
         that a single record still trains on its recent past (its level, if it trends)."""
-        fraction = self.forecast_holdout if n >= self.forecast_series_every else (
-            self.forecast_holdout / self.forecast_series_every)
+        fraction = self.forecast_holdout / (self.forecast_series_every if self._few_series(n) else 1)
         seen = jnp.any(mask, axis=-1)  # (B, T)
         big = jnp.finfo(ts.dtype).max
         t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
@@ -592,14 +594,16 @@ class LatentSDE(AbstractModel):
         else:
             numpyro.sample("y", d.mask(mask).to_event(2), obs=ys)
 
-    def _forecast(self, nets, h, g, rho, ts, mask, grids, zs, pos, qs, key):
-        """Posterior path over the history, prior SDE (diffusion `g`) from each series'
+    def _forecast(self, nets, kappa, rho, ts, mask, grids, zs, pos, qs, key):
+        """Posterior path over the history, prior SDE (diffusion `κ·g`, `kappa` = κ) from each series'
         last observed time through the query times `qs (B, T')` (model time, sorted per
         series), decoded, plus the discrepancy: a random walk with sd `rho (D)` per unit
         of √time started at the last observed time (zero over the history).
         `grids (B, G)`, `zs (B, G, L)` and the rows' places on them `pos (T,)` as
         `_posterior` gives them; returns `(B, T', D)` in standardised units."""
         Sf = self.forecast_substeps
+        h, _, g = self._sde(nets)
+        g_kappa = lambda t, z, a: kappa * g(t, z, a)  # noqa: E731
         seen = jnp.any(mask, axis=-1)  # (B, T)
         j_last = ts.shape[1] - 1 - jnp.argmax(seen[:, ::-1], axis=1)
         t_last = jnp.take_along_axis(ts, j_last[:, None], axis=1)[:, 0]
@@ -609,7 +613,7 @@ class LatentSDE(AbstractModel):
         fgrids = jax.vmap(lambda k: refine_grid(k, Sf))(knots)  # (B, G2)
         k_sde, k_walk = jax.random.split(key)
         noise = jax.random.normal(k_sde, (fgrids.shape[1] - 1, B, self.latent_dim), zs.dtype)
-        fpath = time_changed_solve(h, g, z_last, fgrids, noise, scheme=self.scheme)  # (G2, B, L)
+        fpath = time_changed_solve(h, g_kappa, z_last, fgrids, noise, scheme=self.scheme)  # (G2, B, L)
         z_future = jnp.moveaxis(fpath[Sf::Sf], 0, 1)  # (B, T', L)
         z_past = jax.vmap(interp_linear)(grids, zs, qs)
         z_q = jnp.where((qs <= t_last[:, None])[..., None], z_past, z_future)
@@ -628,13 +632,13 @@ class LatentSDE(AbstractModel):
         entries (standardised units)."""
         const = lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x  # noqa: E731
         nets, zs, noise = jax.tree_util.tree_map(const, (nets, zs, noise))
-        h, _, g = self._sde(nets)
         B = ts.shape[0]
         log_kappa, log_rho = log_scales
-        g_k = lambda t, z, a: jnp.exp(log_kappa) * g(t, z, a)  # noqa: E731
         two = lambda x: jnp.concatenate([x, x], axis=0)  # noqa: E731
         kf, ke = jax.random.split(key)
-        f = self._forecast(nets, h, g_k, jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), pos, two(ts), kf)
+        f = self._forecast(
+            nets, jnp.exp(log_kappa), jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), pos, two(ts), kf
+        )
         x = self._obs_dist(f, noise).rsample(ke)
         x1, x2 = x[:B], x[B:]
         crps = 0.5 * (jnp.abs(x1 - ys) + jnp.abs(x2 - ys)) - 0.5 * jnp.abs(x1 - x2)
