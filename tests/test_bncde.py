@@ -9,7 +9,7 @@ import pytest
 
 import bayesde as bd
 from bayesde.models._base import Query
-from bayesde.models._bncde import ou_kl_closed_form, weight_sde
+from bayesde.models._bncde import mixture_crps, ou_kl_closed_form, weight_sde
 from bayesde.solvers._cde import (
     evaluate_path,
     fill_missing,
@@ -190,3 +190,88 @@ def test_runs_saved_under_the_old_field_names_load(sim):
         again = bd.models.BNCDE.from_config(old)
     assert again.state_dim == 4 and again.data_dim == 1 and again.time_scale == m.time_scale
     np.testing.assert_array_equal(np.asarray(again.loc), m.loc)
+
+
+# ----------------------------------------------------------------- held-back widening
+
+
+def test_mixture_crps_is_the_sampled_crps():
+    """The closed-form CRPS of a Gaussian mixture equals `E|X − y| − ½E|X − X'|` from many draws."""
+    mu, sd = jnp.array([[-0.5, 0.3, 1.2]]), jnp.array([[0.4, 0.7, 0.2]])
+    k1, k2 = jax.random.split(jax.random.key(0))
+    comp = jax.random.randint(k1, (2, 400_000), 0, 3)
+    x, x2 = mu[0, comp] + sd[0, comp] * jax.random.normal(k2, comp.shape)  # two independent samples
+    for y in (0.1, 2.0):
+        exact = float(mixture_crps(mu, sd, jnp.array([y]), axis=1)[0])
+        sampled = float(jnp.mean(jnp.abs(x - y)) - 0.5 * jnp.mean(jnp.abs(x - x2)))
+        assert exact == pytest.approx(sampled, abs=3e-3)
+
+
+def _trace(model, batch, params=None, key=0):
+    prog = model.program if params is None else numpyro.handlers.substitute(model.program, data=params)
+    return numpyro.handlers.trace(numpyro.handlers.seed(prog, jax.random.key(key))).get_trace(batch)
+
+
+def _likelihood(tr):
+    return sum(float(jnp.sum(tr[s]["fn"].log_prob(tr[s]["value"]))) for s in ("y", "y_ahead"))
+
+
+def test_held_back_series_reach_the_score_and_not_the_likelihood(sim):
+    """Every fourth series (3 and 7 of 8) is left out of the likelihood; its forecasts
+    alone make the score, and only the widening `κ` learns from that score."""
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2).adapt(sim.train)
+    data = sim.train.select(np.arange(8))
+    base = _trace(model, data.batch())
+    assert "forecast_score" in base and "head.forecast_widening" in base
+
+    def moved(i):  # series i's values at rows 12-20 doubled
+        ys = np.array(data.ys)
+        ys[i, 12:20] *= 2.0
+        return _trace(model, bd.TimeSeries(data.ts, ys, treatments=data.treatments, static=data.static).batch())
+
+    score = lambda tr: float(tr["forecast_score"]["fn"].log_factor)  # noqa: E731
+    held, kept = moved(3), moved(0)
+    assert _likelihood(held) == _likelihood(base) and score(held) != score(base)
+    assert _likelihood(kept) != _likelihood(base) and score(kept) == score(base)
+
+    params = {k: v["value"] for k, v in base.items() if v["type"] == "param"}
+    grads = jax.grad(lambda p: -_trace(model, data.batch(), p)["forecast_score"]["fn"].log_factor)(params)
+    moving = {k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0}
+    assert moving == {"head.forecast_widening"}
+
+
+def test_the_widening_scales_the_forecast_sd_per_horizon(sim):
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, horizon=3).adapt(sim.train)
+    batch = sim.train.select(np.arange(4)).batch()
+    params = {k: v["value"] for k, v in _trace(model, batch).items() if v["type"] == "param"}
+    q = Query(ts=jnp.tile(jnp.arange(31.0, 35.0), (4, 1)), treatments=jnp.zeros((4, 4, 2)))
+
+    def sd(theta):
+        p = dict(params, **{"head.forecast_widening": jnp.asarray(theta)})
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(
+            numpyro.handlers.substitute(model.program, data=p), jax.random.key(0))).get_trace(batch, q)
+        return np.asarray(tr["y_out"]["fn"].scale)
+
+    unit = np.log(np.e - 1.0) / 10.0  # κ = 1 + softplus(10 θ) = 2
+    ratio = sd([unit, -0.5, unit]) / sd([-0.5, -0.5, -0.5])  # κ = (2, ≈1, 2); horizon 4 keeps κ_3
+    k0 = 1.0 + np.log1p(np.exp(-5.0))
+    np.testing.assert_allclose(ratio[0, :, 0], [2 / k0, 1.0, 2 / k0, 2 / k0], rtol=1e-5)
+
+
+def test_held_back_widening_settings_and_old_runs(sim):
+    with pytest.raises(ValueError, match=r"BNCDE.forecast_series_every: expected 0 .* got 1"):
+        bd.models.BNCDE(forecast_series_every=1).adapt(sim.train)
+    # off, or fewer series than the rule needs: no score, no widening parameter
+    batch = sim.train.select(np.arange(8)).batch()
+    off = _trace(bd.models.BNCDE(state_dim=4, width=8, forecast_series_every=0).adapt(sim.train), batch)
+    assert "forecast_score" not in off and "head.forecast_widening" not in off
+    few = _trace(bd.models.BNCDE(state_dim=4, width=8, forecast_series_every=9).adapt(sim.train), batch)
+    assert "forecast_score" not in few
+    # a large cohort keeps nearly all of its series: at most 64 are held back
+    back = bd.models.BNCDE()._is_held_back(np.arange(1000))
+    assert back.sum() == 64 and back[3] and not back[4] and not back[259]
+    # runs saved before the widening existed predict as they did: without it
+    config = bd.models.BNCDE(state_dim=4).adapt(sim.train).config()
+    del config["forecast_series_every"]
+    assert bd.models.BNCDE.from_config(config).forecast_series_every == 0
+

@@ -339,7 +339,7 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
     if site not in kinds:
         site = None  # e.g. the model emits it only with some settings
     return _Setup(svi, guide, latent, state, batch, batch if dp is None else dp.batch, dp, k_post, t_start,
-                  held_out=None if site is None else _held_out_fn(model, batch, site),
+                  held_out=None if site is None else _held_out_fn(model, batch, site, model.held_out_draws),
                   k_val=jax.random.fold_in(key, 7))
 
 

@@ -115,6 +115,9 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     #: does, with minus a loss on data the ELBO does not see (a genuine validation
     #: score); SVI keeps the parameters where that loss was lowest (`SVI.keep_best`).
     held_out_site: ClassVar[Optional[str]] = None
+    #: Independent evaluations of that score averaged each time SVI checks it (a model
+    #: whose score already averages many paths needs fewer).
+    held_out_draws: ClassVar[int] = 8
 
     def __getattr__(self, name: str):
         # Only reached when normal lookup fails: old field names still read, with a warning.

@@ -18,7 +18,9 @@ equal-weight mixture over weight paths (one path per predictive draw).
 Training maximises the ELBO
 `(1/S) Σ_s [Σ_patients Σ_τ log N(y | head(u^s_τ)) − KL_s]`
 with `S = train_paths` weight paths (vmapped); under minibatching the likelihood sits in
-the `"series"` plate (rescaled by N/B) and the KL outside it (not rescaled).
+the `"series"` plate (rescaled by N/B) and the KL outside it (not rescaled). Every
+fourth series is left out of that likelihood, and the CRPS of its forecasts fits a
+widening `κ_τ ≥ 1` of the head's sd per horizon (see `BNCDE`).
 """
 
 from __future__ import annotations
@@ -134,6 +136,44 @@ def _upgrade_data_fields(config: dict) -> dict:
     return config
 
 
+def _no_holdout_before_it_existed(config: dict) -> dict:
+    """Runs saved before the held-back forecast scale (`forecast_series_every`) predict as
+    they did when saved: without it (their parameters have no scale)."""
+    return config if "forecast_series_every" in config else dict(config, forecast_series_every=0)
+
+
+#: At most this many series are held back: enough to fit a widening per horizon and to
+#: choose the step to keep, while a large cohort keeps nearly all of its series for the
+#: networks (losing a quarter of a large cohort cost counterfactual coverage;
+#: `docs/calibration.md`).
+_MAX_HELD_BACK = 64
+
+
+def _widening(theta):
+    """The forecast's widening `κ = 1 + softplus(10 θ) ≥ 1` of the head's sd from its
+    parameter `θ` (`head.forecast_widening`). The factor 10 lets Adam move `κ` ten times
+    faster than the networks, so that it keeps up with them (`κ` has one number per
+    horizon and is fitted by a smooth score)."""
+    return 1.0 + jax.nn.softplus(10.0 * theta)
+
+
+def _abs_moment(mu, sd):
+    """`E|X|` for `X ~ N(mu, sd²)`."""
+    r = mu / sd
+    return sd * (np.sqrt(2.0 / np.pi) * jnp.exp(-0.5 * r**2) + r * jax.scipy.special.erf(r / np.sqrt(2.0)))
+
+
+def mixture_crps(mu, sd, y, axis: int):
+    """Closed-form CRPS of the equal-weight mixture of `N(mu_s, sd_s²)` (components along
+    `axis`) at `y` (broadcast without that axis): `E|X − y| − ½ E|X − X'|`, each term a
+    Gaussian absolute moment, so it is exact and smooth in `sd` (no sampling noise)."""
+    a = jnp.mean(_abs_moment(mu - jnp.expand_dims(y, axis), sd), axis=axis)
+    d = jnp.expand_dims(mu, axis) - jnp.expand_dims(mu, axis + 1)
+    v = jnp.sqrt(jnp.expand_dims(sd, axis) ** 2 + jnp.expand_dims(sd, axis + 1) ** 2)
+    b = jnp.mean(_abs_moment(d, v), axis=(axis, axis + 1))
+    return a - 0.5 * b
+
+
 class AbstractCDEForecaster(AbstractModel):
     """Shared encoder/decoder neural CDE forecaster with a Gaussian head. Subclasses say
     how the field weights are drawn (`_draw`, `_num_paths`), how the field's hidden
@@ -155,11 +195,14 @@ class AbstractCDEForecaster(AbstractModel):
     scale: Optional[np.ndarray] = None
     log_outcome: bool = False
     ahead_starts: int = 16
+    forecast_series_every: int = 4
 
     amortized = True
     needs_treatments = True
+    held_out_site = "forecast_score"  # emitted in training when series are held back
+    held_out_draws = 2  # the score is already a closed-form mean over the weight paths
     _renamed = {"hidden": "state_dim"}
-    _upgrades = (_upgrade_data_fields,)
+    _upgrades = (_upgrade_data_fields, _no_holdout_before_it_existed)
 
     # ------------------------------------------------------------ sizes
     @property
@@ -200,6 +243,12 @@ class AbstractCDEForecaster(AbstractModel):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{owner}.{name}: must be a positive integer, got {v!r}.")
+        k = self.forecast_series_every
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0 or k == 1:
+            raise ValueError(
+                f"{owner}.forecast_series_every: expected 0 (no series held back) or an integer of at "
+                f"least 2 (every k-th series held back), got {k!r}."
+            )
         if self.fill not in ("forward", "linear"):
             raise ValueError(f"{owner}.fill: must be 'forward' or 'linear', got {self.fill!r}.")
         if data.treatments is None:
@@ -359,16 +408,45 @@ class AbstractCDEForecaster(AbstractModel):
             raise ValueError(f"{type(self).__name__}.program needs a PRNG key: run it under numpyro.handlers.seed.")
         k_w, k_run = jax.random.split(key)
         p = self._common_params()
+        # the forecast's widening of the head's sd per horizon, κ ≥ 1, fitted only by the held-back score
+        kappa = (_widening(numpyro.param("head.forecast_widening", jnp.full((self.horizon,), -0.5)))
+                 if self.forecast_series_every else None)
         enc_rows, enc_fixed, dec_rows, dec_fixed, kl = self._draw(k_w, num_paths, t_len + h_max)
         numpyro.factor("kl_weights", -jnp.mean(kl))
-        if training:
-            with numpyro.plate("series", n, subsample_size=subsample_size, dim=-1) as idx:
-                sub = Batch(*(None if a is None else a[idx] for a in batch))
-                self._train_likelihood(p, enc_rows, enc_fixed, dec_rows, dec_fixed, sub, k_run, num_paths)
-            return None
-        return self._predict(p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, k_run)
+        if not training:
+            return self._predict(p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, k_run, kappa)
+        scoring = bool(self.forecast_series_every) and n >= self.forecast_series_every
+        layers = (enc_rows, enc_fixed, dec_rows, dec_fixed)
+        with numpyro.plate("series", n, subsample_size=subsample_size, dim=-1) as idx:
+            sub = Batch(*(None if a is None else a[idx] for a in batch))
+            ahead = self._ahead(p, layers, sub, k_run, num_paths)
+            seen = sub
+            if scoring:  # the held-back series are hidden from the likelihood (their encoder still reads them)
+                back = self._is_held_back(idx)
+                seen = sub._replace(mask=sub.mask & ~back[:, None, None])
+            self._observe_train(seen, *ahead, num_paths)
+        if scoring:
+            if subsample_size is None:  # the held-back series are known: score a pass over only those
+                rows = np.nonzero(self._is_held_back(np.arange(n)))[0]
+                sub = Batch(*(None if a is None else a[rows] for a in batch))
+                ahead = self._ahead(p, layers, sub, jax.random.fold_in(k_run, 1), num_paths)
+                back = jnp.ones((rows.size,), bool)
+            # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
+            numpyro.factor("forecast_score", -self._held_back_score(sub, back, ahead, kappa))
+        return None
 
-    def _train_likelihood(self, p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, key, num_paths):
+    def _is_held_back(self, index):
+        """Whether the series at `index` (NumPy or JAX integers) are held back from the
+        likelihood: every `forecast_series_every`-th, at most `_MAX_HELD_BACK` of them."""
+        k = self.forecast_series_every
+        return (index % k == k - 1) & (index < k * _MAX_HELD_BACK)
+
+    def _ahead(self, p, layers, batch, key, num_paths):
+        """The head's forecasts `(m1, s1, ma, sa, sel, ahead_scale)` that training scores:
+        one step ahead from every row (`m1, s1 (S, T, N, D)`, start row `r` predicts row
+        `r + 1`) and `τ = 2..horizon` steps ahead from the start rows `sel (R,)`
+        (`ma, sa (S, horizon − 1, R, N, D)`, or None), standardised units."""
+        enc_rows, enc_fixed, dec_rows, dec_fixed = layers
         n, t_len, d = batch.ys.shape
         hor = self.horizon
         xs, tsc = self._controls(batch)
@@ -418,7 +496,35 @@ class AbstractCDEForecaster(AbstractModel):
 
         keys = jax.random.split(key, num_paths)
         m1, s1, ma, sa = jax.vmap(one_path)(enc_rows, dec_rows, keys)
-        self._observe_train(batch, m1, s1, ma, sa, sel, pop / (r_ahead * num_paths), num_paths)
+        return m1, s1, ma, sa, sel, pop / (r_ahead * num_paths)
+
+    def _held_back_score(self, batch: Batch, back, ahead, kappa):
+        """The score that fits the forecast widening `kappa (horizon,)`: the
+        closed-form CRPS of the predictive (the mixture over weight paths of
+        `N(m, (κ_τ s)²)`, exactly as `predict` forecasts) at the held-back series' (`back
+        (N,)`) observed outcomes, one and `τ ≥ 2` steps ahead, standardised (transformed)
+        units; the mean over each horizon's entries, averaged over horizons. Only `κ`
+        receives its gradient: the networks and weight paths are fitted by the ELBO alone."""
+        m1, s1, ma, sa, sel, _ = jax.tree_util.tree_map(jax.lax.stop_gradient, ahead)
+        t_len = batch.ys.shape[1]
+        z = self._to_z(jnp.where(batch.mask, batch.ys, 1.0))  # (N, T, D)
+        scored = batch.mask & back[:, None, None]
+
+        def mean_crps(mu, sd, y, ok):  # mu, sd (N, S, ...); y, ok (N, ...)
+            c = mixture_crps(mu, sd, y, axis=1)
+            return jnp.sum(jnp.where(ok, c, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+
+        mv = lambda x: jnp.moveaxis(x, 2, 0)  # noqa: E731  (S, T, N, D) -> (N, S, T, D)
+        scores = [mean_crps(mv(m1[:, : t_len - 1]), kappa[0] * mv(s1[:, : t_len - 1]), z[:, 1:], scored[:, 1:])]
+        if ma is not None:
+            taus = jnp.arange(2, self.horizon + 1)
+            tgt = sel[None, :] + taus[:, None]  # (hor-1, R) target rows
+            tgt_c = jnp.minimum(tgt, t_len - 1)
+            ok = scored[:, tgt_c] & (tgt < t_len)[None, :, :, None]  # (N, hor-1, R, D)
+            mu, sd = jnp.moveaxis(ma, 3, 0), jnp.moveaxis(sa, 3, 0)  # (N, S, hor-1, R, D)
+            for j in range(self.horizon - 1):
+                scores.append(mean_crps(mu[:, :, j], kappa[j + 1] * sd[:, :, j], z[:, tgt_c[j]], ok[:, j]))
+        return jnp.mean(jnp.stack(scores))
 
     def _observe_train(self, batch: Batch, m1, s1, ma, sa, sel, ahead_scale, num_paths):
         """The training likelihood: one step ahead from every row (`"y"`), and `τ ≥ 2`
@@ -447,7 +553,7 @@ class AbstractCDEForecaster(AbstractModel):
                 numpyro.sample("y_ahead", a_law.mask(mask_a[:, None]).to_event(4),
                                obs=jnp.broadcast_to(obs_a[:, None], a_law.batch_shape))
 
-    def _predict(self, p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, key):
+    def _predict(self, p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, key, kappa):
         n, t_len, d = batch.ys.shape
         hq = query.ts.shape[1]
         t0 = batch.ts[:, :1]
@@ -488,6 +594,8 @@ class AbstractCDEForecaster(AbstractModel):
             return jnp.stack(means), jnp.stack(scales)  # (Hq, D)
 
         m, s = jax.lax.map(one_series, (idx, i0))  # (N, Hq, D)
+        if kappa is not None:  # horizons past the training horizon keep the last widening
+            s = s * kappa[jnp.minimum(jnp.arange(hq), self.horizon - 1)][:, None]
         law, mean = self._obs_dist(m, s)
         numpyro.deterministic("f_out", mean)
         return numpyro.sample("y_out", law)
@@ -523,6 +631,27 @@ class BNCDE(AbstractCDEForecaster):
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
     - `transform`: `"auto"` (log for positive outcomes, giving a LogNormal head on the
       data scale), `"log"` or `"none"` (Normal head on the standardised outcome).
+    - `forecast_series_every`: every this-many-th series (index `i % k == k − 1`), at most
+      64 series, is held back from the likelihood to fit the forecast's widening (below);
+      `0` turns it off.
+
+    **Widening fitted on held-back series.** On a small cohort the networks fit the
+    training patients' outcomes more closely than they forecast new ones, and the
+    head's sd, fitted by the ELBO on the same patients, comes out far too narrow for
+    the forecasts (`docs/calibration.md` has the measurements). So every
+    `forecast_series_every`-th series (at most 64) is left out of the likelihood (its
+    encoder still reads it), and the closed-form CRPS of its forecasts one to
+    `horizon` steps ahead — the mixture over weight paths, made as `predict` makes
+    them — fits a widening `κ_τ ≥ 1` of the head's sd per horizon (param
+    `head.forecast_widening`, `κ = 1 + softplus(10 θ)`; horizons past `horizon` keep
+    the last) and nothing else. `κ` only widens: on the factual outcomes of a large
+    cohort the ELBO's sd can be wider than the CRPS's optimum, and narrowing it cost
+    coverage of the plans the data rarely show. The score is also the model's
+    `held_out_site`, on which `SVI(keep_best=True)` keeps the parameters whose
+    held-back forecasts were best: on a small cohort that early stopping is most of
+    the gain; on a large one it can stop before the training that a rarely seen plan
+    needs (both measured in `docs/calibration.md`; `keep_best=False` turns it off).
+    Runs saved before it existed load with `forecast_series_every=0`.
 
     Data-derived fields set by `adapt`: `data_dim`, `n_treatments`, `n_static`, `rows`,
     `loc`, `scale` (standardisation of the (log-)outcome), `time_scale` (the longest

@@ -1,0 +1,103 @@
+"""BNCDE's held-back widening on a large confounded cohort: counterfactual coverage with
+and without it, same data and keys.
+
+`BNCDE()` holds back every fourth series (at most 64) from the likelihood and fits a
+widening of the head's sd on their forecasts (`bd.models.BNCDE`, `forecast_series_every`).
+On the quick calibration panel (100 patients) it is what makes the intervals wide
+enough; this script checks what it costs where the cohort is large and the plan is
+rare: `tumor_growth(gamma=6, n_patients=1000)`, 600 SVI steps at batch 64 (the issue's
+configuration), 90% coverage of the true outcomes of the test patients under "no
+treatment" and "chemo every day", per horizon and overall, for `forecast_series_every=0`
+(off), the default, and the default without early stopping on the held-back score
+(`keep_best=False`), over several seeds (each seed: new patients and a new fit).
+
+    python benchmarks/bncde_heldback.py --seeds 3      # about 30 minutes on 2 cores
+    python benchmarks/bncde_heldback.py --quick        # smoke test (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+
+import jax
+import numpy as np
+
+import bayesde as bd
+
+#: name -> (model keywords, fit keywords)
+VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
+            "default, keep_best=False": ({}, dict(keep_best=False))}
+PLANS = ("none", "chemo")
+
+
+def run_one(variant: str, seed: int, args) -> dict:
+    sizes = dict(n_patients=60, n_test=20, n_days=30, min_history=10) if args.quick else dict(n_patients=args.n_patients)
+    data = bd.datasets.tumor_growth(gamma=args.gamma, key=jax.random.key(seed), **sizes)
+    model_kw, fit_kw = VARIANTS[variant]
+    model = bd.models.BNCDE(**model_kw, **(dict(width=16, train_paths=2) if args.quick else {}))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bd.fit(model, data.train, key=jax.random.key(seed + 1), num_steps=args.steps,
+                      batch_size=args.batch_size, progress_bar=False, **fit_kw)
+    fit_s = time.perf_counter() - t0
+    theta = post.params.get("head.forecast_widening")
+    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=post.info.best_step,
+               widening=None if theta is None else (1.0 + np.log1p(np.exp(10.0 * np.asarray(theta)))).tolist())
+    eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
+                                    key=jax.random.key(9), num_samples=args.draws)
+    for p in PLANS:
+        smp, y = np.asarray(eff.outcomes[p].samples), np.asarray(data.counterfactual(p).ys)
+        lo, hi = np.quantile(smp, [0.05, 0.95], axis=0)
+        inside, ok = (y >= lo) & (y <= hi), np.isfinite(y)
+        row[f"{p}_coverage_0.90"] = float(inside[ok].mean())
+        row[f"{p}_coverage_0.90_by_tau"] = [float(inside[:, t][ok[:, t]].mean()) for t in range(y.shape[1])]
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--gamma", type=float, default=6.0)
+    ap.add_argument("--n-patients", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bncde_heldback_cpu.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.batch_size, args.draws = 1, 20, 32, 20
+    rows = []
+    for seed in range(args.seeds):
+        for variant in VARIANTS:
+            rows.append(run_one(variant, seed, args))
+            r = rows[-1]
+            print(f"seed {seed} {variant}: 90% coverage none {r['none_coverage_0.90']:.3f}, "
+                  f"chemo {r['chemo_coverage_0.90']:.3f} (fit {r['fit_s']:.0f} s, kept step {r['best_step']})",
+                  flush=True)
+    summary = {}
+    for variant in VARIANTS:
+        mine = [r for r in rows if r["variant"] == variant]
+        summary[variant] = {f"{p}_coverage_0.90_{stat}": float(fn([r[f"{p}_coverage_0.90"] for r in mine]))
+                            for p in PLANS for stat, fn in (("mean", np.mean), ("min", np.min))}
+    print(json.dumps(summary, indent=1))
+    out = dict(benchmark="BNCDE held-back widening on a large confounded cohort",
+               command="python benchmarks/bncde_heldback.py " + " ".join(
+                   f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "quick")),
+               machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__,
+                            backend=jax.default_backend()),
+               summary=summary, runs=rows)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
