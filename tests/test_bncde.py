@@ -207,9 +207,9 @@ def test_mixture_crps_is_the_sampled_crps():
         assert exact == pytest.approx(sampled, abs=3e-3)
 
 
-def _trace(model, batch, params=None, key=0):
+def _trace(model, *args, params=None, key=0):
     prog = model.program if params is None else numpyro.handlers.substitute(model.program, data=params)
-    return numpyro.handlers.trace(numpyro.handlers.seed(prog, jax.random.key(key))).get_trace(batch)
+    return numpyro.handlers.trace(numpyro.handlers.seed(prog, jax.random.key(key))).get_trace(*args)
 
 
 def _likelihood(tr):
@@ -235,7 +235,7 @@ def test_held_back_series_reach_the_score_and_not_the_likelihood(sim):
     assert _likelihood(kept) != _likelihood(base) and score(kept) == score(base)
 
     params = {k: v["value"] for k, v in base.items() if v["type"] == "param"}
-    grads = jax.grad(lambda p: -_trace(model, data.batch(), p)["forecast_score"]["fn"].log_factor)(params)
+    grads = jax.grad(lambda p: -_trace(model, data.batch(), params=p)["forecast_score"]["fn"].log_factor)(params)
     moving = {k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0}
     assert moving == {"head.forecast_widening"}
 
@@ -248,9 +248,7 @@ def test_the_widening_scales_the_forecast_sd_per_horizon(sim):
 
     def sd(theta):
         p = dict(params, **{"head.forecast_widening": jnp.asarray(theta)})
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(
-            numpyro.handlers.substitute(model.program, data=p), jax.random.key(0))).get_trace(batch, q)
-        return np.asarray(tr["y_out"]["fn"].scale)
+        return np.asarray(_trace(model, batch, q, params=p)["y_out"]["fn"].scale)
 
     unit = np.log(np.e - 1.0) / 10.0  # κ = 1 + softplus(10 θ) = 2
     ratio = sd([unit, -0.5, unit]) / sd([-0.5, -0.5, -0.5])  # κ = (2, ≈1, 2); horizon 4 keeps κ_3

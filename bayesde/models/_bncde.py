@@ -200,7 +200,7 @@ class AbstractCDEForecaster(AbstractModel):
     amortized = True
     needs_treatments = True
     held_out_site = "forecast_score"  # emitted in training when series are held back
-    held_out_draws = 2  # the score is already a closed-form mean over the weight paths
+    held_out_draws = 2  # the score is closed-form in the head's noise (and averages BNCDE's weight paths)
     _renamed = {"hidden": "state_dim"}
     _upgrades = (_upgrade_data_fields, _no_holdout_before_it_existed)
 
@@ -417,8 +417,9 @@ class AbstractCDEForecaster(AbstractModel):
             return self._predict(p, enc_rows, enc_fixed, dec_rows, dec_fixed, batch, query, k_run, kappa)
         scoring = bool(self.forecast_series_every) and n >= self.forecast_series_every
         layers = (enc_rows, enc_fixed, dec_rows, dec_fixed)
+        take = lambda rows: Batch(*(None if a is None else a[rows] for a in batch))  # noqa: E731
         with numpyro.plate("series", n, subsample_size=subsample_size, dim=-1) as idx:
-            sub = Batch(*(None if a is None else a[idx] for a in batch))
+            sub = take(idx)
             ahead = self._ahead(p, layers, sub, k_run, num_paths)
             seen = sub
             if scoring:  # the held-back series are hidden from the likelihood (their encoder still reads them)
@@ -428,7 +429,7 @@ class AbstractCDEForecaster(AbstractModel):
         if scoring:
             if subsample_size is None:  # the held-back series are known: score a pass over only those
                 rows = np.nonzero(self._is_held_back(np.arange(n)))[0]
-                sub = Batch(*(None if a is None else a[rows] for a in batch))
+                sub = take(rows)
                 ahead = self._ahead(p, layers, sub, jax.random.fold_in(k_run, 1), num_paths)
                 back = jnp.ones((rows.size,), bool)
             # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
