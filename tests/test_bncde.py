@@ -9,7 +9,7 @@ import pytest
 
 import bayesde as bd
 from bayesde.models._base import Query
-from bayesde.models._bncde import mixture_crps, ou_kl_closed_form, weight_sde
+from bayesde.models._bncde import mixture_log_score, ou_kl_closed_form, weight_sde
 from bayesde.solvers._cde import (
     evaluate_path,
     fill_missing,
@@ -114,12 +114,12 @@ def test_adapt_validates_and_sets_constants(sim):
         bd.models.TECDE(dropout=1.0).adapt(sim.train)
 
 
-def _site_shapes(program, *args):
-    """Shapes of every sample site, traced abstractly (nothing is compiled or run)."""
+def _site_shapes(program, *args, types=("sample", "deterministic")):
+    """Shapes of every site of these types, traced abstractly (nothing is compiled or run)."""
 
     def run():
         tr = numpyro.handlers.trace(numpyro.handlers.seed(program, jax.random.key(0))).get_trace(*args)
-        return {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+        return {k: v["value"] for k, v in tr.items() if v["type"] in types}
 
     return {k: v.shape for k, v in jax.eval_shape(run).items()}
 
@@ -195,16 +195,18 @@ def test_runs_saved_under_the_old_field_names_load(sim):
 # ----------------------------------------------------------------- held-back widening
 
 
-def test_mixture_crps_is_the_sampled_crps():
-    """The closed-form CRPS of a Gaussian mixture equals `E|X − y| − ½E|X − X'|` from many draws."""
-    mu, sd = jnp.array([[-0.5, 0.3, 1.2]]), jnp.array([[0.4, 0.7, 0.2]])
-    k1, k2 = jax.random.split(jax.random.key(0))
-    comp = jax.random.randint(k1, (2, 400_000), 0, 3)
-    x, x2 = mu[0, comp] + sd[0, comp] * jax.random.normal(k2, comp.shape)  # two independent samples
+def test_mixture_log_score_is_minus_the_log_mixture_density():
+    """Minus the log of `Σ_s N(y; mu_s, sd_s²) / S`, also where one component alone
+    carries the density (far in the tails, where a naive sum of densities underflows)."""
+    from scipy import stats
+
+    mu, sd = np.array([[-0.5, 0.3, 1.2]]), np.array([[0.4, 0.7, 0.2]])
     for y in (0.1, 2.0):
-        exact = float(mixture_crps(mu, sd, jnp.array([y]), axis=1)[0])
-        sampled = float(jnp.mean(jnp.abs(x - y)) - 0.5 * jnp.mean(jnp.abs(x - x2)))
-        assert exact == pytest.approx(sampled, abs=3e-3)
+        want = -np.log(np.mean(stats.norm.pdf(y, mu[0], sd[0])))
+        assert float(mixture_log_score(jnp.asarray(mu), jnp.asarray(sd), jnp.array([y]), axis=1)[0]) == (
+            pytest.approx(want, rel=1e-5))
+    far = float(mixture_log_score(jnp.asarray(mu), jnp.asarray(sd), jnp.array([40.0]), axis=1)[0])
+    assert far == pytest.approx(-stats.norm.logpdf(40.0, 0.3, 0.7) + np.log(3.0), rel=1e-5)
 
 
 def _trace(model, *args, params=None, key=0):
@@ -212,30 +214,38 @@ def _trace(model, *args, params=None, key=0):
     return numpyro.handlers.trace(numpyro.handlers.seed(prog, jax.random.key(key))).get_trace(*args)
 
 
+def _params(model, *args):
+    """The program's parameters at their initial values (traced under `jit`: run op by op
+    the program would compile each of its operations)."""
+    tr = jax.jit(lambda *a: {k: v["value"] for k, v in _trace(model, *a).items() if v["type"] == "param"})
+    return tr(*args)
+
+
 def _likelihood(tr):
-    return sum(float(jnp.sum(tr[s]["fn"].log_prob(tr[s]["value"]))) for s in ("y", "y_ahead"))
+    return sum(jnp.sum(tr[s]["fn"].log_prob(tr[s]["value"])) for s in ("y", "y_ahead"))
 
 
 def test_held_back_series_reach_the_score_and_not_the_likelihood(sim):
     """Every fourth series (3 and 7 of 8) is left out of the likelihood; its forecasts
     alone make the score, and only the widening `κ` learns from that score."""
     model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2).adapt(sim.train)
-    data = sim.train.select(np.arange(8))
-    base = _trace(model, data.batch())
-    assert "forecast_score" in base and "head.forecast_widening" in base
+    batch = sim.train.select(np.arange(8)).batch()
+    params = _params(model, batch)
+    assert "head.forecast_widening" in params
+
+    @jax.jit
+    def parts(ys, params):  # (likelihood, score) with these values and parameters
+        tr = _trace(model, batch._replace(ys=ys), params=params)
+        return _likelihood(tr), -tr["forecast_score"]["fn"].log_factor
 
     def moved(i):  # series i's values at rows 12-20 doubled
-        ys = np.array(data.ys)
-        ys[i, 12:20] *= 2.0
-        return _trace(model, bd.TimeSeries(data.ts, ys, treatments=data.treatments, static=data.static).batch())
+        return parts(batch.ys.at[i, 12:20].multiply(2.0), params)
 
-    score = lambda tr: float(tr["forecast_score"]["fn"].log_factor)  # noqa: E731
-    held, kept = moved(3), moved(0)
-    assert _likelihood(held) == _likelihood(base) and score(held) != score(base)
-    assert _likelihood(kept) != _likelihood(base) and score(kept) == score(base)
+    (lik, score), held, kept = parts(batch.ys, params), moved(3), moved(0)
+    assert held[0] == lik and held[1] != score
+    assert kept[0] != lik and kept[1] == score
 
-    params = {k: v["value"] for k, v in base.items() if v["type"] == "param"}
-    grads = jax.grad(lambda p: -_trace(model, data.batch(), params=p)["forecast_score"]["fn"].log_factor)(params)
+    grads = jax.jit(jax.grad(lambda p: parts(batch.ys, p)[1]))(params)
     moving = {k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0}
     assert moving == {"head.forecast_widening"}
 
@@ -243,16 +253,17 @@ def test_held_back_series_reach_the_score_and_not_the_likelihood(sim):
 def test_the_widening_scales_the_forecast_sd_per_horizon(sim):
     model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, horizon=3).adapt(sim.train)
     batch = sim.train.select(np.arange(4)).batch()
-    params = {k: v["value"] for k, v in _trace(model, batch).items() if v["type"] == "param"}
+    params = _params(model, batch)
     q = Query(ts=jnp.tile(jnp.arange(31.0, 35.0), (4, 1)), treatments=jnp.zeros((4, 4, 2)))
 
+    @jax.jit
     def sd(theta):
-        p = dict(params, **{"head.forecast_widening": jnp.asarray(theta)})
-        return np.asarray(_trace(model, batch, q, params=p)["y_out"]["fn"].scale)
+        p = dict(params, **{"head.forecast_widening": theta})
+        return _trace(model, batch, q, params=p)["y_out"]["fn"].scale
 
     unit = np.log(np.e - 1.0) / 10.0  # κ = 1 + softplus(10 θ) = 2
-    ratio = sd([unit, -0.5, unit]) / sd([-0.5, -0.5, -0.5])  # κ = (2, ≈1, 2); horizon 4 keeps κ_3
-    k0 = 1.0 + np.log1p(np.exp(-5.0))
+    ratio = np.asarray(sd(jnp.array([unit, -0.5, unit])) / sd(jnp.array([-0.5, -0.5, -0.5])))
+    k0 = 1.0 + np.log1p(np.exp(-5.0))  # κ = (2, ≈1, 2); horizon 4 keeps κ_3
     np.testing.assert_allclose(ratio[0, :, 0], [2 / k0, 1.0, 2 / k0, 2 / k0], rtol=1e-5)
 
 
@@ -261,10 +272,12 @@ def test_held_back_widening_settings_and_old_runs(sim):
         bd.models.BNCDE(forecast_series_every=1).adapt(sim.train)
     # off, or fewer series than the rule needs: no score, no widening parameter
     batch = sim.train.select(np.arange(8)).batch()
-    off = _trace(bd.models.BNCDE(state_dim=4, width=8, forecast_series_every=0).adapt(sim.train), batch)
-    assert "forecast_score" not in off and "head.forecast_widening" not in off
-    few = _trace(bd.models.BNCDE(state_dim=4, width=8, forecast_series_every=9).adapt(sim.train), batch)
-    assert "forecast_score" not in few
+    sites = lambda every: _site_shapes(  # noqa: E731
+        bd.models.BNCDE(state_dim=4, width=8, forecast_series_every=every).adapt(sim.train).program, batch,
+        types=("sample", "param"))
+    assert "forecast_score" in sites(4) and "head.forecast_widening" in sites(4)
+    assert "forecast_score" not in sites(0) and "head.forecast_widening" not in sites(0)
+    assert "forecast_score" not in sites(9)
     # a large cohort keeps nearly all of its series: at most 64 are held back
     back = bd.models.BNCDE()._is_held_back(np.arange(1000))
     assert back.sum() == 64 and back[3] and not back[4] and not back[259]
@@ -272,4 +285,5 @@ def test_held_back_widening_settings_and_old_runs(sim):
     config = bd.models.BNCDE(state_dim=4).adapt(sim.train).config()
     del config["forecast_series_every"]
     assert bd.models.BNCDE.from_config(config).forecast_series_every == 0
+
 

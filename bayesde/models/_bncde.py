@@ -19,7 +19,7 @@ Training maximises the ELBO
 `(1/S) Σ_s [Σ_patients Σ_τ log N(y | head(u^s_τ)) − KL_s]`
 with `S = train_paths` weight paths (vmapped); under minibatching the likelihood sits in
 the `"series"` plate (rescaled by N/B) and the KL outside it (not rescaled). Every
-fourth series is left out of that likelihood, and the CRPS of its forecasts fits a
+fourth series is left out of that likelihood, and the log score of its forecasts fits a
 widening `κ_τ ≥ 1` of the head's sd per horizon (see `BNCDE`).
 """
 
@@ -157,21 +157,12 @@ def _widening(theta):
     return 1.0 + jax.nn.softplus(10.0 * theta)
 
 
-def _abs_moment(mu, sd):
-    """`E|X|` for `X ~ N(mu, sd²)`."""
-    r = mu / sd
-    return sd * (np.sqrt(2.0 / np.pi) * jnp.exp(-0.5 * r**2) + r * jax.scipy.special.erf(r / np.sqrt(2.0)))
-
-
-def mixture_crps(mu, sd, y, axis: int):
-    """Closed-form CRPS of the equal-weight mixture of `N(mu_s, sd_s²)` (components along
-    `axis`) at `y` (broadcast without that axis): `E|X − y| − ½ E|X − X'|`, each term a
-    Gaussian absolute moment, so it is exact and smooth in `sd` (no sampling noise)."""
-    a = jnp.mean(_abs_moment(mu - jnp.expand_dims(y, axis), sd), axis=axis)
-    d = jnp.expand_dims(mu, axis) - jnp.expand_dims(mu, axis + 1)
-    v = jnp.sqrt(jnp.expand_dims(sd, axis) ** 2 + jnp.expand_dims(sd, axis + 1) ** 2)
-    b = jnp.mean(_abs_moment(d, v), axis=(axis, axis + 1))
-    return a - 0.5 * b
+def mixture_log_score(mu, sd, y, axis: int):
+    """Minus the log density at `y` (broadcast without `axis`) of the equal-weight
+    mixture of `N(mu_s, sd_s²)` (components along `axis`): exact, no sampling noise."""
+    z = (jnp.expand_dims(y, axis) - mu) / sd
+    log_pdf = -0.5 * z**2 - jnp.log(sd) - 0.5 * np.log(2.0 * np.pi)
+    return np.log(mu.shape[axis]) - jax.scipy.special.logsumexp(log_pdf, axis=axis)
 
 
 class AbstractCDEForecaster(AbstractModel):
@@ -500,8 +491,8 @@ class AbstractCDEForecaster(AbstractModel):
         return m1, s1, ma, sa, sel, pop / (r_ahead * num_paths)
 
     def _held_back_score(self, batch: Batch, back, ahead, kappa):
-        """The score that fits the forecast widening `kappa (horizon,)`: the
-        closed-form CRPS of the predictive (the mixture over weight paths of
+        """The score that fits the forecast widening `kappa (horizon,)`: minus the
+        log density of the predictive (the mixture over weight paths of
         `N(m, (κ_τ s)²)`, exactly as `predict` forecasts) at the held-back series' (`back
         (N,)`) observed outcomes, one and `τ ≥ 2` steps ahead, standardised (transformed)
         units; the mean over each horizon's entries, averaged over horizons. Only `κ`
@@ -511,12 +502,12 @@ class AbstractCDEForecaster(AbstractModel):
         z = self._to_z(jnp.where(batch.mask, batch.ys, 1.0))  # (N, T, D)
         scored = batch.mask & back[:, None, None]
 
-        def mean_crps(mu, sd, y, ok):  # mu, sd (N, S, ...); y, ok (N, ...)
-            c = mixture_crps(mu, sd, y, axis=1)
+        def mean_score(mu, sd, y, ok):  # mu, sd (N, S, ...); y, ok (N, ...)
+            c = mixture_log_score(mu, sd, y, axis=1)
             return jnp.sum(jnp.where(ok, c, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
 
         mv = lambda x: jnp.moveaxis(x, 2, 0)  # noqa: E731  (S, T, N, D) -> (N, S, T, D)
-        scores = [mean_crps(mv(m1[:, : t_len - 1]), kappa[0] * mv(s1[:, : t_len - 1]), z[:, 1:], scored[:, 1:])]
+        scores = [mean_score(mv(m1[:, : t_len - 1]), kappa[0] * mv(s1[:, : t_len - 1]), z[:, 1:], scored[:, 1:])]
         if ma is not None:
             taus = jnp.arange(2, self.horizon + 1)
             tgt = sel[None, :] + taus[:, None]  # (hor-1, R) target rows
@@ -524,7 +515,7 @@ class AbstractCDEForecaster(AbstractModel):
             ok = scored[:, tgt_c] & (tgt < t_len)[None, :, :, None]  # (N, hor-1, R, D)
             mu, sd = jnp.moveaxis(ma, 3, 0), jnp.moveaxis(sa, 3, 0)  # (N, S, hor-1, R, D)
             for j in range(self.horizon - 1):
-                scores.append(mean_crps(mu[:, :, j], kappa[j + 1] * sd[:, :, j], z[:, tgt_c[j]], ok[:, j]))
+                scores.append(mean_score(mu[:, :, j], kappa[j + 1] * sd[:, :, j], z[:, tgt_c[j]], ok[:, j]))
         return jnp.mean(jnp.stack(scores))
 
     def _observe_train(self, batch: Batch, m1, s1, ma, sa, sel, ahead_scale, num_paths):
@@ -641,17 +632,20 @@ class BNCDE(AbstractCDEForecaster):
     head's sd, fitted by the ELBO on the same patients, comes out far too narrow for
     the forecasts (`docs/calibration.md` has the measurements). So every
     `forecast_series_every`-th series (at most 64) is left out of the likelihood (its
-    encoder still reads it), and the closed-form CRPS of its forecasts one to
-    `horizon` steps ahead — the mixture over weight paths, made as `predict` makes
-    them — fits a widening `κ_τ ≥ 1` of the head's sd per horizon (param
-    `head.forecast_widening`, `κ = 1 + softplus(10 θ)`; horizons past `horizon` keep
-    the last) and nothing else. `κ` only widens: on the factual outcomes of a large
-    cohort the ELBO's sd can be wider than the CRPS's optimum, and narrowing it cost
-    coverage of the plans the data rarely show. The score is also the model's
-    `held_out_site`, on which `SVI(keep_best=True)` keeps the parameters whose
-    held-back forecasts were best: on a small cohort that early stopping is most of
-    the gain; on a large one it can stop before the training that a rarely seen plan
-    needs (both measured in `docs/calibration.md`; `keep_best=False` turns it off).
+    encoder still reads it), and the log score (minus the log density) of its
+    forecasts one to `horizon` steps ahead — the mixture over weight paths, made as
+    `predict` makes them — fits a widening `κ_τ ≥ 1` of the head's sd per horizon
+    (param `head.forecast_widening`, `κ = 1 + softplus(10 θ)`; horizons past `horizon`
+    keep the last) and nothing else. The log score, not the CRPS: errors on new
+    patients are heavier-tailed than the Gaussian head, and the CRPS's best scale for
+    them leaves the outer intervals short, while the log score's matches the errors'
+    spread. `κ` only widens: on the factual outcomes of a large cohort the ELBO's sd
+    can be wider than the score's optimum, and narrowing it cost coverage of the plans
+    the data rarely show. The score is also the model's `held_out_site`, on which
+    `SVI(keep_best=True)` keeps the parameters whose held-back forecasts were best: on
+    a small cohort that early stopping is most of the gain; on a large one it can stop
+    before the training that a rarely seen plan needs (both measured in
+    `docs/calibration.md`; `keep_best=False` turns it off).
     Runs saved before it existed load with `forecast_series_every=0`.
 
     Data-derived fields set by `adapt`: `data_dim`, `n_treatments`, `n_static`, `rows`,

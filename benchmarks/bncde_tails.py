@@ -1,0 +1,114 @@
+"""Why BNCDE's intervals under-cover on new patients: the standardised errors of its
+forecasts, and the scale of the predictive each score would choose for them.
+
+Fits the default `BNCDE()` on a quick calibration-panel tumour case (the same data and
+keys as `python benchmarks/calibration.py --panel --quick --seeds 1 --models BNCDE`),
+then forecasts 5 days ahead (a) the test patients under the factual plan and two plans
+outside the observed patterns, and (b) training patients from cut days 12, 18 and 24,
+separately for the series held back from the likelihood and for kept ones. For each set
+it reports the 90% coverage, the quantiles of `|z|` (`z` = error over the predictive sd),
+its excess kurtosis, and the factor `c` by which the predictive sd would have to be
+scaled (as `N(0, c²)` for `z`) to minimise the CRPS, to minimise the log score, and to
+cover 90%. Held-back rows are the validation set the widening `κ` is fitted on: whether
+the score's `c` there matches the `c` that 90% coverage needs is the question.
+
+    python benchmarks/bncde_tails.py --gamma 4      # about 8 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+
+import jax
+import numpy as np
+from scipy import optimize, stats
+
+import bayesde as bd
+
+
+def _z(samples, y):
+    s, y = np.asarray(samples, float), np.asarray(y, float)
+    ok = np.isfinite(y)
+    lo, hi = np.quantile(s, [0.05, 0.95], axis=0)
+    return ((y - s.mean(0)) / s.std(0))[ok], float(((y >= lo) & (y <= hi))[ok].mean())
+
+
+def _row(z, cov):
+    a = np.abs(z)
+
+    def crps(c):  # CRPS of N(0, c²) at |z|, averaged
+        u = a / c
+        return np.mean(c * (u * (2 * stats.norm.cdf(u) - 1) + 2 * stats.norm.pdf(u) - 1 / np.sqrt(np.pi)))
+
+    return dict(n=int(z.size), coverage_90=cov, abs_z_q50=float(np.quantile(a, 0.5)),
+                abs_z_q90=float(np.quantile(a, 0.9)), excess_kurtosis=float(stats.kurtosis(z)),
+                c_crps=float(optimize.minimize_scalar(crps, bounds=(0.05, 50), method="bounded").x),
+                c_log_score=float(np.sqrt(np.mean(z**2))), c_for_90=float(np.quantile(a, 0.9) / 1.645))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gamma", type=int, default=4, choices=(0, 4, 8))
+    ap.add_argument("--draws", type=int, default=400)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"bncde_tails_gamma{args.gamma}_cpu.json")
+    cases = bd.datasets.panel()
+    name = f"tumor_gamma{args.gamma}"
+    # the panel's keys for seed 0 and the model `BNCDE` (benchmarks/calibration.py, _panel_case)
+    from calibration import PANEL_MODELS  # noqa: E402  (benchmarks/ is the script's directory)
+
+    k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), list(cases).index(name)), 0)
+    k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index("BNCDE")))
+    data = cases[name].simulate(key=k_data, missing=float("nan"), quick=True)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bd.fit(bd.models.BNCDE(), data.train, key=k_fit, progress_bar=False, warn=False)
+    theta = np.asarray(post.params["head.forecast_widening"])
+    res = dict(benchmark="BNCDE forecast errors on new and held-back patients", case=name,
+               command=f"python benchmarks/bncde_tails.py --gamma {args.gamma}", fit_s=time.perf_counter() - t0,
+               best_step=post.info.best_step, widening=(1.0 + np.log1p(np.exp(10.0 * theta))).tolist(), sets={})
+    plans = {p: data.plan(p) for p in ("factual", "none", "chemo")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
+                                        num_samples=args.draws)
+    for p in plans:
+        res["sets"][f"test patients, {p}"] = _row(*_z(eff.outcomes[p].samples, data.counterfactual(p).ys))
+    tr, h = data.train, data.horizon
+    held = np.arange(3, tr.n_series, 4)[:64]
+    kept = np.setdiff1d(np.arange(tr.n_series), held)[: held.size]
+    for label, idx in (("training patients held back from the likelihood", held), ("training patients kept", kept)):
+        zs, covs = [], []
+        for cut in (12, 18, 24):
+            past = slice(0, cut + 1)
+            nxt = slice(cut + 1, cut + 1 + h)
+            hist = bd.TimeSeries(tr.ts[idx, past], tr.ys[idx, past], tr.mask[idx, past],
+                                 treatments=tr.treatments[idx, past],
+                                 static=None if tr.static is None else tr.static[idx])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e = bd.effects.counterfactual(post, hist, plans={"factual": np.asarray(tr.treatments[idx, nxt])},
+                                              horizon=h, key=jax.random.key(cut), num_samples=args.draws)
+            z, c = _z(e.outcomes["factual"].samples, np.where(tr.mask[idx, nxt], tr.ys[idx, nxt], np.nan))
+            zs.append(z)
+            covs.append(c)
+        res["sets"][label] = _row(np.concatenate(zs), float(np.mean(covs)))
+    res["machine"] = dict(platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__)
+    for k, v in res["sets"].items():
+        print(f"{k}: " + ", ".join(f"{a}={b:.2f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items()))
+    print("best step", res["best_step"], "widening", np.round(res["widening"], 2))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
