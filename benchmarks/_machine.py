@@ -8,3 +8,17 @@ def avx512():
             return "avx512f" in f.read()
     except OSError:
         return None
+
+
+def machine():
+    """The record every benchmark JSON carries: backend, devices, CPU, versions."""
+    import os
+    import platform
+
+    import jax
+
+    import bayesde as bd
+
+    return dict(backend=jax.default_backend(), devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
+                avx512=avx512(), processor=platform.processor() or platform.machine(), jax=jax.__version__,
+                bayesde=bd.__version__)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 
@@ -28,6 +27,9 @@ import jax
 import numpy as np
 
 import bayesde as bd
+from bayesde.models._bncde import _widening
+
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's directory)
 
 #: name -> (model keywords, fit keywords)
 VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
@@ -48,7 +50,7 @@ def run_one(variant: str, seed: int, args) -> dict:
     fit_s = time.perf_counter() - t0
     theta = post.params.get("head.forecast_widening")
     row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=post.info.best_step,
-               widening=None if theta is None else (1.0 + np.log1p(np.exp(10.0 * np.asarray(theta)))).tolist())
+               widening=None if theta is None else np.asarray(_widening(theta)).tolist())
     eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
                                     key=jax.random.key(9), num_samples=args.draws)
     for p in PLANS:
@@ -96,8 +98,7 @@ def main():
     out = dict(benchmark="BNCDE held-back widening on a large confounded cohort",
                command="python benchmarks/bncde_heldback.py " + " ".join(
                    f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "quick")),
-               machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__,
-                            backend=jax.default_backend()),
+               machine=machine(),
                summary=summary, runs=rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

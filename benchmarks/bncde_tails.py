@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 
@@ -29,6 +28,7 @@ import numpy as np
 from scipy import optimize, stats
 
 import bayesde as bd
+from bayesde.models._bncde import _widening
 
 
 def _z(samples, y):
@@ -61,7 +61,8 @@ def main():
     cases = bd.datasets.panel()
     name = f"tumor_gamma{args.gamma}"
     # the panel's keys for seed 0 and the model `BNCDE` (benchmarks/calibration.py, _panel_case)
-    from calibration import PANEL_MODELS  # noqa: E402  (benchmarks/ is the script's directory)
+    from _machine import machine  # (benchmarks/ is the script's directory)
+    from calibration import PANEL_MODELS
 
     k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), list(cases).index(name)), 0)
     k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index("BNCDE")))
@@ -73,7 +74,7 @@ def main():
     theta = np.asarray(post.params["head.forecast_widening"])
     res = dict(benchmark="BNCDE forecast errors on new and held-back patients", case=name,
                command=f"python benchmarks/bncde_tails.py --gamma {args.gamma}", fit_s=time.perf_counter() - t0,
-               best_step=post.info.best_step, widening=(1.0 + np.log1p(np.exp(10.0 * theta))).tolist(), sets={})
+               best_step=post.info.best_step, widening=np.asarray(_widening(theta)).tolist(), sets={})
     plans = {p: data.plan(p) for p in ("factual", "none", "chemo")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -82,7 +83,7 @@ def main():
     for p in plans:
         res["sets"][f"test patients, {p}"] = _row(*_z(eff.outcomes[p].samples, data.counterfactual(p).ys))
     tr, h = data.train, data.horizon
-    held = np.arange(3, tr.n_series, 4)[:64]
+    held = np.nonzero(post.model._is_held_back(np.arange(tr.n_series)))[0]
     kept = np.setdiff1d(np.arange(tr.n_series), held)[: held.size]
     for label, idx in (("training patients held back from the likelihood", held), ("training patients kept", kept)):
         zs, covs = [], []
@@ -100,7 +101,7 @@ def main():
             zs.append(z)
             covs.append(c)
         res["sets"][label] = _row(np.concatenate(zs), float(np.mean(covs)))
-    res["machine"] = dict(platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__)
+    res["machine"] = machine()
     for k, v in res["sets"].items():
         print(f"{k}: " + ", ".join(f"{a}={b:.2f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items()))
     print("best step", res["best_step"], "widening", np.round(res["widening"], 2))

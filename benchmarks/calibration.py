@@ -440,14 +440,10 @@ def _names(arg, known, what):
 
 
 def _machine():
-    import platform
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _machine import avx512
+    from _machine import machine
 
-    return dict(backend=jax.default_backend(), devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
-                avx512=avx512(), processor=platform.processor() or platform.machine(), jax=jax.__version__,
-                bayesde=bd.__version__)
+    return machine()
 
 
 def panel_summary(df):
