@@ -12,7 +12,8 @@ def device_env(devices: int) -> dict:
     """The environment of a subprocess that sees `devices` CPU devices."""
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        # kept beside the suite's own flags (tests/conftest.py)
+        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip(),
         JAX_PLATFORMS="cpu",
         BAYESDE_FAST="1",
         PYTHONWARNINGS="ignore",
