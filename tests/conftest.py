@@ -12,9 +12,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The suite compiles hundreds of small programs and runs each briefly, so compiling is most
 # of its time: XLA's CPU backend at LLVM optimisation level 0 compiles them several times
-# faster (a tiny LatentSDE fit and predictive: 125 s and 35 s -> 72 s and 7 s on 2 busy cores)
-# and gives the same numbers up to float rounding (losses agree to 1e-7). Only the tests run
-# so; users' programs keep XLA's default. Subprocesses (CLI, tutorials) inherit it.
+# faster and gives the same numbers up to float rounding. Only the tests run so; users'
+# programs keep XLA's default. Subprocesses (CLI, tutorials) inherit it.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
