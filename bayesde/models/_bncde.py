@@ -51,9 +51,9 @@ def _path_noise(key, num_paths: int, s_grid, p: int, dtype):
 
     They are drawn from a Threefry-4x32 key derived from `key` (`jax.random` with
     `impl="threefry4x32"`): the same key gives the same numbers on every backend, and on
-    CPU it is several times faster than JAX's default Threefry-2x32, whose CPU lowering
-    runs its rounds as a loop; these millions of normals are a large share of a BNCDE
-    training step (`benchmarks/bncde_profile.py`)."""
+    CPU it is faster than JAX's default Threefry-2x32, whose CPU lowering runs its rounds
+    as a loop; these millions of normals are a large share of a BNCDE training step
+    (`benchmarks/bncde_profile.py` measures both)."""
     key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="threefry4x32")
     # One call for every path and step (per-path keys under `vmap` make XLA's CPU compile
     # of the unrolled hash very slow).
