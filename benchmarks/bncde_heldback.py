@@ -33,7 +33,9 @@ from _machine import machine  # noqa: E402  (benchmarks/ is the script's directo
 
 #: name -> (model keywords, fit keywords)
 VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
-            "default without keep_best": ({}, dict(keep_best=False))}
+            "default without keep_best": ({}, dict(keep_best=False)),
+            # the weight diffusion: with the default 0.01 the weight paths hardly spread
+            "sigma=0.04": (dict(sigma=0.04), {}), "sigma=0.1": (dict(sigma=0.1), {})}
 PLANS = ("none", "chemo")
 
 

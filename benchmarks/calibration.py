@@ -271,7 +271,8 @@ PANEL_MODELS = {
     "BNCDE": dict(family="", encoder="", build=lambda dim: bd.models.BNCDE(), treatment=True),
 }
 PANEL_COLUMNS = ["process", "model", "family", "encoder", "seed", "missing", "steps", "region", "level",
-                 "coverage", "width", "crps", "crps_climatology", "nonfinite", "n", "seconds", "status", "error"]
+                 "coverage", "width", "crps", "crps_climatology", "nonfinite", "n", "seconds", "status", "error",
+                 "steps_run", "best_step"]
 TUMOR_PLANS = {"factual": "inside", "none": "outside", "chemo": "outside"}
 
 
@@ -317,14 +318,17 @@ def _score(samples, y, history, sd):
     return rows
 
 
-def _panel_case(case, model_name, seed, quick, steps, num_pred, key):
+def _panel_case(case, model_name, seed, quick, steps, num_pred, key, patience="default"):
     """Fit one model configuration on one simulated data set and score its forecast (or,
-    for treatment cases, its outcomes under each plan). Returns rows."""
+    for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
+    `info` the SVI steps run and the step whose parameters were kept."""
     spec = PANEL_MODELS[model_name]
     missing = PANEL_MISSING[seed % len(PANEL_MISSING)] if case.kind == "forecast" else float("nan")
     k_data = jax.random.fold_in(key, seed)
     k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
     opts = {} if steps is None else dict(num_steps=steps)
+    if patience != "default":
+        opts["patience"] = patience
     data = case.simulate(key=k_data, missing=missing, quick=quick)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -348,7 +352,8 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key):
             scored = {f"{p} ({TUMOR_PLANS[p]})": _score(eff.outcomes[p].samples, data.counterfactual(p).ys,
                                                          hist_vals, sd)
                       for p in plans}
-    return missing, scored
+    info = dict(steps_run=getattr(post.info, "num_steps_run", None), best_step=getattr(post.info, "best_step", None))
+    return missing, scored, info
 
 
 def run_panel(args):
@@ -392,13 +397,13 @@ def run_panel(args):
         t0 = time.perf_counter()
         rows = []
         try:
-            missing, scored = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
-                                          jax.random.fold_in(key, list(cases).index(p)))
-            base.update(missing=missing, seconds=time.perf_counter() - t0)
+            missing, scored, info = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
+                                                jax.random.fold_in(key, list(cases).index(p)), args.patience)
+            base.update(missing=missing, seconds=time.perf_counter() - t0, **info)
             for region, rs in scored.items():
                 rows += [dict(base, region=region, **r) for r in rs]
             c90 = {reg: next(r["coverage"] for r in rs if r["level"] == 0.9) for reg, rs in scored.items()}
-            msg = " ".join(f"{reg}={c:.2f}" for reg, c in c90.items())
+            msg = " ".join(f"{reg}={c:.2f}" for reg, c in c90.items()) + f" (kept step {info['best_step']} of {info['steps_run']})"
         except Exception as e:  # a failing fit is a row, the panel goes on
             traceback.print_exc()
             base.update(seconds=time.perf_counter() - t0, status="error", error=f"{type(e).__name__}: {e}"[:500])
@@ -413,7 +418,7 @@ def run_panel(args):
     summary = panel_summary(df)
     meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
                 fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
-                steps_multiplier=args.steps_multiplier, processes=procs, models=models,
+                steps_multiplier=args.steps_multiplier, patience=args.patience, processes=procs, models=models,
                 sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
                 missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
                 machine=_machine(), band=[0.85, 0.95], floor=0.80)
@@ -527,6 +532,8 @@ def main(argv=None):
                    help="the calibration panel: every model at its defaults on processes it was not developed on")
     p.add_argument("--seeds", type=int, default=None, help="panel seeds (default 3, 2 with --quick)")
     p.add_argument("--processes", nargs="*", default=None, help="panel processes (comma or space separated)")
+    p.add_argument("--patience", type=lambda v: v if v == "default" else None if v == "none" else int(v), default="default",
+                   help="panel: SVI's patience in steps, or 'none' to run every step (default: SVI's own)")
     p.add_argument("--steps-multiplier", type=float, default=1.0,
                    help="panel: SVI steps = this x the default (the longer-training check uses 10)")
     p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")

@@ -362,6 +362,7 @@ def diagnose(name, spec, seed=0):
     loss = np.asarray(post.loss).ravel()
     return {
         "series": name, "spec": spec, "final_loss": float(loss[-100:].mean()),
+        "steps_run": int(loss.size), "best_step": post.info.best_step,
         "learned_noise_sd": noise, "in_sample_rmse": float(np.sqrt(np.mean(((ins - y_tr) / sd) ** 2))),
         "forecast_crps": sc["crps"], "coverage90": sc["coverage90"],
         "crps_vs_climatology": sc["crps"] / _score_draws(_climatology(t_tr, y_tr, t_te, season), y_te, sd)["crps"],

@@ -201,6 +201,7 @@ def test_plain_numpyro_function(lv):
         ({"method": "nuts", "target_accept_prob": 1.5}, ValueError, "NUTS.target_accept_prob: expected a number in (0.0, 1.0), got 1.5."),
         ({"method": "svi", "batch_size": True}, ValueError, "SVI.batch_size: expected a positive integer or None, got True."),
         ({"method": "svi", "checkpoint_every": 0}, ValueError, "SVI.checkpoint_every: expected a positive integer or None, got 0."),
+        ({"method": "svi", "patience": 0}, ValueError, "SVI.patience: expected a positive integer or None, got 0."),
         ({"method": "svi", "optimizer": "adam"}, ValueError, "SVI.optimizer: expected an optax GradientTransformation"),
         ({"method": "blackjax-nuts", "max_tree_depth": 0}, ValueError, "BlackJAXNUTS.max_tree_depth: expected a positive integer, got 0."),
         ({"method": "nuts", "num_steps": 5}, ValueError, "fit: 'num_steps' is not an option of method 'nuts'"),

@@ -236,6 +236,32 @@ def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best
     assert one.info.best_step in range(10, 61, 10)
 
 
+def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_path):
+    """SVI(patience=P) stops P steps after the held-out score's last improvement: the
+    losses are the first steps of the longer run's, and a run asked for five times the
+    steps (or resumed from a checkpoint) stops at the same step with the same parameters."""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2, patience=20)
+    short = bd.fit(model, data, num_steps=100, **kw)
+    stop, kept = short.info.patience_stop, short.info.best_step
+    assert stop is not None and stop == kept + 20 and len(short.loss) == stop == short.info.num_steps_run
+    assert short.diagnostics()["patience_stop"] == stop
+    long = bd.fit(model, data, num_steps=500, **kw)
+    assert (long.info.patience_stop, long.info.best_step) == (stop, kept)
+    np.testing.assert_array_equal(long.loss, short.loss)
+    ck = str(tmp_path / "ck")
+    bd.fit(model, data, num_steps=10, checkpoint_every=10, checkpoint_dir=ck, **kw)
+    resumed = bd.fit(model, data, num_steps=500, resume=ck, **kw)
+    assert (resumed.info.patience_stop, resumed.info.best_step) == (stop, kept)
+    for k in short.params:
+        np.testing.assert_array_equal(long.params[k], short.params[k])
+        np.testing.assert_array_equal(resumed.params[k], short.params[k])
+    from bayesde._cli._fit import health_line
+
+    assert f"stopped early: the forecasts of the held-back data had not scored better since step {kept}" in health_line(short)
+
+
 # ------------------------------------------------------------------------ the data
 def test_stochastic_lorenz_is_normalised_with_small_noise():
     data = bd.datasets.stochastic_lorenz(n_series=64, n_times=50, key=jax.random.key(0))

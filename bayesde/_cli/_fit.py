@@ -233,6 +233,9 @@ def health_line(post) -> str:
         if d.get("stopped_at_nan") is not None:
             line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")
+        elif d.get("patience_stop") is not None:
+            line += (f" (stopped early: the forecasts of the held-back data had not scored better since step "
+                     f"{d['best_step']}, whose parameters it kept; more steps would not change them)")
         elif d.get("best_step") is not None and d["best_step"] < d.get("num_steps", 0):
             line += (f" (kept the parameters of step {d['best_step']}, where the forecasts of the held-back "
                      "data scored best; more steps would not change them)")

@@ -40,8 +40,9 @@ def diagnose(post) -> dict:
     worst parameter, and its label `max_rhat_param`), `min_ess` (= `min_ess_bulk`, with
     `min_ess_param`) and `min_ess_tail`: ArviZ's `r_hat`, `ess_bulk`, `ess_tail`
     (`az.summary(post.to_arviz(), round_to="none")`), NaN with fewer than 4 draws.
-    SVI: `num_steps`, `final_loss`, `stopped_at_nan`, `still_improving`, `best_step`
-    (the step whose parameters `keep_best` kept, or None).
+    SVI: `num_steps` (steps run), `final_loss`, `stopped_at_nan`, `still_improving`,
+    `best_step` (the step whose parameters `keep_best` kept, or None) and
+    `patience_stop` (the step where `SVI.patience` ended the run, or None).
     """
     out: dict = {"method": post.method_name}
     if post.loss is not None:
@@ -50,6 +51,7 @@ def diagnose(post) -> dict:
         out["final_loss"] = float(np.mean(loss[-max(1, len(loss) // 20):])) if len(loss) else float("nan")
         out["stopped_at_nan"] = getattr(post.info, "stopped_at", None)
         out["best_step"] = getattr(post.info, "best_step", None)
+        out["patience_stop"] = getattr(post.info, "patience_stop", None)
         if len(loss) >= 40:
             tail = loss[-len(loss) // 10:]
             prev = loss[-len(loss) // 5: -len(loss) // 10]

@@ -57,6 +57,8 @@ class SVIInfo(EngineInfo):
     - `stopped_at`: the step whose loss was NaN/inf, where the run stopped (else `None`).
     - `best_step`: with `keep_best` and a model with a held-out score, the step whose
       parameters were kept (the end of the chunk where that score was lowest).
+    - `patience_stop`: the step where `SVI.patience` ended the run (the held-out score
+      had not improved for `patience` steps), else `None`.
     - `guide`: the guide's class name (`"none"` for a model without latent sites).
     - `num_devices`: devices the steps ran on.
     """
@@ -66,6 +68,7 @@ class SVIInfo(EngineInfo):
     num_steps_run: Optional[int] = None
     stopped_at: Optional[int] = None
     best_step: Optional[int] = None
+    patience_stop: Optional[int] = None
     guide: Optional[str] = None
     num_devices: int = 1
 
@@ -115,6 +118,13 @@ class SVI(AbstractEngine):
       the same ones the choice fitted those few draws) and keep the parameters where it
       was lowest: early stopping on a held-out loss, so that more steps do not mean
       an overfitted model. `info.best_step` says which. No effect on other models.
+    - `patience`: with `keep_best` and a held-out score, end the run once that many
+      steps have passed without the score improving (`info.patience_stop` says where);
+      `None` runs all `num_steps`. Without it the kept step is the lowest of ever more
+      noisy evaluations as `num_steps` grows, and a ten times longer run kept forecasts
+      that covered less (docs/calibration.md); with it, a run whose score has stopped
+      improving keeps the same parameters however many steps were asked for, since the
+      optimiser's trajectory does not depend on `num_steps`.
     """
 
     optimizer: Any = None
@@ -131,6 +141,7 @@ class SVI(AbstractEngine):
     devices: Any = None
     process_local: bool = False
     keep_best: bool = True
+    patience: Optional[int] = 1000
 
     name = "svi"
     info_type = SVIInfo
@@ -143,6 +154,7 @@ class SVI(AbstractEngine):
         _check_int("SVI", "chunk_size", self.chunk_size, 1)
         _check_int("SVI", "batch_size", self.batch_size, 1, optional=True)
         _check_int("SVI", "checkpoint_every", self.checkpoint_every, 1, optional=True)
+        _check_int("SVI", "patience", self.patience, 1, optional=True)
         _check_real("SVI", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("SVI", self.optimizer, self.guide)
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
@@ -414,9 +426,10 @@ def _checkpoint_due(method: SVI, done: int) -> bool:
 
 
 def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
-    """Run the chunks; returns `(state, losses, stopped, chunk_seconds, best)`, `stopped`
-    the step of the first non-finite loss (then `state` is the last verified one) or None,
-    `best` the held-out record `(value, step, params)` (None without a held-out score)."""
+    """Run the chunks; returns `(state, losses, stopped, chunk_seconds, best, patience_stop)`,
+    `stopped` the step of the first non-finite loss (then `state` is the last verified one)
+    or None, `best` the held-out record `(value, step, params)` (None without a held-out
+    score), `patience_stop` the step where `method.patience` ended the run or None."""
     chunk = _chunk_length(method)
     state, first_chunk, losses, best = _resume(method, s.state, chunk)
     if s.dp is not None:
@@ -425,8 +438,13 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     bar = _progress(progress_bar, method.num_steps, "svi")
     if bar is not None and first_chunk:
         bar.update(first_chunk * chunk)
-    verified, stopped, chunk_seconds = state, None, []
+    verified, stopped, patience_stop, chunk_seconds = state, None, None, []
     for c in range(first_chunk, -(-method.num_steps // chunk)):
+        # Checked before the chunk, so that a run resumed from a checkpoint stops where
+        # the uninterrupted run did.
+        if method.patience is not None and best is not None and c * chunk - best[1] >= method.patience:
+            patience_stop = c * chunk
+            break
         t_chunk = time.perf_counter()
         state, verified, bad, ls = run_chunk(state, verified, c * chunk, s.batch_in)
         ls, bad = np.asarray(ls), bool(bad)
@@ -452,7 +470,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
             save_checkpoint(method.checkpoint_dir, state, done, np.concatenate(losses)[:done], best)
     if bar is not None:
         bar.close()
-    return state, np.concatenate(losses)[: method.num_steps], stopped, chunk_seconds, best
+    return state, np.concatenate(losses)[: method.num_steps], stopped, chunk_seconds, best, patience_stop
 
 
 def _warn_stopped(stopped: int) -> None:
@@ -479,7 +497,7 @@ def _draw(s: _Setup, params: dict, num_samples: int) -> dict:
 def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResult:
     """Fit `model` to `batch` by SVI with the options `method`; see `SVI`."""
     s = _setup(model, batch, method, key)
-    state, loss, stopped, chunk_seconds, best = _optimise(s, method, progress_bar=progress_bar)
+    state, loss, stopped, chunk_seconds, best, patience_stop = _optimise(s, method, progress_bar=progress_bar)
     if stopped is not None:
         loss = loss[:stopped]
         _warn_stopped(stopped)
@@ -497,6 +515,7 @@ def run_svi(model, batch, method: SVI, *, key, progress_bar: bool) -> EngineResu
         num_steps_run=int(len(loss)),
         stopped_at=stopped,
         best_step=None if best is None else int(best[1]),
+        patience_stop=patience_stop,
         guide="none" if s.guide is _empty_guide else getattr(s.guide, "__name__", type(s.guide).__name__),
         num_devices=1 if s.dp is None else s.dp.n_devices,
     )
