@@ -22,6 +22,7 @@ level) and `benchmarks/results/calibration.png`. A model whose fit fails is reco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -318,33 +319,47 @@ def _score(samples, y, history, sd):
     return rows
 
 
-def _panel_case(case, model_name, seed, quick, steps, num_pred, key, patience="default"):
+def panel_split(data: bd.TimeSeries):
+    """A forecast case's history (the first 75% of the time window), future (the rest)
+    and the history's sd per dimension, the unit of widths and CRPS."""
+    real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
+    t_lo, t_hi = data.ts[real].min(), data.ts[real].max()
+    hist, fut = data.split(t_lo + 0.75 * (t_hi - t_lo))
+    sd = np.nanstd(np.where(hist.mask, hist.ys, np.nan), axis=(0, 1))
+    return hist, fut, sd
+
+
+def panel_data_key(key, case_name, seed):
+    """The key a panel case's data are simulated with (`--seed`'s key, the case, the seed)."""
+    return jax.random.fold_in(jax.random.fold_in(key, list(bd.datasets.panel()).index(case_name)), seed)
+
+
+def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options=None, model_options=None):
     """Fit one model configuration on one simulated data set and score its forecast (or,
     for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
-    `info` the SVI steps run and the step whose parameters were kept."""
+    `info` the SVI steps run and the step whose parameters were kept. `fit_options` are
+    further fields of the engine (`patience`, `learning_rate`), `model_options` fields of
+    the model (`steps_per_unit=16`) that replace its defaults, for comparisons."""
     spec = PANEL_MODELS[model_name]
+    build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
     missing = PANEL_MISSING[seed % len(PANEL_MISSING)] if case.kind == "forecast" else float("nan")
-    k_data = jax.random.fold_in(key, seed)
+    k_data = panel_data_key(key, case.name, seed)
     k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
     opts = {} if steps is None else dict(num_steps=steps)
-    if patience != "default":
-        opts["patience"] = patience
+    opts.update(fit_options or {})
     data = case.simulate(key=k_data, missing=missing, quick=quick)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if case.kind == "forecast":
-            real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
-            t_lo, t_hi = data.ts[real].min(), data.ts[real].max()
-            hist, fut = data.split(t_lo + 0.75 * (t_hi - t_lo))
-            sd = np.nanstd(np.where(hist.mask, hist.ys, np.nan), axis=(0, 1))
-            post = bd.fit(spec["build"](data.dim), hist, key=k_fit, progress_bar=False, warn=False, **opts)
+            hist, fut, sd = panel_split(data)
+            post = bd.fit(build(data.dim), hist, key=k_fit, progress_bar=False, warn=False, **opts)
             pred = post.predict(fut.ts, key=k_pred, num_samples=num_pred)
             y = np.where(fut.mask, fut.ys, np.nan)
             scored = {"forecast": _score(pred.samples, y, np.where(hist.mask, hist.ys, np.nan), sd)}
         else:
             train = data.train
             sd = np.nanstd(np.where(train.mask, train.ys, np.nan), axis=(0, 1))
-            post = bd.fit(spec["build"](train.dim), train, key=k_fit, progress_bar=False, warn=False, **opts)
+            post = bd.fit(build(train.dim), train, key=k_fit, progress_bar=False, warn=False, **opts)
             plans = {p: data.plan(p) for p in TUMOR_PLANS}
             eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
                                             num_samples=num_pred)
@@ -377,6 +392,10 @@ def run_panel(args):
     elif csv_path.exists():
         csv_path.unlink()
     key = jax.random.key(args.seed)
+    fit_options = {} if args.patience == "default" else dict(patience=args.patience)
+    if args.learning_rate is not None:
+        fit_options["learning_rate"] = args.learning_rate
+    model_options = _model_options(args.model_options)
     num_pred = 200 if args.quick else 500
     t_start = time.perf_counter()
     # Seed-major, then model: a run stopped by --budget-minutes has whole models done.
@@ -398,7 +417,7 @@ def run_panel(args):
         rows = []
         try:
             missing, scored, info = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
-                                                jax.random.fold_in(key, list(cases).index(p)), args.patience)
+                                                key, fit_options, model_options)
             base.update(missing=missing, seconds=time.perf_counter() - t0, **info)
             for region, rs in scored.items():
                 rows += [dict(base, region=region, **r) for r in rs]
@@ -418,7 +437,8 @@ def run_panel(args):
     summary = panel_summary(df)
     meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
                 fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
-                steps_multiplier=args.steps_multiplier, patience=args.patience, processes=procs, models=models,
+                steps_multiplier=args.steps_multiplier, patience=args.patience,
+                learning_rate=args.learning_rate, model_options=model_options, processes=procs, models=models,
                 sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
                 missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
                 machine=_machine(), band=[0.85, 0.95], floor=0.80)
@@ -432,6 +452,20 @@ def run_panel(args):
     for _, r in bad.iterrows():
         print(f"FAILED {r['process']} {r['model']} seed={r['seed']}: {r['error']}")
     print(f"wrote {csv_path}, {out / (name + '.json')} and {out / (name + '.png')}")
+
+
+def _model_options(arg):
+    """`--model-options a=1 b=x` as a dict of numbers or strings."""
+    out = {}
+    for item in arg or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--model-options: expected name=value, got {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
 
 
 def _names(arg, known, what):
@@ -534,6 +568,10 @@ def main(argv=None):
     p.add_argument("--processes", nargs="*", default=None, help="panel processes (comma or space separated)")
     p.add_argument("--patience", type=lambda v: v if v == "default" else None if v == "none" else int(v), default="default",
                    help="panel: SVI's patience in steps, or 'none' to run every step (default: SVI's own)")
+    p.add_argument("--model-options", nargs="*", default=None,
+                   help="panel: model fields that replace the defaults of every model run, e.g. steps_per_unit=16")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="panel: SVI's learning rate (default: SVI's own)")
     p.add_argument("--steps-multiplier", type=float, default=1.0,
                    help="panel: SVI steps = this x the default (the longer-training check uses 10)")
     p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")

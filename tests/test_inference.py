@@ -202,6 +202,7 @@ def test_plain_numpyro_function(lv):
         ({"method": "svi", "batch_size": True}, ValueError, "SVI.batch_size: expected a positive integer or None, got True."),
         ({"method": "svi", "checkpoint_every": 0}, ValueError, "SVI.checkpoint_every: expected a positive integer or None, got 0."),
         ({"method": "svi", "patience": 0}, ValueError, "SVI.patience: expected a positive integer or None, got 0."),
+        ({"method": "svi", "min_steps": -1}, ValueError, "SVI.min_steps: expected a non-negative integer, got -1."),
         ({"method": "svi", "optimizer": "adam"}, ValueError, "SVI.optimizer: expected an optax GradientTransformation"),
         ({"method": "blackjax-nuts", "max_tree_depth": 0}, ValueError, "BlackJAXNUTS.max_tree_depth: expected a positive integer, got 0."),
         ({"method": "nuts", "num_steps": 5}, ValueError, "fit: 'num_steps' is not an option of method 'nuts'"),

@@ -242,7 +242,8 @@ def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_p
     steps (or resumed from a checkpoint) stops at the same step with the same parameters."""
     data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
     model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
-    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2, patience=20)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2, patience=20,
+              min_steps=0)
     short = bd.fit(model, data, num_steps=100, **kw)
     stop, kept = short.info.patience_stop, short.info.best_step
     assert stop is not None and stop == kept + 20 and len(short.loss) == stop == short.info.num_steps_run
@@ -260,6 +261,14 @@ def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_p
     from bayesde._cli._fit import health_line
 
     assert f"stopped early: the forecasts of the held-back data had not scored better since step {kept}" in health_line(short)
+    # min_steps: patience cannot end the run before it; the steps run are the same trajectory
+    floor = stop + 30
+    late = bd.fit(model, data, num_steps=500, **dict(kw, min_steps=floor))
+    assert late.info.patience_stop is None or late.info.patience_stop >= floor
+    assert late.info.num_steps_run >= floor and late.info.best_step >= kept
+    np.testing.assert_array_equal(late.loss[:stop], short.loss)
+    every = bd.fit(model, data, num_steps=100, **dict(kw, min_steps=100))
+    assert every.info.patience_stop is None and every.info.num_steps_run == 100
 
 
 # ------------------------------------------------------------------------ the data

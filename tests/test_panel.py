@@ -96,10 +96,11 @@ def test_simulators_refuse_bad_sizes():
         bd.datasets.cir(4, 10, key=jax.random.key(0), x0=-1.0)
 
 
-def _calibration_script():
+def _script(name):
+    """A script of `benchmarks/` as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("calibration_bench", ROOT / "benchmarks" / "calibration.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -108,7 +109,7 @@ def _calibration_script():
 def test_panel_scoring_of_a_calibrated_forecast_and_the_band():
     import pandas as pd
 
-    cal = _calibration_script()
+    cal = _script("calibration")
     rng = np.random.default_rng(0)
     y = rng.normal(size=(40, 25, 1))
     y[0, :3] = np.nan  # missing held-out values are not scored
@@ -128,6 +129,22 @@ def test_panel_scoring_of_a_calibrated_forecast_and_the_band():
     assert not summary.loc[("ou", "A", "forecast"), "in_band"]  # a seed below 0.80
     assert summary.loc[("ou", "B", "forecast"), "in_band"]
     assert "**0.84 (0.78)**" in cal.panel_markdown(df)
+
+
+@pytest.mark.parametrize("name", FORECAST)
+def test_the_true_laws_forecast_covers_at_the_nominal_rate(name):
+    """`benchmarks/panel_oracle.py` forecasts with each process's true law from its true
+    state: on 96 series (a quick panel's coverage sd shrunk 2.5 times) its 90% intervals
+    cover 0.90 up to sampling error, and it beats climatology."""
+    oracle = _script("panel_oracle")
+    case = bd.datasets.panel()[name]
+    data = case.simulate(key=jax.random.key(11), missing=0.15, quick=True, n_series=96)
+    hist, fut, sd = oracle.C.panel_split(data)
+    samples = oracle.oracle_forecast(case, data, hist, fut, 200, np.random.default_rng(0), True)
+    y = np.where(fut.mask, fut.ys, np.nan)
+    r90 = next(r for r in oracle.C._score(samples, y, np.where(hist.mask, hist.ys, np.nan), sd) if r["level"] == 0.9)
+    assert abs(r90["coverage"] - 0.9) < 0.05, r90
+    assert r90["crps"] < 0.9 * r90["crps_climatology"], r90
 
 
 @pytest.mark.slow
@@ -150,3 +167,25 @@ def test_quick_panel_defaults_inside_the_coverage_band(tmp_path):
     assert bad.empty, f"90% coverage outside [0.85, 0.95]:\n{bad.to_string()}"
     low = worst[worst < 0.80]
     assert low.empty, f"a seed below 0.80:\n{low.to_string()}"
+
+
+@pytest.mark.slow
+def test_full_panel_default_latent_sde_inside_the_coverage_band(tmp_path):
+    """The default `LatentSDE()` on the panel at its full sizes (32 series per process,
+    three seeds; about 35 minutes on 2 cores): 90% coverage in [0.85, 0.95] on every
+    process (mean over seeds) and no seed below 0.80. At these sizes the true law itself
+    meets this with probability 0.77 (`benchmarks/panel_oracle.py --full`), against 0.37
+    on the quick panel, which is why this claim is tested here."""
+    import pandas as pd
+
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "calibration.py"), "--panel", "--seeds", "3",
+         "--models", "LatentSDE", "--out", str(tmp_path)],
+        check=True, cwd=ROOT, timeout=3 * 3600,
+    )
+    df = pd.read_csv(tmp_path / "calibration_panel.csv")
+    assert (df.status == "ok").all(), df[df.status != "ok"][["process", "error"]].to_string()
+    c90 = df[np.isclose(df.level, 0.9)].groupby("process").coverage
+    mean, worst = c90.mean(), c90.min()
+    assert mean.between(0.85, 0.95).all(), f"90% coverage outside [0.85, 0.95]:\n{mean.to_string()}"
+    assert (worst >= 0.80).all(), f"a seed below 0.80:\n{worst.to_string()}"

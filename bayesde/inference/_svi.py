@@ -58,7 +58,7 @@ class SVIInfo(EngineInfo):
     - `best_step`: with `keep_best` and a model with a held-out score, the step whose
       parameters were kept (the end of the chunk where that score was lowest).
     - `patience_stop`: the step where `SVI.patience` ended the run (the held-out score
-      had not improved for `patience` steps), else `None`.
+      had not improved for `patience` steps, and `min_steps` had run), else `None`.
     - `guide`: the guide's class name (`"none"` for a model without latent sites).
     - `num_devices`: devices the steps ran on.
     """
@@ -125,6 +125,12 @@ class SVI(AbstractEngine):
       that covered less (docs/calibration.md); with it, a run whose score has stopped
       improving keeps the same parameters however many steps were asked for, since the
       optimiser's trajectory does not depend on `num_steps`.
+    - `min_steps`: patience never ends a run before this step (default 2000, the default
+      `num_steps`), so that it only shortens runs asked to be longer than that. A model
+      can plateau for a thousand steps before it learns a cycle, and the held-back score
+      of the first, untrained steps is as often low by chance as a later one:
+      stopping on the plateau kept an untrained model (docs/calibration.md). With
+      `min_steps` at least `num_steps`, every step runs and the best is kept.
     """
 
     optimizer: Any = None
@@ -142,6 +148,7 @@ class SVI(AbstractEngine):
     process_local: bool = False
     keep_best: bool = True
     patience: Optional[int] = 1000
+    min_steps: int = 2000
 
     name = "svi"
     info_type = SVIInfo
@@ -155,6 +162,7 @@ class SVI(AbstractEngine):
         _check_int("SVI", "batch_size", self.batch_size, 1, optional=True)
         _check_int("SVI", "checkpoint_every", self.checkpoint_every, 1, optional=True)
         _check_int("SVI", "patience", self.patience, 1, optional=True)
+        _check_int("SVI", "min_steps", self.min_steps, 0)
         _check_real("SVI", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("SVI", self.optimizer, self.guide)
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
@@ -442,7 +450,8 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     for c in range(first_chunk, -(-method.num_steps // chunk)):
         # Checked before the chunk, so that a run resumed from a checkpoint stops where
         # the uninterrupted run did.
-        if method.patience is not None and best is not None and c * chunk - best[1] >= method.patience:
+        if (method.patience is not None and best is not None and c * chunk >= method.min_steps
+                and c * chunk - best[1] >= method.patience):
             patience_stop = c * chunk
             break
         t_chunk = time.perf_counter()
