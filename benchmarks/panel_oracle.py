@@ -13,7 +13,7 @@ data set to data set. `--draws N` measures that spread over N data sets per proc
 models' rows of the panel CSV.
 
     python benchmarks/panel_oracle.py --draws 100           # quick panel sizes, 2 seeds
-    python benchmarks/panel_oracle.py --full --seeds 3      # full sizes, 3 seeds, 50 draws
+    python benchmarks/panel_oracle.py --full --seeds 3      # full sizes, 3 seeds, 50 draws, 500 samples
 
 Writes `benchmarks/results/panel_oracle_{quick,full}_cpu.json`: per process, the panel
 seeds' rows and, over the draws, the mean, sd, 5% and 95% quantiles of 90% coverage, how
@@ -229,11 +229,13 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="the panel's full sizes (default: quick)")
     p.add_argument("--seeds", type=int, default=2, help="the panel's seeds, reported one by one")
     p.add_argument("--draws", type=int, default=50, help="further data sets per process for the spread")
-    p.add_argument("--num-samples", type=int, default=200, help="forecast draws (the quick panel's 200)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="forecast draws (default: the panel's, 200 quick, 500 full)")
     p.add_argument("--out", default=None, help="JSON path (default results/panel_oracle_{quick,full}_cpu.json)")
     args = p.parse_args(argv)
     out = args.out or RESULTS / f"panel_oracle_{'full' if args.full else 'quick'}_cpu.json"
-    run(not args.full, args.seeds, args.draws, args.num_samples, Path(out))
+    num_samples = args.num_samples or (500 if args.full else 200)
+    run(not args.full, args.seeds, args.draws, num_samples, Path(out))
 
 
 if __name__ == "__main__":
