@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -215,7 +216,7 @@ def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best
     `info.best_step`, and a checkpointed, resumed run keeps the same ones."""
     data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
     model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
-    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2, best_from=0)
     best = bd.fit(model, data, num_steps=60, **kw)
     plain = bd.fit(model, data, num_steps=60, keep_best=False, **kw)
     assert plain.info.best_step is None and best.info.best_step in range(10, 61, 10)
@@ -236,6 +237,26 @@ def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best
     assert one.info.best_step in range(10, 61, 10)
 
 
+def test_keep_best_chooses_among_the_steps_from_best_from():
+    """The parameters of the first steps are not a fitted forecast: `best_from` keeps the
+    lowest held-back score from that step on (the same trajectory), and a run shorter than
+    `best_from` keeps its last step."""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2)
+    free = bd.fit(model, data, num_steps=60, best_from=0, **kw)
+    later = min(free.info.best_step + 10, 60)
+    late = bd.fit(model, data, num_steps=60, best_from=later, **kw)
+    assert late.info.best_step in range(later, 61, 10)
+    # What the free run kept is no longer eligible (unless it was the last step).
+    assert late.info.best_step != free.info.best_step or free.info.best_step == 60
+    np.testing.assert_array_equal(late.loss, free.loss)
+    short = bd.fit(model, data, num_steps=40, best_from=500, **kw)  # best_from past the end
+    assert bd.SVI().best_from == 0 and short.info.best_step == 40
+    with pytest.raises(ValueError, match="SVI.best_from"):
+        bd.SVI(best_from=-1)
+
+
 def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_path):
     """SVI(patience=P) stops P steps after the held-out score's last improvement: the
     losses are the first steps of the longer run's, and a run asked for five times the
@@ -243,7 +264,7 @@ def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_p
     data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
     model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
     kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2, patience=20,
-              min_steps=0)
+              min_steps=0, best_from=0)
     short = bd.fit(model, data, num_steps=100, **kw)
     stop, kept = short.info.patience_stop, short.info.best_step
     assert stop is not None and stop == kept + 20 and len(short.loss) == stop == short.info.num_steps_run
@@ -619,3 +640,39 @@ def test_a_run_saved_with_the_old_geometric_family_warns_on_load():
     old = {k: v for k, v in config.items() if k != "steps_per_unit"}
     with pytest.warns(UserWarning, match="old geometric family"):
         bd.models.LatentSDE.from_config(old)
+
+
+def _control_outputs(model, scale):
+    """The Girsanov control `u` of `model` at a few states, its last layer scaled by `scale`."""
+    with numpyro.handlers.seed(rng_seed=0):
+        nets = model._make_networks(1)
+    last = nets.control.layers[-1]
+    nets = eqx.tree_at(lambda n: n.control.layers[-1].weight, nets, scale * last.weight)
+    _, u, _ = model._sde(nets)
+    z = jnp.linspace(-30.0, 30.0, 7)[:, None] * jnp.ones((1, model.latent_dim))
+    return np.asarray(u(0.0, z, jnp.zeros((7, model.width))))
+
+
+def test_the_linear_noise_family_bounds_its_control():
+    # g = σ(t) z, so an unbounded control makes the posterior drift's z ⊙ u grow like z²;
+    # fits on an OU panel stopped on a non-finite loss within 100 steps before the bound.
+    free = _control_outputs(bd.models.LatentSDE(family="linear-noise", control_bound=None), 1e3)
+    bounded = _control_outputs(bd.models.LatentSDE(family="linear-noise"), 1e3)
+    assert np.abs(free).max() > 100 and np.abs(bounded).max() <= 5.0
+    # Small controls pass through (tanh is the identity near 0); the other families are free.
+    small = _control_outputs(bd.models.LatentSDE(family="linear-noise"), 1e-3)
+    np.testing.assert_allclose(small, _control_outputs(bd.models.LatentSDE(family="linear-noise",
+                                                                            control_bound=None), 1e-3), rtol=2e-3)
+    neural = _control_outputs(bd.models.LatentSDE(), 1e3)
+    assert np.abs(neural).max() > 100
+    assert np.abs(_control_outputs(bd.models.LatentSDE(control_bound=2.0), 1e3)).max() <= 2.0
+    with pytest.raises(ValueError, match=r"LatentSDE.control_bound: expected 'auto' \(the family's own bound\), "
+                                         r"None \(unbounded\) or a positive number, got 0."):
+        bd.models.LatentSDE(control_bound=0)
+
+
+def test_a_run_saved_before_the_control_bound_existed_is_unbounded():
+    config = bd.models.LatentSDE(family="linear-noise").config()
+    assert bd.models.LatentSDE.from_config(config).control_bound == "auto"
+    old = {k: v for k, v in config.items() if k != "control_bound"}
+    assert bd.models.LatentSDE.from_config(old).control_bound is None

@@ -155,6 +155,12 @@ def _no_discrepancy_before_it_existed(config: dict) -> dict:
     return config if "forecast_discrepancy" in config else dict(config, forecast_discrepancy=False)
 
 
+def _no_control_bound_before_it_existed(config: dict) -> dict:
+    """Runs saved before the control bound existed (no `control_bound` in their config)
+    used an unbounded control in every family, and load that way."""
+    return config if "control_bound" in config else dict(config, control_bound=None)
+
+
 def _as_seasons(value):
     """`"auto"`, or the periods of `LatentSDE.seasons` as a tuple of positive floats."""
     if isinstance(value, str) and value == "auto":
@@ -304,6 +310,10 @@ class LatentSDE(AbstractModel):
     - `seasons`: `"auto"` (calendar cycles of dated data, above), `None`/`()` for none, or
       periods in the data's time unit, e.g. `(1.0,)` for a yearly cycle in years (runs
       saved before seasons existed load with none).
+    - `control_bound`: the largest `|u|` the Girsanov control may take (`c·tanh(u / c)`).
+      `"auto"` takes the family's bound: 5 for `linear-noise`, where the posterior
+      drift's `σ(t) z ⊙ u` would otherwise grow like `z²` and blow up, none for the
+      others. `None` never bounds it (runs saved before it existed load that way).
 
     Data-derived fields set by `adapt`: `loc`, `scale` (per-dimension standardisation),
     `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model), and
@@ -336,6 +346,7 @@ class LatentSDE(AbstractModel):
     forecast_discrepancy: bool = True
     window: Optional[int] = 64
     seasons: object = eqx.field(default="auto", converter=_as_seasons)
+    control_bound: object = "auto"
     loc: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
     t_ref: Optional[float] = None
@@ -345,7 +356,7 @@ class LatentSDE(AbstractModel):
     held_out_site = "forecast_score"  # emitted in training when forecast_holdout > 0
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
-                 _no_seasons_before_they_existed)
+                 _no_seasons_before_they_existed, _no_control_bound_before_it_existed)
 
     def __check_init__(self):
         owner = "LatentSDE"
@@ -364,6 +375,13 @@ class LatentSDE(AbstractModel):
             )
         if not float(self.kl_weight) >= 0:
             raise ValueError(f"{owner}.kl_weight: expected a weight >= 0, got {self.kl_weight!r}.")
+        c = self.control_bound
+        if not (c is None or (isinstance(c, str) and c == "auto")
+                or (isinstance(c, (int, float, np.number)) and not isinstance(c, bool) and float(c) > 0)):
+            raise ValueError(
+                f"{owner}.control_bound: expected 'auto' (the family's own bound), None (unbounded) or a "
+                f"positive number, got {c!r}."
+            )
 
     # ------------------------------------------------------------------ data
     def adapt(self, data: TimeSeries) -> "LatentSDE":
@@ -410,8 +428,11 @@ class LatentSDE(AbstractModel):
             season = season_features(jnp.broadcast_to(t, z.shape[:-1]) * self.time_scale, self.seasons, self.t_ref)
             return batched_mlp(nets.prior_drift, jnp.concatenate([z, season.astype(z.dtype)], -1))
 
+        c = fam.control_bound if isinstance(self.control_bound, str) else self.control_bound
+
         def u(t, z, cproj):
-            return batched_mlp(nets.control, None, first=z @ w_z.T + cproj)
+            out = batched_mlp(nets.control, None, first=z @ w_z.T + cproj)
+            return out if c is None else c * jnp.tanh(out / c)
 
         def g(t, z, a):
             return fam.diffusion(nets.diffusion, t, z)

@@ -8,7 +8,7 @@ diffusion network is built, what `g(t, z)` is, and which latent state the decode
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -28,6 +28,9 @@ class AbstractFamily(eqx.Module):
     #: Whether model time may run over many units (`LatentSDE.steps_per_unit`); a family
     #: whose paths can blow up over long model times keeps the series' span as the unit.
     many_time_units: ClassVar[bool] = True
+    #: The bound `LatentSDE(control_bound="auto")` puts on the Girsanov control `u`
+    #: (`c·tanh(u / c)`), or `None` for none: needed where `g` grows with the state.
+    control_bound: ClassVar[Optional[float]] = None
 
     @abc.abstractmethod
     def diffusion_net(self, latent_dim: int, width: int, *, key) -> eqx.Module:
@@ -84,6 +87,12 @@ class LinearNoise(_TimeFamily):
     # is about linear in z), so paths blow up in finite time when model time runs over
     # many units: this family keeps the span as the unit.
     many_time_units: ClassVar[bool] = False
+    # Even over one unit: an unbounded control lets the posterior drift's `z ⊙ u` term
+    # grow quadratically, and fits on plain data (an OU process, Lotka–Volterra counts)
+    # stopped on a non-finite loss within 100 steps. With `|u| ≤ 5` that term grows at
+    # most linearly (relative rate `5·σ(t) ≤ 5` per unit), so paths cannot explode in
+    # finite time, while a departure of `e⁵` from the prior over the unit is still open.
+    control_bound: ClassVar[Optional[float]] = 5.0
 
     def diffusion(self, net, t, z):
         return net(t) * z
