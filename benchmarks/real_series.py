@@ -108,8 +108,8 @@ def markdown_table(results: dict) -> str:
 
 
 # ------------------------------------------------------------------------ data
-def _split(name):
-    """`(t_train, y_train, t_test, y_test, names)`: the last 10% of the rows held out."""
+def record(name):
+    """`(t, y, names)` of a shipped real series, times in calendar years."""
     import bayesde as bd
 
     data = bd.datasets.load(name)
@@ -117,9 +117,14 @@ def _split(name):
         t = data.ts[0] + 1871.0
     else:
         t = data.ts[0].astype(float)
-    y = np.asarray(data.ys[0], dtype=float)
+    return t, np.asarray(data.ys[0], dtype=float), list(data.names)
+
+
+def _split(name):
+    """`(t_train, y_train, t_test, y_test, names)`: the last 10% of the rows held out."""
+    t, y, names = record(name)
     n_test = math.ceil(HOLDOUT * len(t))
-    return t[:-n_test], y[:-n_test], t[-n_test:], y[-n_test:], list(data.names)
+    return t[:-n_test], y[:-n_test], t[-n_test:], y[-n_test:], names
 
 
 def _month_dates(t):

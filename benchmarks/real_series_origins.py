@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _machine import machine  # noqa: E402
-from real_series import PANEL, _baselines, _climatology, _draws_at, _score_draws, _score_gauss  # noqa: E402
+from real_series import PANEL, _baselines, _climatology, _draws_at, _score_draws, _score_gauss, record  # noqa: E402
 
 
 def _parse():
@@ -66,14 +66,6 @@ def _options(spec):
     return out
 
 
-def _record(name):
-    import bayesde as bd
-
-    data = bd.datasets.load(name)
-    t = data.ts[0].astype(float) + (1871.0 if name == "nile" else 0.0)
-    return t, np.asarray(data.ys[0], dtype=float), list(data.names)
-
-
 def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed):
     import jax
 
@@ -89,7 +81,7 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed):
 def main():
     args = _parse()
     step, season, _ = PANEL[args.series]
-    t, y, names = _record(args.series)
+    t, y, names = record(args.series)
     out_path = Path(args.out or HERE / "results" / f"real_series_origins_{args.series}_cpu.json")
     runs, t0 = [], time.perf_counter()
     for origin in args.origins:

@@ -455,6 +455,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     if bar is not None and first_chunk:
         bar.update(first_chunk * chunk)
     verified, stopped, patience_stop, chunk_seconds = state, None, None, []
+    first_eligible = min(method.best_from, method.num_steps)  # keep_best's earliest candidate step
     for c in range(first_chunk, -(-method.num_steps // chunk)):
         # Checked before the chunk, so that a run resumed from a checkpoint stops where
         # the uninterrupted run did.
@@ -479,8 +480,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
         if s.held_out is not None:
             params = jax.device_get(s.svi.get_params(state))
             value = float(s.held_out(params, jax.random.fold_in(s.k_val, c)))
-            eligible = done >= min(method.best_from, method.num_steps)
-            if eligible and np.isfinite(value) and (best is None or value < best[0]):
+            if done >= first_eligible and np.isfinite(value) and (best is None or value < best[0]):
                 best = (value, done, params)
         if _checkpoint_due(method, done):
             from ._checkpoint import save_checkpoint
