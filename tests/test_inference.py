@@ -193,6 +193,57 @@ def test_plain_numpyro_function(lv):
     assert np.allclose(post.samples["mu"].mean(axis=(0, 1)), mean, rtol=0.1)
 
 
+def _diverging_program(batch, query=None):
+    """A constant mean whose forecast draws blow up after time 5 (a stand-in for a path
+    that diverges over the horizon)."""
+    import jax.numpy as jnp
+    import numpyro
+
+    d = batch.ys.shape[-1]
+    mu = numpyro.sample("mu", dist.Normal(0, 100).expand([d]).to_event(1))
+    numpyro.sample("y", dist.Normal(mu, 1.0).mask(batch.mask), obs=batch.ys)
+    if query is not None:
+        blow = jnp.where(query.ts > 5.0, jnp.inf, 0.0)[..., None]
+        numpyro.sample("y_out", dist.Normal(mu + blow, 1.0))
+
+
+def test_predict_warns_when_draws_diverge(lv):
+    _, hist, _ = lv
+    post = bd.fit(_diverging_program, hist, method="svi", num_steps=20, key=jax.random.key(0),
+                  progress_bar=False, warn=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # finite, ordinary draws: no warning
+        post.predict(np.array([1.0, 2.0]), key=jax.random.key(1), num_samples=20)
+    with pytest.warns(RuntimeWarning) as caught:
+        post.predict(np.array([1.0, 6.0]), key=jax.random.key(1), num_samples=20)
+    msg = [str(w.message) for w in caught if "diverged" in str(w.message)]
+    assert msg == [
+        "predict: 20 of 20 draws diverged (not finite, or more than 1000 data sds from the data's median), "
+        f"first at series 0, time 6, {hist.names[0]!r}; intervals read from them are not a forecast. Try a "
+        "shorter horizon, another model or family (LatentSDE: family='langevin'), or refit with another key "
+        "and check post.info."
+    ]
+    assert [w.filename for w in caught if "diverged" in str(w.message)] == [__file__]
+
+
+def test_predict_counts_draws_far_outside_the_data_as_diverged(lv):
+    from bayesde.inference._predictive import DIVERGED_SDS, warn_if_diverged
+
+    _, hist, _ = lv
+    vals = np.where(hist.mask, hist.ys, np.nan)
+    centre, sd = np.nanmedian(vals, axis=(0, 1)), np.nanstd(vals, axis=(0, 1))
+    n, d = hist.n_series, hist.dim
+    y = np.broadcast_to(centre, (4, n, 3, d)).copy()
+    ts = np.tile(np.arange(3.0), (n, 1))
+    y[2, 1, 2, 1] = centre[1] + 0.99 * DIVERGED_SDS * sd[1]  # far, but inside the bound
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warn_if_diverged(y, ts, hist)
+    y[3, 1, 2, 1] = centre[1] - 1.01 * DIVERGED_SDS * sd[1]
+    with pytest.warns(RuntimeWarning, match=rf"1 of 4 draws diverged .* first at series 1, time 2, {hist.names[1]!r}"):
+        warn_if_diverged(y, ts, hist)
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, message",
     [

@@ -10,6 +10,7 @@ pointwise log-likelihood (`_arviz`) runs through the same loop.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Callable, Optional
 
@@ -204,6 +205,40 @@ def _check_data(post, data) -> TimeSeries:
     return data
 
 
+#: A draw this many of the data's standard deviations from its median is a path that
+#: diverged, not a forecast (standardised models see values of a few sds).
+DIVERGED_SDS = 1e3
+
+
+def warn_if_diverged(y, ts, data: TimeSeries) -> None:
+    """Warn when predictive draws `y (S, N, T, D)` are not finite or lie more than
+    `DIVERGED_SDS` of the observed values' sds from their median: the model's paths
+    diverged (e.g. an exp readout or a drift that blows up over a long horizon), and a
+    band read from such draws would be silently wrong. Names the first entry and the fix."""
+    y = np.asarray(y)
+    vals = np.where(data.mask, data.ys, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns
+        centre, sd = np.nanmedian(vals, axis=(0, 1)), np.nanstd(vals, axis=(0, 1))
+    sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+    centre = np.where(np.isfinite(centre), centre, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(y) | (np.abs(y - centre) > DIVERGED_SDS * sd)
+    if not bad.any():
+        return
+    draws = int(bad.any(axis=(1, 2, 3)).sum())
+    _, i, j, d = (int(x) for x in np.argwhere(bad)[0])
+    warnings.warn(
+        f"predict: {draws} of {y.shape[0]} draws diverged (not finite, or more than "
+        f"{DIVERGED_SDS:g} data sds from the data's median), first at series {i}, time "
+        f"{ts[i, j]:.6g}, {data.names[d]!r}; intervals read from them are not a forecast. Try a shorter "
+        "horizon, another model or family (LatentSDE: family='langevin'), or refit with "
+        "another key and check post.info.",
+        RuntimeWarning,
+        stacklevel=4,  # warn_if_diverged, predict, Posterior.predict, the caller
+    )
+
+
 def predict(post, ts, *, key, num_samples=None, data=None, treatments=None, devices=None) -> Prediction:
     """The body of `Posterior.predict` (see there)."""
     data = _check_data(post, data)
@@ -227,4 +262,5 @@ def predict(post, ts, *, key, num_samples=None, data=None, treatments=None, devi
     y, f = out["y_out"], out.get("f_out")
     if y.ndim == 3:
         y = y[..., None]
+    warn_if_diverged(y, np.asarray(query.ts), data)
     return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)
