@@ -257,6 +257,32 @@ def test_keep_best_chooses_among_the_steps_from_best_from():
         bd.SVI(best_from=-1)
 
 
+def test_held_out_refit_fits_the_forecast_scales_to_the_kept_networks():
+    """After choosing the kept step, SVI refits the forecast scales (κ, ρ: the parameters
+    only the held-back score moves) to the kept networks: the same trajectory and kept
+    step, the same networks, other scales, and a lower held-back score."""
+    from bayesde.inference._svi import _held_out_fn
+
+    data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
+    model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2)
+    plain = bd.fit(model, data, num_steps=40, held_out_refit=0, **kw)
+    refit = bd.fit(model, data, num_steps=40, **kw)
+    assert bd.SVI().held_out_refit == 200
+    assert refit.info.best_step == plain.info.best_step
+    np.testing.assert_array_equal(refit.loss, plain.loss)
+    scales = set(model.held_out_params)
+    assert scales == {"latent_sde.forecast_log_scale", "latent_sde.forecast_log_discrepancy"} <= set(plain.params)
+    for k in plain.params:
+        if k not in scales:
+            np.testing.assert_array_equal(refit.params[k], plain.params[k])
+    assert all(not np.allclose(refit.params[k], plain.params[k]) for k in scales)
+    score = _held_out_fn(refit.model, data.batch(), model.held_out_site, 256)
+    assert float(score(refit.params, jax.random.key(9))) < float(score(plain.params, jax.random.key(9)))
+    with pytest.raises(ValueError, match=r"SVI.held_out_refit: expected a non-negative integer, got -1."):
+        bd.SVI(held_out_refit=-1)
+
+
 def test_patience_ends_the_run_so_that_more_steps_keep_the_same_parameters(tmp_path):
     """SVI(patience=P) stops P steps after the held-out score's last improvement: the
     losses are the first steps of the longer run's, and a run asked for five times the

@@ -354,6 +354,7 @@ class LatentSDE(AbstractModel):
 
     amortized = True
     held_out_site = "forecast_score"  # emitted in training when forecast_holdout > 0
+    held_out_params = ("latent_sde.forecast_log_scale", "latent_sde.forecast_log_discrepancy")
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
                  _no_seasons_before_they_existed, _no_control_bound_before_it_existed)
