@@ -258,17 +258,18 @@ def test_keep_best_chooses_among_the_steps_from_best_from():
 
 
 def test_held_out_refit_fits_the_forecast_scales_to_the_kept_networks():
-    """After choosing the kept step, SVI refits the forecast scales (κ, ρ: the parameters
-    only the held-back score moves) to the kept networks: the same trajectory and kept
-    step, the same networks, other scales, and a lower held-back score."""
+    """With `held_out_refit`, SVI refits the forecast scales (κ, ρ: the parameters only
+    the held-back score moves) to the kept networks after choosing the kept step: the
+    same trajectory and kept step, the same networks, other scales, and a lower
+    held-back score. Off by default."""
     from bayesde.inference._svi import _held_out_fn
 
     data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=12, key=jax.random.key(0))
     model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, substeps=1)
     kw = dict(key=jax.random.key(1), progress_bar=False, warn=False, chunk_size=10, learning_rate=3e-2)
-    plain = bd.fit(model, data, num_steps=40, held_out_refit=0, **kw)
-    refit = bd.fit(model, data, num_steps=40, **kw)
-    assert bd.SVI().held_out_refit == 200
+    plain = bd.fit(model, data, num_steps=40, **kw)
+    refit = bd.fit(model, data, num_steps=40, held_out_refit=200, **kw)
+    assert bd.SVI().held_out_refit == 0
     assert refit.info.best_step == plain.info.best_step
     np.testing.assert_array_equal(refit.loss, plain.loss)
     scales = set(model.held_out_params)

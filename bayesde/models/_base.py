@@ -119,8 +119,8 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     #: whose score already averages many paths needs fewer).
     held_out_draws: ClassVar[int] = 8
     #: Parameters that only the held-out score moves (forecast scales fitted on data the
-    #: ELBO does not see). After choosing the kept step, SVI refits them to the kept
-    #: networks (`SVI.held_out_refit`): along the run they lag the networks they scale.
+    #: ELBO does not see). `SVI(held_out_refit=n)` refits them to the kept step's
+    #: networks: along the run they lag the networks they scale.
     held_out_params: ClassVar[tuple[str, ...]] = ()
 
     def __getattr__(self, name: str):
