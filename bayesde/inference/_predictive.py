@@ -235,8 +235,22 @@ def warn_if_diverged(y, ts, data: TimeSeries) -> None:
         "horizon, another model or family (LatentSDE: family='langevin'), or refit with "
         "another key and check post.info.",
         RuntimeWarning,
-        stacklevel=4,  # warn_if_diverged, predict, Posterior.predict, the caller
+        stacklevel=_first_frame_outside_the_package(),
     )
+
+
+def _first_frame_outside_the_package() -> int:
+    """The `stacklevel` that points a warning raised in this package at the caller's line,
+    however many of the package's frames lie between (`Posterior.predict`,
+    `bd.effects.counterfactual`, `bd.backtest`, ...)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1  # the warning's own `warnings.warn` caller is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def predict(post, ts, *, key, num_samples=None, data=None, treatments=None, devices=None) -> Prediction:
