@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _machine import machine  # noqa: E402
+from calibration import _model_options  # noqa: E402
 from real_series import PANEL, _baselines, _climatology, _draws_at, _score_draws, _score_gauss, record  # noqa: E402
 
 
@@ -49,21 +50,6 @@ def _parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/real_series_origins_<series>_cpu.json)")
     return p.parse_args()
-
-
-def _options(spec):
-    out = {}
-    for item in filter(None, spec.split(",")):
-        k, v = item.split("=")
-        for cast in (int, float):
-            try:
-                out[k] = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = v
-    return out
 
 
 def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed):
@@ -99,7 +85,7 @@ def main():
                "climatology": _score_draws(_climatology(t_h, y_h, t_f, season), y_f, sd)}
         for spec in args.variants:
             tic = time.perf_counter()
-            draws, best = _bayesde(t_h, y_h, names, t_f, step, _options(spec), args.steps, args.seed)
+            draws, best = _bayesde(t_h, y_h, names, t_f, step, _model_options([s for s in spec.split(",") if s]), args.steps, args.seed)
             row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best,
                                           seconds=round(time.perf_counter() - tic, 1))
             print(f"origin {origin:g} [{spec}]: CRPS {row[f'bayesde[{spec}]']['crps']:.3f} "

@@ -669,15 +669,22 @@ def test_a_run_saved_with_the_old_geometric_family_warns_on_load():
         bd.models.LatentSDE.from_config(old)
 
 
-def _control_outputs(model, scale):
-    """The Girsanov control `u` of `model` at a few states, its last layer scaled by `scale`."""
+def _sde_outputs(model, which, scale):
+    """The Girsanov control `u` (`which="u"`) or the prior drift `h` (`"h"`) of `model` at a
+    few states, that network's last layer scaled by `scale`."""
+    name = {"u": "control", "h": "prior_drift"}[which]
     with numpyro.handlers.seed(rng_seed=0):
         nets = model._make_networks(1)
-    last = nets.control.layers[-1]
-    nets = eqx.tree_at(lambda n: n.control.layers[-1].weight, nets, scale * last.weight)
-    _, u, _ = model._sde(nets)
+    last = getattr(nets, name).layers[-1]
+    nets = eqx.tree_at(lambda n: getattr(n, name).layers[-1].weight, nets, scale * last.weight)
+    h, u, _ = model._sde(nets)
     z = jnp.linspace(-30.0, 30.0, 7)[:, None] * jnp.ones((1, model.latent_dim))
-    return np.asarray(u(0.0, z, jnp.zeros((7, model.width))))
+    out = u(0.0, z, jnp.zeros((7, model.width))) if which == "u" else h(0.0, z, None)
+    return np.asarray(out)
+
+
+def _control_outputs(model, scale):
+    return _sde_outputs(model, "u", scale)
 
 
 def test_the_linear_noise_family_bounds_its_control():
@@ -698,8 +705,60 @@ def test_the_linear_noise_family_bounds_its_control():
         bd.models.LatentSDE(control_bound=0)
 
 
-def test_a_run_saved_before_the_control_bound_existed_is_unbounded():
-    config = bd.models.LatentSDE(family="linear-noise").config()
-    assert bd.models.LatentSDE.from_config(config).control_bound == "auto"
-    old = {k: v for k, v in config.items() if k != "control_bound"}
-    assert bd.models.LatentSDE.from_config(old).control_bound is None
+@pytest.mark.parametrize("family, field", [("linear-noise", "control_bound"), ("geometric", "diffusion_floor"),
+                                           ("geometric", "drift_bound")])
+def test_a_run_saved_before_a_family_default_existed_loads_without_it(family, field):
+    config = bd.models.LatentSDE(family=family).config()
+    assert getattr(bd.models.LatentSDE.from_config(config), field) == "auto"
+    old = {k: v for k, v in config.items() if k != field}
+    assert getattr(bd.models.LatentSDE.from_config(old), field) is None
+
+
+def _diffusion_outputs(model, bias):
+    """`g(t, z)` of `model` at a few times and states, the diffusion network's last bias set
+    to `bias` (a large negative bias is a collapsed diffusion: σ ≈ 0)."""
+    with numpyro.handlers.seed(rng_seed=0):
+        nets = model._make_networks(1)
+    nets = eqx.tree_at(lambda n: n.diffusion.mlp.layers[-1].bias, nets,
+                       jnp.full_like(nets.diffusion.mlp.layers[-1].bias, bias))
+    _, _, g = model._sde(nets)
+    z = jnp.linspace(-1.0, 1.0, 5)[:, None] * jnp.ones((1, model.latent_dim))
+    return np.asarray(jnp.stack([g(t, z, None) for t in (0.0, 0.5, 1.0)]))
+
+
+def test_the_geometric_family_floors_its_diffusion():
+    # Unfloored, the geometric family's ELBO drove σ(t) to 0.001 and left a damped ODE.
+    collapsed = _diffusion_outputs(bd.models.LatentSDE(family="geometric", diffusion_floor=None), -30.0)
+    floored = _diffusion_outputs(bd.models.LatentSDE(family="geometric"), -30.0)
+    assert collapsed.max() < 1e-6
+    np.testing.assert_allclose(floored, 0.05, rtol=1e-5)
+    # Above the floor the scale maps linearly: floor + (1 − floor)·σ, never above 1.
+    free = _diffusion_outputs(bd.models.LatentSDE(family="geometric", diffusion_floor=None), 0.3)
+    np.testing.assert_allclose(_diffusion_outputs(bd.models.LatentSDE(family="geometric"), 0.3),
+                               0.05 + 0.95 * free, rtol=1e-5)
+    assert _diffusion_outputs(bd.models.LatentSDE(family="geometric"), 30.0).max() <= 1.0
+    # The other families take no floor by default; any family takes one when asked.
+    assert _diffusion_outputs(bd.models.LatentSDE(family="langevin"), -30.0).max() < 1e-6
+    np.testing.assert_allclose(
+        _diffusion_outputs(bd.models.LatentSDE(family="langevin", diffusion_floor=0.1), -30.0), 0.1, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"LatentSDE.diffusion_floor: expected 'auto' \(the family's own floor\), "
+                                         r"None \(none\) or a number in \[0, 1\), got 1."):
+        bd.models.LatentSDE(diffusion_floor=1)
+
+
+def _drift_outputs(model, scale):
+    return _sde_outputs(model, "h", scale)
+
+
+def test_the_geometric_family_bounds_its_prior_drift():
+    # The decoder reads exp(x): an unbounded drift let forecasts of a growing process blow up.
+    free = _drift_outputs(bd.models.LatentSDE(family="geometric", drift_bound=None, seasons=()), 1e3)
+    bounded = _drift_outputs(bd.models.LatentSDE(family="geometric", seasons=()), 1e3)
+    assert np.abs(free).max() > 100 and np.abs(bounded).max() <= 5.0
+    small = _drift_outputs(bd.models.LatentSDE(family="geometric", seasons=()), 1e-3)
+    np.testing.assert_allclose(small, _drift_outputs(
+        bd.models.LatentSDE(family="geometric", drift_bound=None, seasons=()), 1e-3), rtol=2e-3, atol=1e-6)
+    assert np.abs(_drift_outputs(bd.models.LatentSDE(family="langevin", seasons=()), 1e3)).max() > 100
+    with pytest.raises(ValueError, match=r"LatentSDE.drift_bound: expected 'auto' \(the family's own bound\), "
+                                         r"None \(unbounded\) or a positive number, got -1."):
+        bd.models.LatentSDE(drift_bound=-1)

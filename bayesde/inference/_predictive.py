@@ -10,6 +10,8 @@ pointwise log-likelihood (`_arviz`) runs through the same loop.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 import weakref
 from typing import Callable, Optional
@@ -243,9 +245,6 @@ def _first_frame_outside_the_package() -> int:
     """The `stacklevel` that points a warning raised in this package at the caller's line,
     however many of the package's frames lie between (`Posterior.predict`,
     `bd.effects.counterfactual`, `bd.backtest`, ...)."""
-    import os
-    import sys
-
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame, level = sys._getframe(1), 1  # the warning's own `warnings.warn` caller is level 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):

@@ -161,6 +161,28 @@ def _no_control_bound_before_it_existed(config: dict) -> dict:
     return config if "control_bound" in config else dict(config, control_bound=None)
 
 
+def _no_diffusion_floor_before_it_existed(config: dict) -> dict:
+    """Runs saved before the diffusion floor existed (no `diffusion_floor` in their
+    config) used the diffusion network's scale as it came, and load that way."""
+    return config if "diffusion_floor" in config else dict(config, diffusion_floor=None)
+
+
+def _no_drift_bound_before_it_existed(config: dict) -> dict:
+    """Runs saved before the drift bound existed (no `drift_bound` in their config) used
+    an unbounded prior drift in every family, and load that way."""
+    return config if "drift_bound" in config else dict(config, drift_bound=None)
+
+
+class _Floored(eqx.Module):
+    """A diffusion network whose scale `σ ∈ (0, 1)` is read as `floor + (1 − floor)·σ`."""
+
+    net: eqx.Module
+    floor: float = eqx.field(static=True)
+
+    def __call__(self, x):
+        return self.floor + (1.0 - self.floor) * self.net(x)
+
+
 def _as_seasons(value):
     """`"auto"`, or the periods of `LatentSDE.seasons` as a tuple of positive floats."""
     if isinstance(value, str) and value == "auto":
@@ -314,6 +336,15 @@ class LatentSDE(AbstractModel):
       `"auto"` takes the family's bound: 5 for `linear-noise`, where the posterior
       drift's `σ(t) z ⊙ u` would otherwise grow like `z²` and blow up, none for the
       others. `None` never bounds it (runs saved before it existed load that way).
+    - `drift_bound`: the largest `|h|` the prior drift network may give (`b·tanh(h / b)`).
+      `"auto"` takes the family's bound: 5 for `geometric`, whose decoder reads `exp(x)`,
+      so that an unbounded drift would let forecasts of a growing process blow up; none
+      for the others. `None` never bounds it (runs saved before it existed load that way).
+    - `diffusion_floor`: the least diffusion scale: the diffusion network's `σ ∈ (0, 1)`
+      is read as `floor + (1 − floor)·σ`. `"auto"` takes the family's floor: 0.05 for
+      `geometric`, whose ELBO otherwise drives `σ` to zero and leaves a damped ODE that
+      forecasts a flat level, none for the others. `None` (or 0) never floors it (runs
+      saved before it existed load that way).
 
     Data-derived fields set by `adapt`: `loc`, `scale` (per-dimension standardisation),
     `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model), and
@@ -347,6 +378,8 @@ class LatentSDE(AbstractModel):
     window: Optional[int] = 64
     seasons: object = eqx.field(default="auto", converter=_as_seasons)
     control_bound: object = "auto"
+    diffusion_floor: object = "auto"
+    drift_bound: object = "auto"
     loc: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
     t_ref: Optional[float] = None
@@ -357,7 +390,8 @@ class LatentSDE(AbstractModel):
     held_out_params = ("latent_sde.forecast_log_scale", "latent_sde.forecast_log_discrepancy")
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
-                 _no_seasons_before_they_existed, _no_control_bound_before_it_existed)
+                 _no_seasons_before_they_existed, _no_control_bound_before_it_existed,
+                 _no_diffusion_floor_before_it_existed, _no_drift_bound_before_it_existed)
 
     def __check_init__(self):
         owner = "LatentSDE"
@@ -376,12 +410,20 @@ class LatentSDE(AbstractModel):
             )
         if not float(self.kl_weight) >= 0:
             raise ValueError(f"{owner}.kl_weight: expected a weight >= 0, got {self.kl_weight!r}.")
-        c = self.control_bound
-        if not (c is None or (isinstance(c, str) and c == "auto")
-                or (isinstance(c, (int, float, np.number)) and not isinstance(c, bool) and float(c) > 0)):
+        for name in ("control_bound", "drift_bound"):
+            c = getattr(self, name)
+            if not (c is None or (isinstance(c, str) and c == "auto")
+                    or (isinstance(c, (int, float, np.number)) and not isinstance(c, bool) and float(c) > 0)):
+                raise ValueError(
+                    f"{owner}.{name}: expected 'auto' (the family's own bound), None (unbounded) or a "
+                    f"positive number, got {c!r}."
+                )
+        f = self.diffusion_floor
+        if not (f is None or (isinstance(f, str) and f == "auto")
+                or (isinstance(f, (int, float, np.number)) and not isinstance(f, bool) and 0 <= float(f) < 1)):
             raise ValueError(
-                f"{owner}.control_bound: expected 'auto' (the family's own bound), None (unbounded) or a "
-                f"positive number, got {c!r}."
+                f"{owner}.diffusion_floor: expected 'auto' (the family's own floor), None (none) or a "
+                f"number in [0, 1), got {f!r}."
             )
 
     # ------------------------------------------------------------------ data
@@ -423,20 +465,26 @@ class LatentSDE(AbstractModel):
         L = self.latent_dim
         w_z = nets.control.layers[0].weight[:, :L]
 
+        b = fam.drift_bound if isinstance(self.drift_bound, str) else self.drift_bound
+
         def h(t, z, a):
             if not self.seasons:
-                return batched_mlp(nets.prior_drift, z)
-            season = season_features(jnp.broadcast_to(t, z.shape[:-1]) * self.time_scale, self.seasons, self.t_ref)
-            return batched_mlp(nets.prior_drift, jnp.concatenate([z, season.astype(z.dtype)], -1))
+                out = batched_mlp(nets.prior_drift, z)
+            else:
+                season = season_features(jnp.broadcast_to(t, z.shape[:-1]) * self.time_scale, self.seasons, self.t_ref)
+                out = batched_mlp(nets.prior_drift, jnp.concatenate([z, season.astype(z.dtype)], -1))
+            return out if b is None else b * jnp.tanh(out / b)
 
         c = fam.control_bound if isinstance(self.control_bound, str) else self.control_bound
+        lo = fam.diffusion_floor if isinstance(self.diffusion_floor, str) else self.diffusion_floor
+        dnet = nets.diffusion if not lo else _Floored(nets.diffusion, float(lo))
 
         def u(t, z, cproj):
             out = batched_mlp(nets.control, None, first=z @ w_z.T + cproj)
             return out if c is None else c * jnp.tanh(out / c)
 
         def g(t, z, a):
-            return fam.diffusion(nets.diffusion, t, z)
+            return fam.diffusion(dnet, t, z)
 
         return h, u, g
 
