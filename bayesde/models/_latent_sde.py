@@ -336,15 +336,15 @@ class LatentSDE(AbstractModel):
       `"auto"` takes the family's bound: 5 for `linear-noise`, where the posterior
       drift's `σ(t) z ⊙ u` would otherwise grow like `z²` and blow up, none for the
       others. `None` never bounds it (runs saved before it existed load that way).
-    - `drift_bound`: the largest `|h|` the prior drift network may give (`b·tanh(h / b)`).
-      `"auto"` takes the family's bound: 5 for `geometric`, whose decoder reads `exp(x)`,
-      so that an unbounded drift would let forecasts of a growing process blow up; none
-      for the others. `None` never bounds it (runs saved before it existed load that way).
     - `diffusion_floor`: the least diffusion scale: the diffusion network's `σ ∈ (0, 1)`
       is read as `floor + (1 − floor)·σ`. `"auto"` takes the family's floor: 0.05 for
       `geometric`, whose ELBO otherwise drives `σ` to zero and leaves a damped ODE that
       forecasts a flat level, none for the others. `None` (or 0) never floors it (runs
       saved before it existed load that way).
+    - `drift_bound`: the largest `|h|` the prior drift network may give (`b·tanh(h / b)`).
+      `"auto"` takes the family's bound: 5 for `geometric`, whose decoder reads `exp(x)`,
+      so that an unbounded drift would let forecasts of a growing process blow up; none
+      for the others. `None` never bounds it (runs saved before it existed load that way).
 
     Data-derived fields set by `adapt`: `loc`, `scale` (per-dimension standardisation),
     `t_ref`, `time_scale` (time is `(t − t_ref) / time_scale` inside the model), and

@@ -122,18 +122,17 @@ class Geometric(_TimeFamily):
     either coordinate: the Girsanov control `u = (f − h) / g` does not change."""
 
     name: ClassVar[str] = "geometric"
-    # Without a floor the ELBO drives σ(t) to zero from the first steps (on a
-    # Lotka–Volterra panel fit: 0.15–0.8 at step 20, 0.01–0.03 at step 300, 0.001 at the
-    # end, while the noise sd rose to the data's spread): exp(x) turns the noise of x
-    # into spread that grows with the state, so the ELBO prefers a deterministic path,
-    # a damped ODE whose forecasts settle on a level. A relative volatility of at
-    # least 5% per unit of model time keeps it an SDE.
+    # Without a floor the ELBO drives σ(t) to zero within a few hundred steps: exp(x) turns
+    # the noise of x into spread that grows with the state, so the ELBO prefers a
+    # deterministic path, a damped ODE whose forecasts settle on a level
+    # (docs/calibration.md has the measurement). A relative volatility of at least 5% per
+    # unit of model time keeps it an SDE.
     diffusion_floor: ClassVar[Optional[float]] = 0.05
     # The decoder reads exp(x): a drift network that grows with x (it can: its last layer
     # is linear) makes x grow exponentially and exp(x) doubly so, and forecasts of a
-    # growing process blew up (a GBM panel fit: every draw of a series past 1000 data sds).
-    # With |γ̃| ≤ 5, log z moves at most 5 per unit of model time plus the noise:
-    # z grows at most exponentially, as a geometric SDE with a bounded rate does.
+    # growing process blew up. With |γ̃| ≤ 5, log z moves at most 5 per unit of model
+    # time plus the noise: z grows at most exponentially, as a geometric SDE with a
+    # bounded rate does.
     drift_bound: ClassVar[Optional[float]] = 5.0
 
     def diffusion(self, net, t, z):
