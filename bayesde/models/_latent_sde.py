@@ -149,6 +149,12 @@ def _warn_old_geometric(config: dict) -> dict:
     return config
 
 
+def _soft_bound(x, bound):
+    """`x` squashed smoothly into `(−bound, bound)` (`bound·tanh(x / bound)`, the identity
+    near 0), or `x` itself when `bound` is `None`."""
+    return x if bound is None else bound * jnp.tanh(x / bound)
+
+
 def _no_discrepancy_before_it_existed(config: dict) -> dict:
     """Runs saved before the forecast discrepancy existed (their config has no
     `forecast_discrepancy`) forecast as they did when saved: without it."""
@@ -457,6 +463,12 @@ class LatentSDE(AbstractModel):
 
         return param_module("latent_sde", make)
 
+    def _family_default(self, name):
+        """A field that may be `"auto"` (the family's own value, a ClassVar of the same
+        name) or a value given by the user."""
+        value = getattr(self, name)
+        return getattr(self.family, name) if isinstance(value, str) else value
+
     def _sde(self, nets):
         """`(h, u, g)` as batched functions `(t, z, cproj)` of the standardised time;
         `cproj` is the context's share of the control's first layer (precomputed once
@@ -465,7 +477,7 @@ class LatentSDE(AbstractModel):
         L = self.latent_dim
         w_z = nets.control.layers[0].weight[:, :L]
 
-        b = fam.drift_bound if isinstance(self.drift_bound, str) else self.drift_bound
+        b = self._family_default("drift_bound")
 
         def h(t, z, a):
             if not self.seasons:
@@ -473,15 +485,14 @@ class LatentSDE(AbstractModel):
             else:
                 season = season_features(jnp.broadcast_to(t, z.shape[:-1]) * self.time_scale, self.seasons, self.t_ref)
                 out = batched_mlp(nets.prior_drift, jnp.concatenate([z, season.astype(z.dtype)], -1))
-            return out if b is None else b * jnp.tanh(out / b)
+            return _soft_bound(out, b)
 
-        c = fam.control_bound if isinstance(self.control_bound, str) else self.control_bound
-        lo = fam.diffusion_floor if isinstance(self.diffusion_floor, str) else self.diffusion_floor
+        c = self._family_default("control_bound")
+        lo = self._family_default("diffusion_floor")
         dnet = nets.diffusion if not lo else _Floored(nets.diffusion, float(lo))
 
         def u(t, z, cproj):
-            out = batched_mlp(nets.control, None, first=z @ w_z.T + cproj)
-            return out if c is None else c * jnp.tanh(out / c)
+            return _soft_bound(batched_mlp(nets.control, None, first=z @ w_z.T + cproj), c)
 
         def g(t, z, a):
             return fam.diffusion(dnet, t, z)

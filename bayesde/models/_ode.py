@@ -20,6 +20,7 @@ from ..solvers import solve_ode
 from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
 from ._common import check_positive, first_observed, fit_scaling
+from ._discrepancy import OUDiscrepancy, ou_draw
 
 __all__ = ["ODE", "BayesianNeuralODE"]
 
@@ -49,6 +50,16 @@ def _check_scheme(owner: str, scheme: str) -> None:
             f"{owner}.scheme: {scheme!r} is not an adaptive ODE solver; choose one of "
             f"{list(ADAPTIVE_ODE_SOLVERS)} (default 'tsit5'; 'kvaerno5' for stiff systems)."
         )
+
+
+def _check_discrepancy(owner: str, discrepancy, scale) -> None:
+    if discrepancy not in ("ou", None):
+        raise ValueError(
+            f"{owner}.discrepancy: expected 'ou' (an Ornstein–Uhlenbeck discrepancy) or None (none), "
+            f"got {discrepancy!r}."
+        )
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+        raise ValueError(f"{owner}.discrepancy_scale: expected a positive number, got {scale!r}.")
 
 
 def _rhs_from_args(t, u, args):
@@ -99,6 +110,28 @@ class _AbstractODEModel(AbstractModel):
     def _obs_scale(self, sigma):
         """The observation noise scale of the likelihood from the sampled `sigma`."""
 
+    def _discrepancy_units(self):
+        """`(units (D,), time_unit)`: what one unit of `ρ` is in the units of
+        `_observed_mean`, and one unit of `ℓ` in the data's time."""
+        raise NotImplementedError
+
+    def _discrepancy(self):
+        """Sample the discrepancy's parameters (fields `discrepancy`, `discrepancy_scale`):
+        `None` (observations independent given the path), or `(ρ, ℓ)` of the OU process
+        of `_discrepancy.py` in the units of `_observed_mean` and of the data's time."""
+        if getattr(self, "discrepancy", None) is None:
+            return None
+        units, time_unit = self._discrepancy_units()
+        rho = numpyro.sample("discrepancy_sd", dist.HalfNormal(self.discrepancy_scale).expand([len(units)]).to_event(1))
+        ell = numpyro.sample("discrepancy_time", dist.LogNormal(np.log(0.2), 1.0))
+        return rho * jnp.asarray(units), ell * time_unit
+
+    def _observed_mean(self, u):
+        """The path in the units where the noise is Normal: `g(mean)` with `g = log` for a
+        LogNormal observation model, the identity for a Normal one."""
+        f = self._to_data(u)
+        return jnp.log(jnp.maximum(f, 1e-12)) if self.observation == "lognormal" else f
+
     def _solve_all(self, params, u0, t0, ts):
         return _solve_all(self, params, u0, t0, ts)
 
@@ -113,15 +146,30 @@ class _AbstractODEModel(AbstractModel):
         t0 = batch.ts[:, 0]
         u, ok = self._solve_all(params, u0, t0, batch.ts)
         numpyro.factor("solver_failed", jnp.sum(jnp.where(ok, 0.0, -jnp.inf)))
-        f = self._to_data(u)
+        noise = self._obs_scale(sigma)
+        log = self.observation == "lognormal"
+        disc = self._discrepancy()
         # A minibatch of B series stands for all N: its likelihood counts N / B times
         # (the series plate does the same for the initial states).
         with numpyro.handlers.scale(scale=n / u0.shape[0]):
-            _observe("y", f, self._obs_scale(sigma), self.observation, batch.mask, batch.ys)
+            if disc is None:
+                _observe("y", self._to_data(u), noise, self.observation, batch.mask, batch.ys)
+            else:
+                numpyro.sample("y", OUDiscrepancy(self._observed_mean(u), batch.ts, noise, *disc, batch.mask, log),
+                               obs=batch.ys)
         if query is not None:
             u_out, _ = self._solve_all(params, u0, t0, query.ts)
-            f_out = numpyro.deterministic("f_out", self._to_data(u_out))
-            _observe("y_out", f_out, self._obs_scale(sigma), self.observation, None)
+            if disc is None:
+                f_out = self._to_data(u_out)
+            else:
+                # the discrepancy at the query times, drawn given the history's residuals
+                g_obs = jnp.log(jnp.where(batch.mask, batch.ys, 1.0)) if log else batch.ys
+                resid = jnp.where(batch.mask, g_obs - self._observed_mean(u), 0.0)
+                delta = ou_draw(numpyro.prng_key(), resid, batch.ts, batch.mask, query.ts, noise, *disc)
+                g_out = self._observed_mean(u_out) + delta
+                f_out = jnp.exp(g_out) if log else g_out
+            f_out = numpyro.deterministic("f_out", f_out)
+            _observe("y_out", f_out, noise, self.observation, None)
 
 
 @register_model
@@ -141,11 +189,21 @@ class ODE(_AbstractODEModel):
       log scale for LogNormal, in data units for Normal).
     - `init_scale`: prior scale of each series' initial state around its first
       observation (log scale for LogNormal, data units for Normal).
+    - `discrepancy`: `None` (default) or `"ou"`, an Ornstein–Uhlenbeck discrepancy
+      added to the path as in `BayesianNeuralODE` (there in standardised units; here
+      `ρ` is on the log scale for LogNormal, in data units for Normal, and `ℓ` in
+      units of the longest series' span). A mechanism with few parameters cannot hand
+      its dynamics to the discrepancy the way a network can.
+    - `discrepancy_scale`: the HalfNormal prior scale of `ρ`.
     - `scheme`: the adaptive diffrax solver by name (`"tsit5"`; `"kvaerno5"` for stiff
       systems); `rtol`, `atol`, `max_steps`: see `bd.solvers.solve_ode`. (`solver` is
       the deprecated name of `scheme`.)
 
-    Sites: the parameters by name, `y0 (N, D)`, `sigma`, `y` (observed).
+    Data-derived fields set by `adapt`: `init_loc`, `time_scale` (the longest series'
+    span).
+
+    Sites: the parameters by name, `y0 (N, D)`, `sigma`, with the discrepancy
+    `discrepancy_sd (D,)` and `discrepancy_time`, `y` (observed).
     """
 
     vector_field: Callable = eqx.field(static=True)
@@ -153,11 +211,14 @@ class ODE(_AbstractODEModel):
     observation: str = "lognormal"
     noise_scale: float = 0.5
     init_scale: float = 0.5
+    discrepancy: Optional[str] = None
+    discrepancy_scale: float = 0.5
     scheme: str = "tsit5"
     rtol: float = 1e-5
     atol: float = 1e-6
     max_steps: int = 4096
     init_loc: Optional[np.ndarray] = None
+    time_scale: Optional[float] = None
 
     _renamed = {"solver": "scheme"}
 
@@ -168,6 +229,7 @@ class ODE(_AbstractODEModel):
             )
         if not self.priors:
             raise ValueError("ODE.priors: give a prior for every parameter of the vector field.")
+        _check_discrepancy("ODE", self.discrepancy, self.discrepancy_scale)
         _check_scheme("ODE", self.scheme)
 
     def adapt(self, data: TimeSeries) -> "ODE":
@@ -176,7 +238,8 @@ class ODE(_AbstractODEModel):
         loc = first_observed(data, log=self.observation == "lognormal")
         if self.observation == "lognormal":
             loc = np.exp(loc)
-        return dataclasses.replace(self, init_loc=np.asarray(loc, dtype=np.float32))
+        return dataclasses.replace(self, init_loc=np.asarray(loc, dtype=np.float32),
+                                   time_scale=fit_scaling(data).time_scale)
 
     def _draw_params(self):
         return {k: numpyro.sample(k, p) for k, p in self.priors.items()}
@@ -198,6 +261,9 @@ class ODE(_AbstractODEModel):
 
     def _obs_scale(self, sigma):
         return sigma
+
+    def _discrepancy_units(self):
+        return np.ones(np.shape(self.init_loc)[-1]), self.time_scale
 
 
 @register_model
@@ -222,6 +288,17 @@ class BayesianNeuralODE(_AbstractODEModel):
     - `noise_scale`: HalfNormal prior scale of the noise `σ` (standardised units).
     - `init_scale`: prior sd of each series' initial state around its first observation
       (standardised units).
+    - `discrepancy`: `None` (default: the observations are independent given the path)
+      or `"ou"`: each series' path gains a discrepancy `δ`, an Ornstein–Uhlenbeck
+      process per data dimension with sd `ρ` (standardised units, HalfNormal prior of
+      scale `discrepancy_scale`) and time constant `ℓ` (in units of the longest
+      series' span, LogNormal prior with median 0.2 and log-sd 1), integrated out by a
+      Kalman filter (`bayesde/models/_discrepancy.py`). A forecast continues `δ` from
+      its state at the last observation, so its spread grows over the horizon as the
+      history's correlated residuals say it should. Not the default: `δ` competes with
+      the network for the dynamics, and on a cyclic process the fit can leave the
+      cycle to `δ` and forecast poorly (`docs/calibration.md` has the measurements).
+    - `discrepancy_scale`: the HalfNormal prior scale of `ρ`.
     - `scheme`: the adaptive diffrax solver by name; `rtol`, `atol`, `max_steps`: see
       `bd.solvers.solve_ode`. (`solver` is the deprecated name of `scheme`.)
 
@@ -229,7 +306,8 @@ class BayesianNeuralODE(_AbstractODEModel):
     `time_scale` (the longest series' span), `init_loc`.
 
     Sites: `field.<layer>` weights, the known part's parameters, `y0 (N, D)` (standardised),
-    `sigma`, `y`.
+    `sigma`, with the discrepancy `discrepancy_sd (D,)` (`ρ`) and `discrepancy_time`
+    (`ℓ`), `y`; with a query `f_out` (path plus discrepancy) and `y_out`.
     """
 
     state_dim: int
@@ -241,6 +319,8 @@ class BayesianNeuralODE(_AbstractODEModel):
     prior_scale: float = 1.0
     noise_scale: float = 0.5
     init_scale: float = 0.3
+    discrepancy: Optional[str] = None
+    discrepancy_scale: float = 0.5
     scheme: str = "tsit5"
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -263,6 +343,7 @@ class BayesianNeuralODE(_AbstractODEModel):
             raise ValueError(
                 f"BayesianNeuralODE.observation: {self.observation!r} is not 'normal' or 'lognormal'."
             )
+        _check_discrepancy("BayesianNeuralODE", self.discrepancy, self.discrepancy_scale)
         _check_scheme("BayesianNeuralODE", self.scheme)
 
     @property
@@ -319,8 +400,14 @@ class BayesianNeuralODE(_AbstractODEModel):
     def _noise(self):
         return numpyro.sample("sigma", dist.HalfNormal(self.noise_scale))
 
+    def _discrepancy_units(self):
+        return self.scale, self.time_scale  # ρ in standardised units, ℓ in spans
+
+    def _observed_mean(self, u):
+        return jnp.asarray(self.loc) + jnp.asarray(self.scale) * u
+
     def _to_data(self, u):
-        g = jnp.asarray(self.loc) + jnp.asarray(self.scale) * u
+        g = self._observed_mean(u)
         return jnp.exp(g) if self._log else g
 
     def _obs_scale(self, sigma):
