@@ -110,10 +110,10 @@ class _AbstractODEModel(AbstractModel):
     def _obs_scale(self, sigma):
         """The observation noise scale of the likelihood from the sampled `sigma`."""
 
+    @abc.abstractmethod
     def _discrepancy_units(self):
         """`(units (D,), time_unit)`: what one unit of `ρ` is in the units of
         `_observed_mean`, and one unit of `ℓ` in the data's time."""
-        raise NotImplementedError
 
     def _discrepancy(self):
         """Sample the discrepancy's parameters (fields `discrepancy`, `discrepancy_scale`):
@@ -126,11 +126,10 @@ class _AbstractODEModel(AbstractModel):
         ell = numpyro.sample("discrepancy_time", dist.LogNormal(np.log(0.2), 1.0))
         return rho * jnp.asarray(units), ell * time_unit
 
+    @abc.abstractmethod
     def _observed_mean(self, u):
         """The path in the units where the noise is Normal: `g(mean)` with `g = log` for a
         LogNormal observation model, the identity for a Normal one."""
-        f = self._to_data(u)
-        return jnp.log(jnp.maximum(f, 1e-12)) if self.observation == "lognormal" else f
 
     def _solve_all(self, params, u0, t0, ts):
         return _solve_all(self, params, u0, t0, ts)
@@ -262,6 +261,9 @@ class ODE(_AbstractODEModel):
     def _obs_scale(self, sigma):
         return sigma
 
+    def _observed_mean(self, u):
+        return jnp.log(jnp.maximum(u, 1e-12)) if self.observation == "lognormal" else u
+
     def _discrepancy_units(self):
         return np.ones(np.shape(self.init_loc)[-1]), self.time_scale
 
@@ -298,6 +300,9 @@ class BayesianNeuralODE(_AbstractODEModel):
       history's correlated residuals say it should. Not the default: `δ` competes with
       the network for the dynamics, and on a cyclic process the fit can leave the
       cycle to `δ` and forecast poorly (`docs/calibration.md` has the measurements).
+      With it, the pointwise log-likelihood (`to_arviz`) holds each observation's
+      density given the series' earlier ones, which sum to the joint; `az.loo` on
+      those terms is an approximation, not leave-one-out.
     - `discrepancy_scale`: the HalfNormal prior scale of `ρ`.
     - `scheme`: the adaptive diffrax solver by name; `rtol`, `atol`, `max_steps`: see
       `bd.solvers.solve_ode`. (`solver` is the deprecated name of `scheme`.)
