@@ -131,11 +131,12 @@ class OUDiscrepancy(dist.Distribution):
         return constraints.positive if self.log else constraints.real
 
     def sample(self, key, sample_shape=()):
+        n, _, d = self.loc.shape
+        none = jnp.zeros((n, 0, d), self.loc.dtype)  # no history: a draw from the process itself
+
         def one(k):
             k_d, k_e = jax.random.split(k)
-            zero = jnp.zeros_like(self.loc)
-            delta = ou_draw(k_d, zero, self.ts, jnp.zeros(self.loc.shape, bool), self.ts, self.noise,
-                            self.rho, self.ell)
+            delta = ou_draw(k_d, none, self.ts[:, :0], none.astype(bool), self.ts, self.noise, self.rho, self.ell)
             g = self.loc + delta + self.noise * jax.random.normal(k_e, self.loc.shape, self.loc.dtype)
             return jnp.exp(g) if self.log else g
 

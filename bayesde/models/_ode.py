@@ -148,14 +148,14 @@ class _AbstractODEModel(AbstractModel):
         noise = self._obs_scale(sigma)
         log = self.observation == "lognormal"
         disc = self._discrepancy()
+        mean = None if disc is None else self._observed_mean(u)
         # A minibatch of B series stands for all N: its likelihood counts N / B times
         # (the series plate does the same for the initial states).
         with numpyro.handlers.scale(scale=n / u0.shape[0]):
             if disc is None:
                 _observe("y", self._to_data(u), noise, self.observation, batch.mask, batch.ys)
             else:
-                numpyro.sample("y", OUDiscrepancy(self._observed_mean(u), batch.ts, noise, *disc, batch.mask, log),
-                               obs=batch.ys)
+                numpyro.sample("y", OUDiscrepancy(mean, batch.ts, noise, *disc, batch.mask, log), obs=batch.ys)
         if query is not None:
             u_out, _ = self._solve_all(params, u0, t0, query.ts)
             if disc is None:
@@ -163,7 +163,7 @@ class _AbstractODEModel(AbstractModel):
             else:
                 # the discrepancy at the query times, drawn given the history's residuals
                 g_obs = jnp.log(jnp.where(batch.mask, batch.ys, 1.0)) if log else batch.ys
-                resid = jnp.where(batch.mask, g_obs - self._observed_mean(u), 0.0)
+                resid = jnp.where(batch.mask, g_obs - mean, 0.0)
                 delta = ou_draw(numpyro.prng_key(), resid, batch.ts, batch.mask, query.ts, noise, *disc)
                 g_out = self._observed_mean(u_out) + delta
                 f_out = jnp.exp(g_out) if log else g_out
