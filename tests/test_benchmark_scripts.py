@@ -3,9 +3,11 @@ plan of `benchmarks/gpu.sh` (its dry run computes nothing)."""
 
 import importlib.util
 import json
+import os
 import pathlib
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,8 +52,10 @@ def test_sweep_gathers_seeds_and_tests_the_band_edges(tmp_path):
 
 def test_gpu_script_dry_run_plans_every_step_without_computing(tmp_path):
     out = tmp_path / "gpu"
+    # The script's interpreter is $PYTHON (default `python`): this one, whether or not a venv is active.
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out)],
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     assert 'pip install ".[cuda]"' in text

@@ -673,3 +673,33 @@ def test_a_fit_that_explains_little_is_flagged():
     (msg,) = explains_little(post_predicting(good))
     assert msg.startswith("the fit explains little of 'b': in-sample R² ")
     assert explains_little(post_predicting(data.ys)) == []
+
+
+def test_explains_little_judges_the_dynamics_without_the_model_discrepancy():
+    """With a discrepancy the in-sample median follows the data whatever the dynamics, so
+    the check reads the model with the discrepancy off (and says what carries the data)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import bayesde as bd
+    from bayesde._cli._fit import explains_little
+
+    rng = np.random.default_rng(1)
+    data = bd.TimeSeries(np.arange(20.0), rng.normal(size=(1, 20, 1)), names=["x"])
+
+    @dataclasses.dataclass
+    class Model:
+        discrepancy: object = "ou"
+
+    class Post:
+        def __init__(self):
+            self.model, self.data = Model(), data
+
+        def predict(self, *a, **k):  # the smoothed discrepancy tracks the data; the path alone is flat
+            return SimpleNamespace(median=data.ys if self.model.discrepancy else np.zeros_like(data.ys))
+
+    post = Post()
+    (msg,) = explains_little(post)
+    assert msg.startswith("the fit explains little of 'x': in-sample R² ")
+    assert "the model discrepancy carries the data's movement" in msg
+    assert post.model.discrepancy == "ou"  # the user's posterior is left as it was

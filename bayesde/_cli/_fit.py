@@ -123,11 +123,25 @@ def _fit_and_save(bd, model, data, method: str, out_p: Path, rec: dict, *, seed:
 def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> list[str]:
     """A warning per value column whose in-sample predictive median explains under
     `threshold` of the data's variance (R²): the fitted noise then carries the data's
-    spread and the bands say little more than the data's range."""
+    spread and the bands say little more than the data's range. With a model
+    discrepancy (`ODE`/`BayesianNeuralODE(discrepancy="ou")`) the in-sample median
+    follows the data through the smoothed discrepancy whatever the dynamics, so the
+    dynamics' path is judged without it: a discrepancy that carries the data's movement
+    reverts past its time constant, and the forecast is then the path's."""
     if getattr(post.model, "needs_treatments", False):
         return []  # treatment models predict ahead of each history, not at it
+    import copy
+    import dataclasses
+
     import jax
     import numpy as np
+
+    carried_by = "the fitted noise takes the data's spread, so the bands are about the data's range"
+    if getattr(post.model, "discrepancy", None) is not None:
+        post = copy.copy(post)
+        post.model = dataclasses.replace(post.model, discrepancy=None)
+        carried_by = ("the model discrepancy carries the data's movement, so forecasts past its time constant "
+                      "follow the dynamics' path")
 
     data = post.data
     try:
@@ -144,8 +158,7 @@ def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> l
         r2 = 1.0 - np.mean((median[..., k][seen] - y) ** 2) / np.var(y)
         if r2 < threshold:
             out.append(
-                f"the fit explains little of {name!r}: in-sample R² {r2:.2f} (the fitted noise takes the "
-                "data's spread, so the bands are about the data's range). Try another --model "
+                f"the fit explains little of {name!r}: in-sample R² {r2:.2f} ({carried_by}). Try another --model "
                 "(e.g. latent-sde for a noisy or cyclic series) or add the variables that drive it."
             )
     return out
