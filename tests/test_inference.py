@@ -160,6 +160,34 @@ def test_resume_equals_uninterrupted(tmp_path, lv):
         assert np.array_equal(full.params[k], resumed.params[k])
 
 
+def test_runs_of_any_length_compile_the_same_program(lv, monkeypatch):
+    """The run's length is an argument of the compiled SVI chunk, not a constant in it, so
+    a refit with another `num_steps` reuses the compiled program (XLA's persistent cache
+    keys on the program's text). The last chunk of a run still stops at `num_steps`."""
+    from bayesde.inference import _svi
+
+    _, hist, _ = lv
+    calls = []
+
+    def recording(svi, chunk, dp):
+        fn = real(svi, chunk, dp)
+
+        def run(*args):
+            calls.append((fn, args))
+            return fn(*args)
+
+        return run
+
+    real = _svi._chunk_fn
+    monkeypatch.setattr(_svi, "_chunk_fn", recording)
+    kw = dict(method="svi", key=jax.random.key(4), progress_bar=False, warn=False, chunk_size=10)
+    short, long = bd.fit(_gauss_program, hist, num_steps=15, **kw), bd.fit(_gauss_program, hist, num_steps=30, **kw)
+    assert len(short.loss) == 15 and len(long.loss) == 30
+    np.testing.assert_array_equal(short.loss, long.loss[:15])
+    texts = {fn.lower(*args).as_text() for fn, args in calls}
+    assert len(calls) == 5 and len(texts) == 1
+
+
 def test_nan_loss_stops_and_keeps_finite_params(lv):
     _, hist, _ = lv
     with pytest.warns(RuntimeWarning, match="the SVI loss became NaN/inf at step") as caught:

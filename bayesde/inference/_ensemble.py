@@ -224,13 +224,14 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     n_chunks = -(-method.num_steps // chunk)
 
     @jax.jit
-    def run_chunk(states, verified, bad, start, batch):
+    def run_chunk(states, verified, bad, start, num_steps, batch):
         # As in SVI, a step's loss is that of the parameters going in: a member whose
         # loss is non-finite stops, and `verified` keeps its last checked parameters.
+        # The run's length is an argument, so runs of any length share the program.
         def body(carry, i):
             st, ver, bad = carry
             new, loss = update(st, batch)
-            active = (start + i < method.num_steps) & ~bad
+            active = (start + i < num_steps) & ~bad
             take = active & jnp.isfinite(loss)
             ver = _where(take, st, ver)
             st = _where(take, new, st)
@@ -245,7 +246,7 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     losses, chunk_seconds = [], []
     for c in range(n_chunks):
         t_chunk = time.perf_counter()
-        states, verified, bad, ls = run_chunk(states, verified, bad, c * chunk, batch)
+        states, verified, bad, ls = run_chunk(states, verified, bad, c * chunk, method.num_steps, batch)
         ls = np.asarray(ls)  # (step, member)
         chunk_seconds.append(time.perf_counter() - t_chunk)
         losses.append(ls)

@@ -420,13 +420,15 @@ def _resume(method: SVI, state, chunk: int):
     return state, done // chunk, [old_losses], best
 
 
-def _chunk_fn(svi, num_steps: int, chunk: int, dp: Optional[_DataParallel]):
-    """One compiled chunk of `chunk` steps: `(state, verified, start, batch) -> (state,
-    verified, bad, losses)`. `verified` is the last state whose loss was computed and
-    finite. A step's loss is that of the parameters going in, so when it is non-finite
-    the chunk stops stepping and `verified` holds parameters that were checked."""
+def _chunk_fn(svi, chunk: int, dp: Optional[_DataParallel]):
+    """One compiled chunk of `chunk` steps: `(state, verified, start, num_steps, batch) ->
+    (state, verified, bad, losses)`. `verified` is the last state whose loss was computed
+    and finite. A step's loss is that of the parameters going in, so when it is non-finite
+    the chunk stops stepping and `verified` holds parameters that were checked. The run's
+    length is an argument, not a constant of the program, so that runs of any length share
+    one compiled chunk (and XLA's persistent cache, where it is on)."""
 
-    def run_chunk(state, verified, start, batch):
+    def run_chunk(state, verified, start, num_steps, batch):
         def body(carry, i):
             st, ver, bad = carry
             new, loss = svi.update(st, batch)
@@ -462,7 +464,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     state, first_chunk, losses, best = _resume(method, s.state, chunk)
     if s.dp is not None:
         state = s.dp.replicate(state)
-    run_chunk = _chunk_fn(s.svi, method.num_steps, chunk, s.dp)
+    run_chunk = _chunk_fn(s.svi, chunk, s.dp)
     bar = _progress(progress_bar, method.num_steps, "svi")
     if bar is not None and first_chunk:
         bar.update(first_chunk * chunk)
@@ -476,7 +478,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
             patience_stop = c * chunk
             break
         t_chunk = time.perf_counter()
-        state, verified, bad, ls = run_chunk(state, verified, c * chunk, s.batch_in)
+        state, verified, bad, ls = run_chunk(state, verified, c * chunk, method.num_steps, s.batch_in)
         ls, bad = np.asarray(ls), bool(bad)
         chunk_seconds.append(time.perf_counter() - t_chunk)
         losses.append(ls)
