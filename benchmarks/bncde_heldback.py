@@ -96,12 +96,14 @@ def main():
             print(f"seed {seed} {variant}: 90% coverage none {r['none_coverage_0.90']:.3f}, "
                   f"chemo {r['chemo_coverage_0.90']:.3f} (fit {r['fit_s']:.0f} s, kept step {r['best_step']})",
                   flush=True)
-            write(args, variants, rows)  # after every fit, so a long run that is stopped keeps what it measured
+            summary = write(args, variants, rows)  # after every fit: a run that is stopped keeps what it measured
+    print(json.dumps(summary, indent=1))
     print("wrote", args.out)
 
 
 def write(args, variants, rows):
-    """Summarise `rows` (mean and worst coverage per variant over the seeds run so far) and write the JSON."""
+    """Summarise `rows` (mean and worst coverage per variant over the seeds run so far), write
+    the JSON and return the summary."""
     summary = {}
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant]
@@ -117,6 +119,7 @@ def write(args, variants, rows):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
+    return summary
 
 
 if __name__ == "__main__":
