@@ -175,6 +175,32 @@ def test_samplers_refuse_a_model_of_point_estimates():
         bd.fit(model, data, method="nuts", num_warmup=2, num_samples=2, key=jax.random.key(0))
 
 
+def test_param_module_builds_its_module_once_and_not_at_all_from_a_parameter_store():
+    """One network construction gives every leaf's initial value (not one per leaf), and a
+    trace whose parameters come from the store builds none (only the shape template)."""
+    import equinox as eqx
+
+    calls = []
+
+    def make(key):
+        calls.append(key)
+        return eqx.nn.MLP(3, 2, 4, 2, key=key)
+
+    def program():
+        return bd.networks.param_module("net", make)
+
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(program, 0)).get_trace()
+    assert len(trace) == 6 and len(calls) == 2  # 3 layers x (weight, bias); the template and one build
+    built = jax.tree_util.tree_leaves(eqx.filter(make(calls[1]), eqx.is_array))
+    for site, leaf in zip(trace.values(), built):
+        np.testing.assert_array_equal(site["value"], leaf)
+    calls.clear()
+    store = {name: site["value"] for name, site in trace.items()}
+    net = numpyro.handlers.substitute(numpyro.handlers.seed(program, 1), data=store)()
+    assert len(calls) == 1  # the template only
+    np.testing.assert_array_equal(net.layers[0].weight, store["net.layers.0.weight"])
+
+
 # ----------------------------------------------------------------- engines
 def test_every_engine_is_a_registered_class_with_run_and_a_typed_info():
     assert {"svi", "nuts", "blackjax-nuts", "chees"} <= set(ENGINES)

@@ -86,13 +86,21 @@ def param_module(name: str, make: Callable):
     """Register every array leaf of `make(key)` as a NumPyro `param` `"{name}.{leaf}"`
     (a point estimate, optimised by SVI) and return the module with those weights.
 
-    The initial values come from `make` called with the key NumPyro hands to `param`.
+    The initial values come from one call of `make`, with the key NumPyro hands to the
+    first `param` that needs one: building the module once per leaf instead would cost a
+    whole module's construction for every weight matrix of it.
     """
     template = _template(make)
     params, static = eqx.partition(template, _is_leaf_array)
     leaves, treedef = jax.tree_util.tree_flatten(params)
+    built = []  # the module of initial values, made on the first leaf that asks for one
+
+    def init(key, i):
+        if not built:
+            built.append(jax.tree_util.tree_leaves(eqx.filter(make(key), eqx.is_array)))
+        return built[0][i]
+
     got = []
     for i, leaf_name in enumerate(leaf_names(template)):
-        init = lambda key, i=i: jax.tree_util.tree_leaves(eqx.filter(make(key), eqx.is_array))[i]  # noqa: E731
-        got.append(numpyro.param(f"{name}.{leaf_name}", init))
+        got.append(numpyro.param(f"{name}.{leaf_name}", lambda key, i=i: init(key, i)))
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, got), static)
