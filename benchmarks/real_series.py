@@ -77,6 +77,8 @@ def _parse():
     p.add_argument("--dry-run", action="store_true", help="split the data, print the commands, fit nothing")
     p.add_argument("--library", action="store_true", help="skip the command line, call bd.fit/post.forecast")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="svi",
+                   help="bayesde fit --method: svi (the default), or ensemble (five SVI fits, a mixture)")
     p.add_argument("--workdir", default=None, help="keep the run folders here (default: a temporary folder)")
     p.add_argument("--out", default="benchmarks/results/real_series_cpu.json")
     p.add_argument("--table", action="store_true", help="print the markdown table of the JSON at --out and stop")
@@ -283,11 +285,11 @@ def _bayesde_exe():
     return str(exe) if exe.exists() else shutil.which("bayesde")
 
 
-def _cli_commands(csv, run, horizon, step, quick, seed, dated=False):
+def _cli_commands(csv, run, horizon, step, quick, seed, dated=False, method="svi"):
     if dated:  # a date column is read in days: the horizon reaches the last held-out month's first day
         horizon, step = horizon * DAYS_PER_YEAR + step * DAYS_PER_YEAR / 2, step * DAYS_PER_YEAR
     fit = [_bayesde_exe(), "fit", "--data", str(csv), "--time-col", "time", "--model", "latent-sde",
-           "--method", "svi", "--out", str(run), "--seed", str(seed), "--force", "--quiet"]
+           "--method", method, "--out", str(run), "--seed", str(seed), "--force", "--quiet"]
     fc = [_bayesde_exe(), "forecast", "--run", str(run), "--horizon", f"{horizon:.6f}", "--every",
           f"{step:.10f}", "--out", str(run / "forecast"), "--seed", str(seed), "--force", "--quiet"]
     if quick:
@@ -303,12 +305,12 @@ def _draws_at(times, draws, t_test, step, tolerance=0.01):
     return draws[:, idx, :]
 
 
-def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None):
+def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None, method="svi"):
     """Fit and forecast through the command line; `t0` (the first training time in
     decimal years) when the CSV holds month dates, whose model times are days since it."""
     import arviz as az
 
-    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed, dated=t0 is not None)
+    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed, dated=t0 is not None, method=method)
     for cmd in (fit, fc):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -391,7 +393,7 @@ def run_series(name, args, workdir):
         "step_years": step, "season": season, "cycle_or_season": cycle, "horizon_years": horizon,
     }
     if args.dry_run:
-        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed, dated=dated)
+        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed, dated=dated, method=args.method)
         rec["commands"] = [" ".join(fit[1:]), " ".join(fc[1:])]
         return rec, None
     t0 = time.perf_counter()
@@ -400,12 +402,14 @@ def run_series(name, args, workdir):
         for attempt in range(2):
             try:
                 draws, cmd = _bayesde_cli(csv, run, horizon, step, t_te, args.quick, args.seed,
-                                          t0=float(t_tr[0]) if dated else None)
+                                          t0=float(t_tr[0]) if dated else None, method=args.method)
                 break
             except RuntimeError as e:
                 rec.setdefault("cli_errors", []).append(str(e)[-500:])
                 time.sleep(0 if args.quick else 60 * (attempt == 0))
     if draws is None:
+        if args.method != "svi":  # the library fallback fits with SVI only
+            raise RuntimeError(f"{name}: bayesde fit --method {args.method} failed: {rec['cli_errors'][-1]}")
         how = "library"
         draws, cmd = _bayesde_library(t_tr, y_tr, names, horizon, step, t_te, args.quick, args.seed)
     rec["bayesde_seconds"] = round(time.perf_counter() - t0, 1)
@@ -477,6 +481,8 @@ def main():
     unknown = [s for s in names if s not in PANEL]
     if unknown:
         raise SystemExit(f"--series: {unknown} not in the panel {list(PANEL)}")
+    if args.method != "svi" and (args.library or args.diagnose is not None):
+        raise SystemExit(f"--method {args.method}: --library and --diagnose fit with SVI only; drop one of them")
     if args.diagnose is not None:
         print(json.dumps(diagnose(names[0], args.diagnose, args.seed)))
         return
@@ -514,6 +520,7 @@ def main():
                  "the held-out entries",
         "quick": args.quick,
         "seed": args.seed,
+        "method": args.method,
         "seconds": round(time.perf_counter() - t_start, 1),
         "machine": {
             "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
