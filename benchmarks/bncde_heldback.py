@@ -40,7 +40,10 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             "sigma=0.04": (dict(sigma=0.04), {}), "sigma=0.1": (dict(sigma=0.1), {}),
             # a deep ensemble of the default model: the spread between independently trained
             # networks, which is where a rarely seen plan's extrapolation error could show
-            "ensemble of 4": ({}, dict(method="ensemble", num_members=4))}
+            "ensemble of 4": ({}, dict(method="ensemble", num_members=4)),
+            # the same members each keeping its last step (the ensemble engine before it kept
+            # each member's best-scoring step)
+            "ensemble of 4 (last steps)": ({}, dict(method=bd.Ensemble(num_members=4, keep_best=False)))}
 PLANS = ("none", "chemo")
 
 
@@ -56,7 +59,7 @@ def run_one(variant: str, seed: int, args) -> dict:
                       batch_size=args.batch_size, progress_bar=False, **fit_kw)
     fit_s = time.perf_counter() - t0
     theta = post.params.get("head.forecast_widening")
-    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=getattr(post.info, "best_step", None),
+    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None),
                widening=None if theta is None else np.asarray(_widening(theta)).tolist())
     eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
                                     key=jax.random.key(9), num_samples=args.draws)

@@ -76,7 +76,8 @@ def test_options_are_checked_naming_the_field():
     assert bd.Ensemble is Ensemble and Ensemble().name == "ensemble"
     for kwargs, field in [({"num_members": 1}, "num_members"), ({"num_steps": 0}, "num_steps"),
                           ({"learning_rate": 0.0}, "learning_rate"), ({"guide": "laplace"}, "guide"),
-                          ({"optimizer": "adam"}, "optimizer"), ({"batch_size": 0}, "batch_size")]:
+                          ({"optimizer": "adam"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
+                          ({"best_from": -1}, "best_from"), ({"keep_best": 1}, "keep_best")]:
         with pytest.raises(ValueError, match=f"Ensemble.{field}"):
             Ensemble(**kwargs)
 
@@ -136,6 +137,7 @@ def test_save_and_load_give_identical_draws(tmp_path, ou, sde_post):
         np.testing.assert_array_equal(back.samples[k], v)
     np.testing.assert_array_equal(back.loss, sde_post.loss)
     assert back.info.member_final_loss == sde_post.info.member_final_loss
+    assert tuple(back.info.member_best_step) == tuple(sde_post.info.member_best_step)
     a = sde_post.predict(fut.ts, key=jax.random.key(5)).samples
     b = back.predict(fut.ts, key=jax.random.key(5)).samples
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -167,3 +169,25 @@ def test_when_every_member_fails_the_warning_says_what_to_change():
         post = bd.fit(always_nan, data, method="ensemble", num_members=2, num_steps=5, num_samples=2,
                       key=jax.random.key(0), progress_bar=False, warn=False)
     assert post.info.failed_members == (0, 1)
+
+
+def test_each_member_keeps_the_step_where_its_held_out_forecasts_scored_best(ou, sde_post):
+    """`keep_best` (the default) chooses member by member: the loss trajectory is the plain
+    run's, and each member's kept networks are exactly its own at its `member_best_step`
+    (a run of that many steps, whose trajectory is the same)."""
+    hist, _ = ou
+    best = sde_post.info.member_best_step
+    assert len(best) == 3 and set(best) <= {30, 60}
+    opts = {k: v for k, v in SDE.items() if k not in ("progress_bar", "warn")}
+    model = bd.models.LatentSDE(latent_dim=1, context_dim=4, width=8, substeps=1)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False)
+    plain = bd.fit(model, hist, method=bd.Ensemble(**opts, keep_best=False), **kw)
+    assert plain.info.member_best_step is None
+    np.testing.assert_array_equal(plain.loss, sde_post.loss)
+    short = bd.fit(model, hist, method=bd.Ensemble(**dict(opts, num_steps=30), keep_best=False), **kw)
+    weights = [k for k, v in sde_post.samples.items() if v.ndim > 2]
+    assert weights
+    for i, step in enumerate(best):
+        ref = plain if step == 60 else short
+        for k in weights:
+            np.testing.assert_array_equal(sde_post.samples[k][i], ref.samples[k][i])

@@ -27,7 +27,7 @@ from numpyro.infer.svi import SVIState
 from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress,
                         register_engine)
 from ._sites import site_kinds
-from ._svi import _make_guide, check_optimizer_and_guide, default_optimizer
+from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble"]
 
@@ -47,6 +47,9 @@ class EnsembleInfo(EngineInfo):
     - `failed_members`: the members that stopped early.
     - `member_final_loss`: per member, the mean loss over its last 5% of steps.
     - `guide`: the guide's class name (`"none"` for a model without latent sites).
+    - `member_best_step`: with `keep_best` and a model with a held-out score, per member
+      the step whose parameters it kept (`None` for a member never scored finite); else
+      `None`.
     """
 
     seconds_per_step: Optional[float] = None
@@ -57,6 +60,7 @@ class EnsembleInfo(EngineInfo):
     failed_members: Sequence[int] = ()
     member_final_loss: Sequence[float] = ()
     guide: Optional[str] = None
+    member_best_step: Optional[Sequence[Optional[int]]] = None
 
     @property
     def stopped_early(self) -> bool:
@@ -105,6 +109,11 @@ class Ensemble(AbstractEngine):
       `"mvn"`, `"delta"` (MAP members, the classic deep ensemble) or a NumPyro guide.
     - `num_particles`: ELBO Monte Carlo particles per step.
     - `chunk_size`: steps compiled into one `lax.scan` between progress-bar updates.
+    - `keep_best`: as in `SVI`, member by member: for a model that scores data its ELBO
+      does not see (a `held_out_site`, e.g. `LatentSDE`'s held-back forecasts), each
+      member keeps the parameters of the chunk end where that score was lowest, not its
+      last step (`info.member_best_step` says which). No effect on other models.
+    - `best_from`: `keep_best` chooses among the steps from this one on.
 
     The `Posterior` lays the members out as chains: every site, including the
     `numpyro.param` sites of the model (repeated over a member's draws), has draws
@@ -125,6 +134,8 @@ class Ensemble(AbstractEngine):
     guide: Any = None
     num_particles: int = 1
     chunk_size: int = 100
+    keep_best: bool = True
+    best_from: int = 0
 
     name = "ensemble"
     info_type = EnsembleInfo
@@ -143,6 +154,9 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "num_particles", self.num_particles, 1)
         _check_int("Ensemble", "chunk_size", self.chunk_size, 1)
         _check_int("Ensemble", "batch_size", self.batch_size, 1, optional=True)
+        _check_int("Ensemble", "best_from", self.best_from, 0)
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(f"Ensemble.keep_best: expected True or False, got {self.keep_best!r}.")
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
@@ -194,6 +208,7 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     full_program = _bind(model, None, batch)
     m = method.num_members
     k_latent, k_init, k_loc, k_post = jax.random.split(key, 4)
+    k_val = jax.random.fold_in(key, 7)
     kinds = site_kinds(program, batch, k_latent)
     latent = [name for name, kind in kinds.items() if kind == "latent"]
     own = sorted(name for name, kind in kinds.items() if kind == "param")
@@ -241,6 +256,15 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
         (states, verified, bad), losses = jax.lax.scan(body, (states, verified, bad), jnp.arange(chunk))
         return states, verified, bad, losses
 
+    site = getattr(model, "held_out_site", None) if method.keep_best else None
+    held_out = None
+    if site in kinds:  # per member: the held-out score of its parameters, its own draws
+        one = _held_out_fn(model, batch, site, model.held_out_draws)
+        held_out = jax.jit(jax.vmap(one))
+    params_of = jax.jit(jax.vmap(svi.get_params))
+    best_value, best_step, best_params = np.full(m, np.inf), [None] * m, None
+    first_eligible = min(method.best_from, method.num_steps)
+
     bar = _progress(progress_bar, method.num_steps, "ensemble")
     verified, bad = states, jnp.zeros((m,), bool)
     losses, chunk_seconds = [], []
@@ -251,6 +275,16 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
         chunk_seconds.append(time.perf_counter() - t_chunk)
         losses.append(ls)
         all_bad = bool(np.all(np.asarray(bad)))
+        done = min((c + 1) * chunk, method.num_steps)
+        if held_out is not None and done >= first_eligible:
+            # A member that stopped keeps its last finite state in `states`, which is scored.
+            current = params_of(states)
+            values = np.asarray(held_out(current, jax.random.split(jax.random.fold_in(k_val, c), m)))
+            better = np.isfinite(values) & (values < best_value)
+            if better.any():
+                best_params = current if best_params is None else _where(jnp.asarray(better), current, best_params)
+                best_value = np.where(better, values, best_value)
+                best_step = [done if b else s for b, s in zip(better, best_step)]
         if bar is not None:
             bar.update(min(chunk, method.num_steps - c * chunk))
             alive = ls[-1][np.isfinite(ls[-1])]
@@ -280,7 +314,9 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # steps where no member is left
         loss = np.nanmean(member_loss[:, :n_run], axis=0)
-    params = jax.jit(jax.vmap(svi.get_params))(states)
+    params = params_of(states)
+    if best_params is not None:  # members never scored finite keep their last parameters
+        params = _where(jnp.asarray([s is not None for s in best_step]), best_params, params)
     seconds = time.perf_counter() - t_start
 
     s = method.num_samples
@@ -318,6 +354,7 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
             failed_members=tuple(i for i, x in enumerate(stopped) if x is not None),
             member_final_loss=tuple(final),
             guide="none" if not latent else getattr(guide, "__name__", type(guide).__name__),
+            member_best_step=tuple(best_step) if held_out is not None else None,
         ),
     )
 
