@@ -277,8 +277,8 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
         all_bad = bool(np.all(np.asarray(bad)))
         done = min((c + 1) * chunk, method.num_steps)
         if held_out is not None and done >= first_eligible:
-            # A member that stopped keeps its last finite state in `states`, which is scored.
-            current = params_of(states)
+            # A member whose loss turned non-finite is scored at its last checked state.
+            current = params_of(_where(bad, verified, states))
             values = np.asarray(held_out(current, jax.random.split(jax.random.fold_in(k_val, c), m)))
             better = np.isfinite(values) & (values < best_value)
             if better.any():
