@@ -59,7 +59,8 @@ def run_one(variant: str, seed: int, args) -> dict:
                       batch_size=args.batch_size, progress_bar=False, **fit_kw)
     fit_s = time.perf_counter() - t0
     theta = post.params.get("head.forecast_widening")
-    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None),
+    kept = getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None)  # SVI / ensemble
+    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=kept,
                widening=None if theta is None else np.asarray(_widening(theta)).tolist())
     eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
                                     key=jax.random.key(9), num_samples=args.draws)

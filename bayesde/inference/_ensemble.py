@@ -24,8 +24,8 @@ from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 from numpyro.infer.svi import SVIState
 
-from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress,
-                        register_engine)
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
+                        _progress, register_engine)
 from ._sites import site_kinds
 from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer
 
@@ -155,8 +155,7 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "chunk_size", self.chunk_size, 1)
         _check_int("Ensemble", "batch_size", self.batch_size, 1, optional=True)
         _check_int("Ensemble", "best_from", self.best_from, 0)
-        if not isinstance(self.keep_best, bool):
-            raise ValueError(f"Ensemble.keep_best: expected True or False, got {self.keep_best!r}.")
+        _check_bool("Ensemble", "keep_best", self.keep_best)
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 

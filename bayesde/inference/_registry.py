@@ -262,6 +262,11 @@ def _check_int(owner: str, name: str, value, minimum: int, *, optional: bool = F
         )
 
 
+def _check_bool(owner: str, name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name}: expected True or False, got {value!r}.")
+
+
 def _check_real(owner: str, name: str, value, low: float, high: float, *, open_low=True, open_high=True) -> None:
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
     if ok:

@@ -24,7 +24,8 @@ from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 
-from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real, _progress, register_engine
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
+                        _progress, register_engine)
 from ._sites import site_kinds
 
 __all__ = ["SVI", "SVIInfo", "default_optimizer", "run_svi"]
@@ -214,10 +215,8 @@ class SVI(AbstractEngine):
                             f"SVI.devices[{i}]: {d!r} is not a JAX device; pass jax.devices()."
                         )
                 object.__setattr__(self, "devices", devs)
-        if not isinstance(self.process_local, bool):
-            raise ValueError(f"SVI.process_local: expected True or False, got {self.process_local!r}.")
-        if not isinstance(self.keep_best, bool):
-            raise ValueError(f"SVI.keep_best: expected True or False, got {self.keep_best!r}.")
+        _check_bool("SVI", "process_local", self.process_local)
+        _check_bool("SVI", "keep_best", self.keep_best)
         if self.process_local and self.devices is None:
             raise ValueError("SVI.process_local: only means something with devices=...; pass devices=jax.devices().")
 
