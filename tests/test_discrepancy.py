@@ -82,8 +82,9 @@ def test_a_neural_ode_forecast_widens_over_the_horizon_with_its_discrepancy_and_
     batch = data.batch()
     query = bd.models.Query(ts=jnp.tile(jnp.arange(30.0, 60.0), (8, 1)))
     width = {}
-    for disc in ("ou", None):
-        model = bd.models.BayesianNeuralODE(state_dim=1, width=4, depth=1, discrepancy=disc).adapt(data)
+    for disc in ("ou", None):  # None: no discrepancy and no forecast walk either
+        model = bd.models.BayesianNeuralODE(state_dim=1, width=4, depth=1, discrepancy=disc,
+                                            forecast_holdout=0.0).adapt(data)
         # one draw of every parameter, held fixed: only the discrepancy varies between forecasts
         fixed = {k: v["value"] for k, v in trace(seed(model.program, 0)).get_trace(batch).items()
                  if v["type"] == "sample" and not v["is_observed"]}

@@ -471,13 +471,14 @@ def test_gaussian_kl_matches_numpyro():
 
 def test_concrete_models_override_only_abstract_hooks():
     """equinox's abstract/final pattern: a concrete model implements abstract methods
-    (and `adapt`, the documented data hook); it never overrides a concrete method."""
+    (and `adapt` and `for_engine`, the documented data and engine hooks); it never
+    overrides a concrete method."""
     import inspect
 
     for name in ("ODE", "BayesianNeuralODE", "LatentSDE", "FractionalSDE", "BNCDE", "TECDE"):
         cls = getattr(bd.models, name)
         for attr, value in vars(cls).items():
-            if attr == "adapt" or attr.startswith("__") or not inspect.isfunction(value):
+            if attr in ("adapt", "for_engine") or attr.startswith("__") or not inspect.isfunction(value):
                 continue
             for base in cls.__mro__[1:]:
                 if attr in vars(base):

@@ -117,7 +117,7 @@ def fit(
             f"fit: batch_size={method_obj.batch_size} needs a model that fits on minibatches, but "
             f"{what}; drop batch_size to fit on all {data.n_series} series at once."
         )
-    model = model.adapt(data)
+    model = model.adapt(data).for_engine(method_obj)
     if not getattr(method_obj, "point_estimates", False):
         _check_samplable(model, data, method_obj.name, key)
     progress = progress_bar and os.environ.get("BAYESDE_FAST", "") in ("", "0")

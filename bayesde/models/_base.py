@@ -135,6 +135,13 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
             return getattr(self, renamed[name])
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def for_engine(self, engine) -> "AbstractModel":
+        """The (adapted) model as `engine` should fit it; `fit` calls it before the engine
+        runs. The model itself, unless part of it only some engines can fit: e.g. forecast
+        scales kept as `numpyro.param` sites, which an engine that only samples (whose
+        `point_estimates` is False) cannot fit, so it gets a copy without them."""
+        return self
+
     def adapt(self, data: TimeSeries) -> "AbstractModel":
         """A copy with data-derived constants (e.g. standardisation) filled in; called
         once by `fit` before anything compiles. Validates that `data` suits the model."""

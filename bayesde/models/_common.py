@@ -1,11 +1,14 @@
 """What every model shares, written once: the standardisation and time scaling fitted
-from the data, grid refinement and interpolation, the Gaussian KL, and the small checks
-that `adapt` and `__check_init__` run."""
+from the data, grid refinement and interpolation, the Gaussian KL, the held-back
+forecast tails that fit a forecast's spread (which series, which part of them, the
+walk a forecast adds and the score), and the small checks that `adapt` and
+`__check_init__` run."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +26,11 @@ __all__ = [
     "check_adapted",
     "positive_int",
     "gaussian_kl",
+    "held_back",
+    "holdout_split",
+    "last_observed_time",
+    "random_walk",
+    "two_draw_crps",
     "refine_grid",
     "interp_linear",
 ]
@@ -179,6 +187,50 @@ def gaussian_kl(q_mean, q_std, p_mean, p_std, axis: Optional[int] = -1):
         jnp.log(p_std / q_std) + (q_std**2 + (q_mean - p_mean) ** 2) / (2 * p_std**2) - 0.5,
         axis=axis,
     )
+
+
+def held_back(index, n: int, every: int):
+    """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
+    back to fit a forecast's spread: every `every`-th (`index % every == every − 1`), or
+    every one when there are fewer than `every` series (a single record)."""
+    return index >= 0 if n < every else index % every == every - 1
+
+
+def holdout_split(ts, mask, fraction):
+    """`(head, tail)` masks `(B, T, D)` of `mask`: the tail of each series is the last
+    `fraction` of its observed span (only where the head has observations), the head the
+    rest. `ts (B, T)`."""
+    seen = jnp.any(mask, axis=-1)  # (B, T)
+    big = jnp.finfo(ts.dtype).max
+    t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
+    t_end = jnp.max(jnp.where(seen, ts, -big), axis=1)
+    t_cut = t_first + (1.0 - fraction) * (t_end - t_first)
+    head = mask & (ts <= t_cut[:, None])[..., None]
+    tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
+    return head, tail
+
+
+def last_observed_time(ts, mask):
+    """Each series' last time with an observation: `ts (B, T)`, `mask (B, T, D)` -> `(B,)`."""
+    seen = jnp.any(mask, axis=-1)
+    j_last = ts.shape[1] - 1 - jnp.argmax(seen[:, ::-1], axis=1)
+    return jnp.take_along_axis(ts, j_last[:, None], axis=1)[:, 0]
+
+
+def random_walk(key, t_last, qs, dim: int):
+    """A standard random walk per series and dimension started at `t_last (B,)`, at the
+    sorted query times `qs (B, T')`: `W(max(q, t_last) − t_last)`, zero at and before
+    `t_last`. Returns `(B, T', dim)`; times in whatever unit its variance is per."""
+    knots = jnp.concatenate([t_last[:, None], jnp.maximum(qs, t_last[:, None])], axis=1)
+    steps = jnp.sqrt(jnp.maximum(jnp.diff(knots, axis=1), 0.0))[..., None]  # (B, T', 1)
+    return jnp.cumsum(steps * jax.random.normal(key, qs.shape + (dim,), qs.dtype), axis=1)
+
+
+def two_draw_crps(x1, x2, y, where):
+    """The CRPS of a forecast from two independent draws `x1`, `x2` at `y`,
+    `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|` (unbiased), averaged over the entries `where`."""
+    crps = 0.5 * (jnp.abs(x1 - y) + jnp.abs(x2 - y)) - 0.5 * jnp.abs(x1 - x2)
+    return jnp.sum(jnp.where(where, crps, 0.0)) / jnp.maximum(jnp.sum(where), 1)
 
 
 def as_choice(value, base: type, table: dict, owner: str):

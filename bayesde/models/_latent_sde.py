@@ -19,8 +19,9 @@ from ..networks._sde_nets import batched_linear, batched_mlp
 from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
-from ._common import (calendar_periods, check_adapted, check_observed, fit_scaling, gaussian_kl, interp_linear,
-                      positive_int, refine_grid, season_features)
+from ._common import (calendar_periods, check_adapted, check_observed, fit_scaling, gaussian_kl, held_back,
+                      holdout_split, interp_linear, positive_int, random_walk, refine_grid, season_features,
+                      two_draw_crps)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood
@@ -642,8 +643,7 @@ class LatentSDE(AbstractModel):
     def _is_held_back(self, index, n):
         """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
         back: every `forecast_series_every`-th, or every one when there are fewer."""
-        k = self.forecast_series_every
-        return index >= 0 if self._few_series(n) else index % k == k - 1
+        return held_back(index, n, self.forecast_series_every)
 
     def _holdout_split(self, ts, mask, n):
         """`(head, tail)` masks: the tail of each series is the last `forecast_holdout` of
@@ -653,14 +653,7 @@ class LatentSDE(AbstractModel):
         series in `forecast_series_every` holding back `forecast_holdout` of its span, so
         that a single record still trains on its recent past (its level, if it trends)."""
         fraction = self.forecast_holdout / (self.forecast_series_every if self._few_series(n) else 1)
-        seen = jnp.any(mask, axis=-1)  # (B, T)
-        big = jnp.finfo(ts.dtype).max
-        t_first = jnp.min(jnp.where(seen, ts, big), axis=1)
-        t_end = jnp.max(jnp.where(seen, ts, -big), axis=1)
-        t_cut = t_first + (1.0 - fraction) * (t_end - t_first)
-        head = mask & (ts <= t_cut[:, None])[..., None]
-        tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
-        return head, tail
+        return holdout_split(ts, mask, fraction)
 
     def _obs_dist(self, mean, sd):
         return self.likelihood.dist(mean, sd)
@@ -698,8 +691,7 @@ class LatentSDE(AbstractModel):
         z_future = jnp.moveaxis(fpath[Sf::Sf], 0, 1)  # (B, T', L)
         z_past = jax.vmap(interp_linear)(grids, zs, qs)
         z_q = jnp.where((qs <= t_last[:, None])[..., None], z_past, z_future)
-        steps = jnp.sqrt(jnp.maximum(jnp.diff(knots, axis=1), 0.0))[..., None]  # (B, T', 1)
-        walk = jnp.cumsum(steps * jax.random.normal(k_walk, qs.shape + rho.shape, zs.dtype), axis=1)
+        walk = random_walk(k_walk, t_last, qs, rho.shape[-1])
         return batched_linear(nets.decoder, self.family.readout(z_q)) + rho * walk
 
     def _holdout_score(self, nets, log_scales, ts, ys, head, tail, grids, zs, pos, noise, key):
@@ -721,6 +713,4 @@ class LatentSDE(AbstractModel):
             nets, jnp.exp(log_kappa), jnp.exp(log_rho), two(ts), two(head), two(grids), two(zs), pos, two(ts), kf
         )
         x = self._obs_dist(f, noise).rsample(ke)
-        x1, x2 = x[:B], x[B:]
-        crps = 0.5 * (jnp.abs(x1 - ys) + jnp.abs(x2 - ys)) - 0.5 * jnp.abs(x1 - x2)
-        return jnp.sum(jnp.where(tail, crps, 0.0)) / jnp.maximum(jnp.sum(tail), 1)
+        return two_draw_crps(x[:B], x[B:], ys, tail)

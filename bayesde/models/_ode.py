@@ -19,10 +19,14 @@ from ..networks import mlp, sample_module
 from ..solvers import solve_ode
 from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
-from ._common import check_positive, first_observed, fit_scaling
+from ._common import (check_positive, first_observed, fit_scaling, held_back, holdout_split, last_observed_time,
+                      positive_int, random_walk, two_draw_crps)
 from ._discrepancy import OUDiscrepancy, ou_draw
 
 __all__ = ["ODE", "BayesianNeuralODE"]
+
+#: The `numpyro.param` of `BayesianNeuralODE`'s forecast walk, `log ρ` per dimension.
+WALK_PARAM = "neural_ode.forecast_log_walk"
 
 Observation = Literal["normal", "lognormal"]
 
@@ -60,6 +64,12 @@ def _check_discrepancy(owner: str, discrepancy, scale) -> None:
         )
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
         raise ValueError(f"{owner}.discrepancy_scale: expected a positive number, got {scale!r}.")
+
+
+def _no_walk_before_it_existed(config: dict) -> dict:
+    """Runs saved before the forecast walk existed (no `forecast_holdout` in their
+    config) forecast without it, and load that way."""
+    return config if "forecast_holdout" in config else dict(config, forecast_holdout=0.0)
 
 
 def _rhs_from_args(t, u, args):
@@ -134,9 +144,14 @@ class _AbstractODEModel(AbstractModel):
     def _solve_all(self, params, u0, t0, ts):
         return _solve_all(self, params, u0, t0, ts)
 
+    @abc.abstractmethod
+    def _walk_split(self) -> tuple[float, int]:
+        """`(fraction, every)`: every `every`-th series holds back the last `fraction` of
+        its span to fit the forecast walk `ρ` (`BayesianNeuralODE`); `(0.0, 1)`: no walk."""
+
     def program(self, batch: Batch, query: Optional[Query] = None, *, subsample_size=None):
         params = self._draw_params()
-        n = batch.ys.shape[0]
+        n, _, D = batch.ys.shape
         with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
             u0 = numpyro.sample("y0", self._init_prior(idx).to_event(1))
         sigma = self._noise()
@@ -149,26 +164,73 @@ class _AbstractODEModel(AbstractModel):
         log = self.observation == "lognormal"
         disc = self._discrepancy()
         mean = None if disc is None else self._observed_mean(u)
+        holdout, every = self._walk_split()
+        walk = holdout > 0
+        # the forecast walk's sd ρ (standardised units per √time unit): fitted only by the held-back score
+        log_rho = numpyro.param(WALK_PARAM, jnp.full((D,), np.log(0.3))) if walk else None
+        fit_mask, scored = batch.mask, None
+        if walk and query is None:
+            fraction = holdout / (every if n < every else 1)
+            head, tail = holdout_split(batch.ts, batch.mask, fraction)
+            back = held_back(idx, n, every)[:, None, None]
+            fit_mask = jnp.where(back, head, batch.mask)  # held-back tails: out of the likelihood
+            scored = (head, tail & back)
         # A minibatch of B series stands for all N: its likelihood counts N / B times
         # (the series plate does the same for the initial states).
         with numpyro.handlers.scale(scale=n / u0.shape[0]):
             if disc is None:
-                _observe("y", self._to_data(u), noise, self.observation, batch.mask, batch.ys)
+                _observe("y", self._to_data(u), noise, self.observation, fit_mask, batch.ys)
             else:
                 numpyro.sample("y", OUDiscrepancy(mean, batch.ts, noise, *disc, batch.mask, log), obs=batch.ys)
+        if scored is not None:
+            score = self._walk_score(u, noise, log_rho, batch, *scored, numpyro.prng_key())
+            numpyro.factor("forecast_score", -score)
         if query is not None:
             u_out, _ = self._solve_all(params, u0, t0, query.ts)
-            if disc is None:
-                f_out = self._to_data(u_out)
-            else:
+            if disc is not None:
                 # the discrepancy at the query times, drawn given the history's residuals
                 g_obs = jnp.log(jnp.where(batch.mask, batch.ys, 1.0)) if log else batch.ys
                 resid = jnp.where(batch.mask, g_obs - mean, 0.0)
                 delta = ou_draw(numpyro.prng_key(), resid, batch.ts, batch.mask, query.ts, noise, *disc)
                 g_out = self._observed_mean(u_out) + delta
                 f_out = jnp.exp(g_out) if log else g_out
+            elif walk:
+                g_out = self._observed_mean(u_out) + self._walk(
+                    numpyro.prng_key(), jnp.exp(log_rho), last_observed_time(batch.ts, batch.mask), query.ts
+                )
+                f_out = jnp.exp(g_out) if log else g_out
+            else:
+                f_out = self._to_data(u_out)
             f_out = numpyro.deterministic("f_out", f_out)
             _observe("y_out", f_out, noise, self.observation, None)
+
+    def _walk(self, key, rho, t_last, qs):
+        """The forecast walk in the units of `_observed_mean`: `ρ` (standardised units, the
+        same units as the discrepancy's) times a standard random walk in the discrepancy's
+        time unit from each series' `t_last (B,)` through the query times `qs (B, T')`,
+        zero at and before `t_last`."""
+        units, time_unit = self._discrepancy_units()
+        w = random_walk(key, t_last / time_unit, qs / time_unit, len(units))
+        return rho * jnp.asarray(units, w.dtype) * w
+
+    def _walk_score(self, u, noise, log_rho, batch, head, tail, key):
+        """The score that fits `ρ`: two forecasts of the held-back `tail` entries made as
+        `predict` makes them (the path, plus the walk from the head's last observed time,
+        plus observation noise), scored by the two-draw CRPS in standardised units. Only
+        `ρ` receives its gradient: the path and the noise are fitted by the ELBO alone."""
+        u, noise = jax.lax.stop_gradient(u), jax.lax.stop_gradient(noise)
+        log = self.observation == "lognormal"
+        units = jnp.asarray(self._discrepancy_units()[0], u.dtype)
+        g_path = self._observed_mean(u)
+        g_obs = jnp.log(jnp.where(tail, batch.ys, 1.0)) if log else batch.ys
+        t_cut = last_observed_time(batch.ts, head)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        rho = jnp.exp(log_rho)
+
+        def draw(kw, ke):
+            return g_path + self._walk(kw, rho, t_cut, batch.ts) + noise * jax.random.normal(ke, u.shape, u.dtype)
+
+        return two_draw_crps(draw(k1, k2) / units, draw(k3, k4) / units, g_obs / units, tail)
 
 
 @register_model
@@ -267,6 +329,9 @@ class ODE(_AbstractODEModel):
     def _discrepancy_units(self):
         return np.ones(np.shape(self.init_loc)[-1]), self.time_scale
 
+    def _walk_split(self):
+        return 0.0, 1  # a mechanism's forecast is its own: no walk (the "ou" discrepancy is there)
+
 
 @register_model
 class BayesianNeuralODE(_AbstractODEModel):
@@ -304,8 +369,31 @@ class BayesianNeuralODE(_AbstractODEModel):
       density given the series' earlier ones, which sum to the joint; `az.loo` on
       those terms is an approximation, not leave-one-out.
     - `discrepancy_scale`: the HalfNormal prior scale of `ρ`.
+    - `forecast_holdout`: the fraction of a held-back series' observed span whose
+      forecast fits the forecast walk (below); `0` turns the walk off.
+    - `forecast_series_every`: every this-many-th series is held back that way.
     - `scheme`: the adaptive diffrax solver by name; `rtol`, `atol`, `max_steps`: see
       `bd.solvers.solve_ode`. (`solver` is the deprecated name of `scheme`.)
+
+    **The forecast walk, fitted on held-back forecasts.** An ODE has no term for a
+    process's own randomness: its forecast is the path from the fitted initial state
+    plus observation noise, as wide one step past the last observation as at the end
+    of the horizon, and the weights' posterior (fitted to explain the history) says
+    nothing about how far the future strays from the path. So a forecast adds a random
+    walk `ρ·W(t − t_last)` per data dimension (standardised units per √unit of the
+    longest series' span), zero over the history, and `ρ` is fitted where it can be
+    measured: while training, every `forecast_series_every`-th series (index
+    `i % k == k − 1`; every series when there are fewer than `k`, each holding back
+    `forecast_holdout / k` of its span) has the last `forecast_holdout` of its observed
+    span left out of the likelihood, and the CRPS of forecasts of that tail made as
+    `predict` makes them (two draws) fits `log ρ` (param
+    `neural_ode.forecast_log_walk`) and nothing else. Where the learned dynamics
+    forecast well, the CRPS keeps `ρ` small; where the future is mostly noise the ODE
+    cannot express, `ρ` grows. Unlike the `"ou"` discrepancy, the walk is not in the
+    likelihood, so it cannot take the dynamics from the network. The walk is off with
+    `discrepancy="ou"` (that discrepancy already continues the history's residuals), and
+    for engines that only sample (NUTS fits no `numpyro.param`: `for_engine` returns a copy
+    with `forecast_holdout=0`); runs saved before it existed load without it.
 
     Data-derived fields set by `adapt`: `loc`, `scale` (standardisation of `g(y)`),
     `time_scale` (the longest series' span), `init_loc`.
@@ -326,6 +414,8 @@ class BayesianNeuralODE(_AbstractODEModel):
     init_scale: float = 0.3
     discrepancy: Optional[str] = None
     discrepancy_scale: float = 0.5
+    forecast_holdout: float = 0.25
+    forecast_series_every: int = 4
     scheme: str = "tsit5"
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -336,6 +426,7 @@ class BayesianNeuralODE(_AbstractODEModel):
     init_loc: Optional[np.ndarray] = None
 
     _renamed = {"dim": "state_dim", "solver": "scheme"}
+    _upgrades = (_no_walk_before_it_existed,)
 
     def __check_init__(self):
         if not (isinstance(self.state_dim, int) and self.state_dim >= 1):
@@ -350,6 +441,23 @@ class BayesianNeuralODE(_AbstractODEModel):
             )
         _check_discrepancy("BayesianNeuralODE", self.discrepancy, self.discrepancy_scale)
         _check_scheme("BayesianNeuralODE", self.scheme)
+        positive_int("BayesianNeuralODE", "forecast_series_every", self.forecast_series_every)
+        h = self.forecast_holdout
+        if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not 0.0 <= float(h) < 1.0:
+            raise ValueError(
+                f"BayesianNeuralODE.forecast_holdout: expected a fraction in [0, 1) (0 turns the forecast "
+                f"walk off), got {h!r}."
+            )
+
+    def for_engine(self, engine) -> "BayesianNeuralODE":
+        if self.forecast_holdout == 0 or getattr(engine, "point_estimates", False):
+            return self
+        return dataclasses.replace(self, forecast_holdout=0.0)
+
+    def _walk_split(self):
+        if self.discrepancy is not None:  # the OU discrepancy continues the residuals instead
+            return 0.0, 1
+        return float(self.forecast_holdout), self.forecast_series_every
 
     @property
     def _log(self) -> bool:
