@@ -196,10 +196,14 @@ def held_back(index, n: int, every: int):
     return index >= 0 if n < every else index % every == every - 1
 
 
-def holdout_split(ts, mask, fraction):
-    """`(head, tail)` masks `(B, T, D)` of `mask`: the tail of each series is the last
-    `fraction` of its observed span (only where the head has observations), the head the
-    rest. `ts (B, T)`."""
+def holdout_split(ts, mask, holdout, n: int, every: int):
+    """`(head, tail)` masks `(B, T, D)` of `mask` (`ts (B, T)`): the tail of each series is
+    the last `holdout` of its observed span (only where the head has observations), the
+    head the rest. With fewer than `every` of them (`n` series), where every series is held
+    back (`held_back`), the tail is the last `holdout / every`: the same share of the data
+    as one series in `every` holding back `holdout` of its span, so that a single record
+    still trains on its recent past (its level, if it trends)."""
+    fraction = holdout / (every if n < every else 1)
     seen = jnp.any(mask, axis=-1)  # (B, T)
     big = jnp.finfo(ts.dtype).max
     t_first = jnp.min(jnp.where(seen, ts, big), axis=1)

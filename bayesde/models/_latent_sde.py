@@ -635,25 +635,16 @@ class LatentSDE(AbstractModel):
         r = jnp.arange(T) + o
         return grids.reshape(B, M * G), zs, kl0, kl_path, (r // W) * G + (r % W) * S
 
-    def _few_series(self, n):
-        """Whether `n` series are too few to hold back one in `forecast_series_every`:
-        then every series holds back a shorter tail (`_holdout_split`)."""
-        return n < self.forecast_series_every
-
     def _is_held_back(self, index, n):
         """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
         back: every `forecast_series_every`-th, or every one when there are fewer."""
         return held_back(index, n, self.forecast_series_every)
 
     def _holdout_split(self, ts, mask, n):
-        """`(head, tail)` masks: the tail of each series is the last `forecast_holdout` of
-        its observed span (only where the head has observations). With fewer than
-        `forecast_series_every` series, where every series is held back, it is the last
-        `forecast_holdout / forecast_series_every`: the same share of the data as one
-        series in `forecast_series_every` holding back `forecast_holdout` of its span, so
-        that a single record still trains on its recent past (its level, if it trends)."""
-        fraction = self.forecast_holdout / (self.forecast_series_every if self._few_series(n) else 1)
-        return holdout_split(ts, mask, fraction)
+        """`(head, tail)` masks of the held-back tails (`holdout_split`: the last
+        `forecast_holdout` of a series' span, a shorter one with fewer than
+        `forecast_series_every` series)."""
+        return holdout_split(ts, mask, self.forecast_holdout, n, self.forecast_series_every)
 
     def _obs_dist(self, mean, sd):
         return self.likelihood.dist(mean, sd)

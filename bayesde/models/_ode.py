@@ -27,8 +27,6 @@ __all__ = ["ODE", "BayesianNeuralODE"]
 
 #: The `numpyro.param` of `BayesianNeuralODE`'s forecast walk, `log ρ` per dimension.
 WALK_PARAM = "neural_ode.forecast_log_walk"
-#: The walk's settings as a model without the walk has them (see `_solve_all`).
-_WALK_NEUTRAL = {"forecast_holdout": 0.0, "forecast_series_every": 4}
 
 Observation = Literal["normal", "lognormal"]
 
@@ -144,11 +142,10 @@ class _AbstractODEModel(AbstractModel):
         LogNormal observation model, the identity for a Normal one."""
 
     def _solve_all(self, params, u0, t0, ts):
-        # The solve reads none of the forecast walk's settings; keying its compiled program on
-        # a model without them lets a fit with the walk (SVI) and one without (NUTS) share it.
-        fields = {f.name for f in dataclasses.fields(self)}
-        neutral = {k: v for k, v in _WALK_NEUTRAL.items() if k in fields and getattr(self, k) != v}
-        return _solve_all(dataclasses.replace(self, **neutral) if neutral else self, params, u0, t0, ts)
+        # The solve reads none of what `for_engine` strips for a sampler (the forecast walk);
+        # keying its compiled program on that copy lets a fit with the walk (SVI) and one
+        # without (NUTS) share it.
+        return _solve_all(self.for_engine(None), params, u0, t0, ts)
 
     @abc.abstractmethod
     def _walk_split(self) -> tuple[float, int]:
@@ -176,8 +173,7 @@ class _AbstractODEModel(AbstractModel):
         log_rho = numpyro.param(WALK_PARAM, jnp.full((D,), np.log(0.3))) if walk else None
         fit_mask, scored = batch.mask, None
         if walk and query is None:
-            fraction = holdout / (every if n < every else 1)
-            head, tail = holdout_split(batch.ts, batch.mask, fraction)
+            head, tail = holdout_split(batch.ts, batch.mask, holdout, n, every)
             back = held_back(idx, n, every)[:, None, None]
             fit_mask = jnp.where(back, head, batch.mask)  # held-back tails: out of the likelihood
             scored = (head, tail & back)
