@@ -58,6 +58,7 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"noise": -1.0}, "noise"),
         ({"substeps": 0}, "substeps"),
         ({"forecast_holdout": 1.0}, "forecast_holdout"),
+        ({"forecast_holdout": "0.25"}, "forecast_holdout"),  # a string, not a fraction
         ({"forecast_series_every": 0}, "forecast_series_every"),
         ({"window": 1}, "window"),
         ({"seasons": (12.0, -1.0)}, "seasons"),

@@ -179,6 +179,19 @@ def positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}, got {value!r}.")
 
 
+def check_holdout(owner: str, holdout, every, turns_off: str) -> None:
+    """Refuse a held-back tail that is not a fraction in `[0, 1)` (`forecast_holdout`;
+    0 turns off what it fits, named by `turns_off`) or a series stride that is not a
+    positive integer (`forecast_series_every`): the two fields every model with
+    held-back tails (`held_back`, `holdout_split`) shares."""
+    positive_int(owner, "forecast_series_every", every)
+    h = holdout
+    if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not 0.0 <= float(h) < 1.0:
+        raise ValueError(
+            f"{owner}.forecast_holdout: expected a fraction in [0, 1) (0 turns {turns_off} off), got {h!r}."
+        )
+
+
 def gaussian_kl(q_mean, q_std, p_mean, p_std, axis: Optional[int] = -1):
     """`KL(N(q_mean, q_std²) ‖ N(p_mean, p_std²))` of diagonal Gaussians, summed over
     `axis` (every axis with `axis=None`):

@@ -19,7 +19,7 @@ from ..networks._sde_nets import batched_linear, batched_mlp
 from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
-from ._common import (calendar_periods, check_adapted, check_observed, fit_scaling, gaussian_kl, held_back,
+from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling, gaussian_kl, held_back,
                       holdout_split, interp_linear, positive_int, random_walk, refine_grid, season_features,
                       two_draw_crps)
 from .encoders import AbstractEncoder, as_encoder
@@ -402,19 +402,14 @@ class LatentSDE(AbstractModel):
 
     def __check_init__(self):
         owner = "LatentSDE"
-        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths",
-                     "forecast_series_every"):
+        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths"):
             positive_int(owner, name, getattr(self, name))
+        check_holdout(owner, self.forecast_holdout, self.forecast_series_every, "the forecast scale")
         positive_int(owner, "kl_anneal_steps", self.kl_anneal_steps, minimum=0)
         if self.window is not None:
             positive_int(owner, "window", self.window, minimum=2)
         if self.noise is not None and not (float(self.noise) > 0):
             raise ValueError(f"{owner}.noise: expected a positive sd or None (learned), got {self.noise!r}.")
-        if not 0.0 <= float(self.forecast_holdout) < 1.0:
-            raise ValueError(
-                f"{owner}.forecast_holdout: expected a fraction in [0, 1) (0 turns the forecast scale "
-                f"off), got {self.forecast_holdout!r}."
-            )
         if not float(self.kl_weight) >= 0:
             raise ValueError(f"{owner}.kl_weight: expected a weight >= 0, got {self.kl_weight!r}.")
         for name in ("control_bound", "drift_bound"):

@@ -19,8 +19,8 @@ from ..networks import mlp, sample_module
 from ..solvers import solve_ode
 from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
-from ._common import (check_positive, first_observed, fit_scaling, held_back, holdout_split, last_observed_time,
-                      positive_int, random_walk, two_draw_crps)
+from ._common import (check_holdout, check_positive, first_observed, fit_scaling, held_back, holdout_split, last_observed_time,
+                      random_walk, two_draw_crps)
 from ._discrepancy import OUDiscrepancy, ou_draw
 
 __all__ = ["ODE", "BayesianNeuralODE"]
@@ -443,13 +443,7 @@ class BayesianNeuralODE(_AbstractODEModel):
             )
         _check_discrepancy("BayesianNeuralODE", self.discrepancy, self.discrepancy_scale)
         _check_scheme("BayesianNeuralODE", self.scheme)
-        positive_int("BayesianNeuralODE", "forecast_series_every", self.forecast_series_every)
-        h = self.forecast_holdout
-        if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not 0.0 <= float(h) < 1.0:
-            raise ValueError(
-                f"BayesianNeuralODE.forecast_holdout: expected a fraction in [0, 1) (0 turns the forecast "
-                f"walk off), got {h!r}."
-            )
+        check_holdout("BayesianNeuralODE", self.forecast_holdout, self.forecast_series_every, "the forecast walk")
 
     def for_engine(self, engine) -> "BayesianNeuralODE":
         if self.forecast_holdout == 0 or getattr(engine, "point_estimates", False):
