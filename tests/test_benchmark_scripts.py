@@ -74,3 +74,22 @@ def test_gpu_script_refuses_an_unknown_option():
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--fast"], cwd=str(ROOT),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown option '--fast'" in proc.stderr
+
+
+def test_regime_heldback_counts_switches_where_the_models_hold_back_and_where_they_forecast():
+    """`benchmarks/regime_heldback.py`: a switch counts for a stretch when the regime there
+    differs from the one at the last observed row before it (a series without rows on
+    either side counts as unknown), and a process that never switches has neither
+    held-back tails nor futures with a switch."""
+    rh = _load("regime_heldback")
+    regime = np.array([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    before = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], bool)
+    after = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0]], bool)
+    got = rh._switched(regime, before, after)
+    assert got[:2].tolist() == [1.0, 0.0] and np.isnan(got[2])  # series 2 has no future rows
+    import jax
+
+    import bayesde as bd
+
+    calm = bd.datasets.regime_switching(n_series=8, n_times=20, rate=0.0, key=jax.random.key(0))
+    assert rh.shares(calm) == (0.0, 0.0, 2)
