@@ -319,12 +319,18 @@ def _score(samples, y, history, sd):
     return rows
 
 
-def panel_split(data: bd.TimeSeries):
-    """A forecast case's history (the first 75% of the time window), future (the rest)
-    and the history's sd per dimension, the unit of widths and CRPS."""
+def panel_cut(data: bd.TimeSeries) -> float:
+    """The time that splits a forecast case into history (`t <= cut`) and future: 75% of
+    the way through the data's time window."""
     real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
     t_lo, t_hi = data.ts[real].min(), data.ts[real].max()
-    hist, fut = data.split(t_lo + 0.75 * (t_hi - t_lo))
+    return float(t_lo + 0.75 * (t_hi - t_lo))
+
+
+def panel_split(data: bd.TimeSeries):
+    """A forecast case's history (up to `panel_cut`), future (the rest) and the history's
+    sd per dimension, the unit of widths and CRPS."""
+    hist, fut = data.split(panel_cut(data))
     sd = np.nanstd(np.where(hist.mask, hist.ys, np.nan), axis=(0, 1))
     return hist, fut, sd
 

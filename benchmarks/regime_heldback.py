@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bayesde as bd  # noqa: E402
 from bayesde.models._common import held_back, holdout_split  # noqa: E402
-from calibration import PANEL_MISSING, panel_data_key, panel_split  # noqa: E402
+from calibration import PANEL_MISSING, panel_cut, panel_data_key, panel_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSVS = [
@@ -63,12 +63,11 @@ def _switched(regime, before, after):
 def shares(data, every: int = 4, holdout: float = 0.25):
     """`(held-back tails with a switch, futures with a switch, number held back)` of one
     panel data set: the history and future as `calibration.panel_split` cuts them (the
-    rows at `t <= cut`, then the rest), the held-back tails as the models cut the history."""
+    rows at `t <= panel_cut`, then the rest), the held-back tails as the models cut the history."""
     hist, _, _ = panel_split(data)
     regime = np.asarray(data.truth["regime"])
-    real = np.arange(data.n_times)[None, :] < data.lengths[:, None]
-    seen = data.mask.any(-1) & real
-    cut = data.ts[real].min() + 0.75 * (data.ts[real].max() - data.ts[real].min())
+    seen = data.mask.any(-1) & (np.arange(data.n_times)[None, :] < data.lengths[:, None])
+    cut = panel_cut(data)
     before, after = seen & (data.ts <= cut), seen & (data.ts > cut)
     # `split` keeps each series' history rows first and in order, so history column j is row j.
     head, tail = holdout_split(jnp.asarray(hist.ts), jnp.asarray(hist.mask), holdout, hist.n_series, every)

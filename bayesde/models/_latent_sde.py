@@ -19,9 +19,9 @@ from ..networks._sde_nets import batched_linear, batched_mlp
 from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
-from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling, gaussian_kl, held_back,
-                      holdout_split, interp_linear, positive_int, random_walk, refine_grid, season_features,
-                      two_draw_crps)
+from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling, gaussian_kl,
+                      held_back, holdout_split, interp_linear, positive_int, random_walk, refine_grid,
+                      season_features, two_draw_crps)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood

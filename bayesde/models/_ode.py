@@ -19,8 +19,8 @@ from ..networks import mlp, sample_module
 from ..solvers import solve_ode
 from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
-from ._common import (check_holdout, check_positive, first_observed, fit_scaling, held_back, holdout_split, last_observed_time,
-                      random_walk, two_draw_crps)
+from ._common import (check_holdout, check_positive, first_observed, fit_scaling, held_back, holdout_split,
+                      last_observed_time, random_walk, two_draw_crps)
 from ._discrepancy import OUDiscrepancy, ou_draw
 
 __all__ = ["ODE", "BayesianNeuralODE"]
