@@ -24,6 +24,7 @@ MIRRORED = (
     "benchmarks/results/*.png",
     "benchmarks/results/*.json",
     "benchmarks/results/*.csv",
+    "benchmarks/results/*.jsonl",
     "benchmarks/results/*/*.json",
 )
 _LINK = re.compile(r"(\]\()((?:\.\./)+)((?:tutorials|benchmarks)/[^)\s#]*)")

@@ -93,3 +93,16 @@ def test_regime_heldback_counts_switches_where_the_models_hold_back_and_where_th
 
     calm = bd.datasets.regime_switching(n_series=8, n_times=20, rate=0.0, key=jax.random.key(0))
     assert rh.shares(calm) == (0.0, 0.0, 2)
+
+
+def test_forecast_scales_switches_off_one_scale_per_variant_and_refuses_other_models():
+    """`benchmarks/forecast_scales.py`: `κ = 1` is a zero log scale, `ρ = 0` a log discrepancy
+    of minus infinity per data dimension; the fitted variant changes nothing."""
+    fs = _load("forecast_scales")
+    params = {fs.SCALE: np.float32(0.7), fs.DISCREPANCY: np.array([-1.0, 0.5], np.float32)}
+    v = fs.variants(params)
+    assert v["fitted"] == {} and float(v["kappa=1"][fs.SCALE]) == 0.0 and fs.DISCREPANCY not in v["kappa=1"]
+    rho = np.asarray(v["rho=0"][fs.DISCREPANCY])
+    assert rho.shape == (2,) and np.all(np.isneginf(rho)) and fs.SCALE not in v["rho=0"]
+    with pytest.raises(SystemExit):
+        fs.main(["--models", "FractionalSDE"])
