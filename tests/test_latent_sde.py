@@ -63,6 +63,8 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"window": 1}, "window"),
         ({"seasons": (12.0, -1.0)}, "seasons"),
         ({"seasons": "yearly"}, "seasons"),
+        ({"linear_drift": "yes"}, "linear_drift"),
+        ({"forecast_score": "energy"}, "forecast_score"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_field(kwargs, field):
@@ -764,3 +766,48 @@ def test_the_geometric_family_bounds_its_prior_drift():
     with pytest.raises(ValueError, match=r"LatentSDE.drift_bound: expected 'auto' \(the family's own bound\), "
                                          r"None \(unbounded\) or a positive number, got -1."):
         bd.models.LatentSDE(drift_bound=-1)
+
+
+def test_the_linear_drift_starts_at_zero_and_changes_no_other_initial_weight():
+    # Paired comparisons on the panel rely on it: with `linear_drift` the networks start from
+    # the very weights they start from without it, and the prior drift is the network's.
+    def init(model):
+        with numpyro.handlers.seed(rng_seed=3):
+            nets = model._make_networks(2)
+        return nets
+
+    plain, linear = init(bd.models.LatentSDE(seasons=())), init(bd.models.LatentSDE(seasons=(), linear_drift=True))
+    assert plain.linear_drift is None and linear.linear_drift.shape == (4, 4)
+    assert not np.any(np.asarray(linear.linear_drift))
+    without = eqx.tree_at(lambda n: n.linear_drift, linear, None)
+    leaves = lambda nets: jax.tree_util.tree_leaves(eqx.filter(nets, eqx.is_array))  # noqa: E731
+    for a, b in zip(leaves(plain), leaves(without), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model = bd.models.LatentSDE(seasons=(), linear_drift=True)
+    z = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+    rotate = jnp.array([[0.0, -5.0, 0, 0], [5.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    h0 = model._sde(linear)[0](0.0, z, None)
+    h1 = model._sde(eqx.tree_at(lambda n: n.linear_drift, linear, rotate))[0](0.0, z, None)
+    np.testing.assert_allclose(np.asarray(h1 - h0), np.asarray(z @ rotate.T), rtol=1e-5, atol=1e-5)
+
+
+def test_the_log_forecast_score_is_best_at_the_forecasts_own_spread():
+    # Eight draws of a forecast N(0, s²) scored at y ~ N(0, 1): the score's best s is the truth's
+    # 1, where a Gaussian with the draws' variance (Dawid–Sebastiani) picks about 1.18.
+    from scipy.stats import norm
+
+    from bayesde.models._common import sample_log_score
+
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(8, 200_000)), rng.normal(size=200_000)
+    every = jnp.ones(y.shape, bool)
+    spreads = np.linspace(0.7, 1.5, 17)
+    ours = [float(sample_log_score(jnp.asarray(s * z), jnp.asarray(y), every)) for s in spreads]
+    plain = [-norm.logpdf(y, s * z.mean(0), s * z.std(0, ddof=1)).mean() for s in spreads]
+    assert abs(spreads[np.argmin(ours)] - 1.0) <= 0.05
+    assert 1.1 <= spreads[np.argmin(plain)] <= 1.25
+    draws, yy = rng.normal(size=(8, 3, 5)), rng.normal(size=(3, 5))
+    where = rng.random((3, 5)) < 0.7
+    want = -norm.logpdf(yy, draws.mean(0), np.sqrt(7 / 5 * draws.var(0, ddof=1)))[where].mean()
+    np.testing.assert_allclose(float(sample_log_score(jnp.asarray(draws), jnp.asarray(yy), jnp.asarray(where))),
+                               want, rtol=1e-5)

@@ -31,6 +31,7 @@ __all__ = [
     "last_observed_time",
     "random_walk",
     "two_draw_crps",
+    "sample_log_score",
     "refine_grid",
     "interp_linear",
 ]
@@ -248,6 +249,21 @@ def two_draw_crps(x1, x2, y, where):
     `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|` (unbiased), averaged over the entries `where`."""
     crps = 0.5 * (jnp.abs(x1 - y) + jnp.abs(x2 - y)) - 0.5 * jnp.abs(x1 - x2)
     return jnp.sum(jnp.where(where, crps, 0.0)) / jnp.maximum(jnp.sum(where), 1)
+
+
+def sample_log_score(draws, y, where):
+    """The log score (minus the log density at `y`) of a Gaussian forecast known only by
+    `M ≥ 4` draws `(M, ...)`, averaged over the entries `where`: the Gaussian with the
+    draws' mean and variance `s²·(M − 1)/(M − 3)` (`s²` their unbiased variance). With `s²`
+    itself (the Dawid–Sebastiani score) the score is best for a forecast about 18% too
+    wide at `M = 8`, because `1/s²` overestimates the inverse variance; the factor makes
+    that inverse unbiased, and the best spread is the forecast's own. Like every log
+    score, and unlike the CRPS, it is steep in the spread: a forecast too narrow for its
+    errors pays for their square."""
+    m = draws.shape[0]
+    v = jnp.var(draws, axis=0, ddof=1) * (m - 1) / (m - 3)
+    score = 0.5 * jnp.log(2 * jnp.pi * v) + 0.5 * (y - jnp.mean(draws, axis=0)) ** 2 / v
+    return jnp.sum(jnp.where(where, score, 0.0)) / jnp.maximum(jnp.sum(where), 1)
 
 
 def as_choice(value, base: type, table: dict, owner: str):
