@@ -62,10 +62,10 @@ def main():
     name = f"tumor_gamma{args.gamma}"
     # the panel's keys for seed 0 and the model `BNCDE` (benchmarks/calibration.py, _panel_case)
     from _machine import machine  # (benchmarks/ is the script's directory)
-    from calibration import PANEL_MODELS
+    from calibration import panel_fit_keys
 
     k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), list(cases).index(name)), 0)
-    k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index("BNCDE")))
+    k_fit, k_pred = panel_fit_keys(k_data, "BNCDE")
     data = cases[name].simulate(key=k_data, missing=float("nan"), quick=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():

@@ -340,6 +340,13 @@ def panel_data_key(key, case_name, seed):
     return jax.random.fold_in(jax.random.fold_in(key, list(bd.datasets.panel()).index(case_name)), seed)
 
 
+def panel_fit_keys(k_data, model_name):
+    """`(k_fit, k_pred)`: the keys the panel fits `model_name` and draws its predictive with,
+    on the data set simulated with `k_data` (`panel_data_key`). Every script that refits a
+    panel case derives them here, so that its fits are the panel's."""
+    return jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
+
+
 def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options=None, model_options=None):
     """Fit one model configuration on one simulated data set and score its forecast (or,
     for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
@@ -350,7 +357,7 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
     build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
     missing = PANEL_MISSING[seed % len(PANEL_MISSING)] if case.kind == "forecast" else float("nan")
     k_data = panel_data_key(key, case.name, seed)
-    k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
+    k_fit, k_pred = panel_fit_keys(k_data, model_name)
     opts = {} if steps is None else dict(num_steps=steps)
     opts.update(fit_options or {})
     data = case.simulate(key=k_data, missing=missing, quick=quick)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bayesde as bd  # noqa: E402
 from calibration import (  # noqa: E402
-    PANEL_MISSING, PANEL_MODELS, _model_options, _score, panel_data_key, panel_split,
+    PANEL_MISSING, PANEL_MODELS, _model_options, _score, panel_data_key, panel_fit_keys, panel_split,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,7 +56,7 @@ def one_fit(process, model_name, seed, model_options, key, num_pred=500):
     spec = PANEL_MODELS[model_name]
     t0 = time.perf_counter()
     k_data = panel_data_key(key, case.name, seed)
-    k_fit, k_pred = jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
+    k_fit, k_pred = panel_fit_keys(k_data, model_name)
     data = case.simulate(key=k_data, missing=PANEL_MISSING[seed % len(PANEL_MISSING)], quick=False)
     hist, fut, sd = panel_split(data)
     model = dataclasses.replace(spec["build"](data.dim), **model_options)

@@ -71,7 +71,7 @@ def main():
     rows = []
     for variant in args.variants:
         name, options = VARIANTS[variant]
-        k_fit, _ = jax.random.split(jax.random.fold_in(k_data, 1 + list(C.PANEL_MODELS).index(name)))
+        k_fit, _ = C.panel_fit_keys(k_data, name)
         model = dataclasses.replace(C.PANEL_MODELS[name]["build"](data.dim), **options)
         for n in args.steps:
             tic = time.perf_counter()
