@@ -340,6 +340,12 @@ def panel_data_key(key, case_name, seed):
     return jax.random.fold_in(jax.random.fold_in(key, list(bd.datasets.panel()).index(case_name)), seed)
 
 
+def panel_missing(seed):
+    """The fraction of values the panel deletes from a forecast case's data set of `seed`
+    (`PANEL_MISSING`, cycled). Every script that simulates a panel data set asks here."""
+    return PANEL_MISSING[seed % len(PANEL_MISSING)]
+
+
 def panel_fit_keys(k_data, model_name):
     """`(k_fit, k_pred)`: the keys the panel fits `model_name` and draws its predictive with,
     on the data set simulated with `k_data` (`panel_data_key`). Every script that refits a
@@ -355,7 +361,7 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
     the model (`steps_per_unit=16`) that replace its defaults, for comparisons."""
     spec = PANEL_MODELS[model_name]
     build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
-    missing = PANEL_MISSING[seed % len(PANEL_MISSING)] if case.kind == "forecast" else float("nan")
+    missing = panel_missing(seed) if case.kind == "forecast" else float("nan")
     k_data = panel_data_key(key, case.name, seed)
     k_fit, k_pred = panel_fit_keys(k_data, model_name)
     opts = {} if steps is None else dict(num_steps=steps)
@@ -380,7 +386,10 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
             scored = {f"{p} ({TUMOR_PLANS[p]})": _score(eff.outcomes[p].samples, data.counterfactual(p).ys,
                                                          hist_vals, sd)
                       for p in plans}
-    info = dict(steps_run=getattr(post.info, "num_steps_run", None), best_step=getattr(post.info, "best_step", None))
+    best = getattr(post.info, "best_step", None)
+    members = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
+    info = dict(steps_run=getattr(post.info, "num_steps_run", None),
+                best_step=best if members is None else "/".join(str(b) for b in members))
     return missing, scored, info
 
 
@@ -406,6 +415,12 @@ def run_panel(args):
         csv_path.unlink()
     key = jax.random.key(args.seed)
     fit_options = {} if args.patience == "default" else dict(patience=args.patience)
+    if args.members:
+        if args.patience != "default":
+            raise SystemExit("calibration.py: --patience is an SVI option; an ensemble (--members) runs every step")
+        fit_options.update(method="ensemble", num_members=args.members, cross_fit=args.cross_fit)
+    elif args.cross_fit:
+        raise SystemExit("calibration.py: --cross-fit is an ensemble's option; give --members too")
     if args.learning_rate is not None:
         fit_options["learning_rate"] = args.learning_rate
     model_options = _model_options(args.model_options)
@@ -450,7 +465,7 @@ def run_panel(args):
     summary = panel_summary(df)
     meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
                 fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
-                steps_multiplier=args.steps_multiplier, patience=args.patience,
+                steps_multiplier=args.steps_multiplier, patience=args.patience, members=args.members, cross_fit=args.cross_fit,
                 learning_rate=args.learning_rate, model_options=model_options, processes=procs, models=models,
                 sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
                 missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
@@ -587,6 +602,10 @@ def main(argv=None):
                    help="panel: SVI's learning rate (default: SVI's own)")
     p.add_argument("--steps-multiplier", type=float, default=1.0,
                    help="panel: SVI steps = this x the default (the longer-training check uses 10)")
+    p.add_argument("--members", type=int, default=None,
+                   help="panel: fit each case as a deep ensemble of this many members (method='ensemble') instead of SVI")
+    p.add_argument("--cross-fit", action="store_true",
+                   help="panel, with --members: each member holds back its own fold of series (Ensemble(cross_fit=True))")
     p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")
     p.add_argument("--resume", action="store_true", help="panel: keep finished rows of an earlier run")
     p.add_argument("--budget-minutes", type=float, default=None,

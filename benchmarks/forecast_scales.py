@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bayesde as bd  # noqa: E402
 from calibration import (  # noqa: E402
-    PANEL_MISSING, PANEL_MODELS, _model_options, _score, panel_data_key, panel_fit_keys, panel_split,
+    PANEL_MODELS, _model_options, _score, panel_data_key, panel_fit_keys, panel_missing, panel_split,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,7 +57,7 @@ def one_fit(process, model_name, seed, model_options, key, num_pred=500):
     t0 = time.perf_counter()
     k_data = panel_data_key(key, case.name, seed)
     k_fit, k_pred = panel_fit_keys(k_data, model_name)
-    data = case.simulate(key=k_data, missing=PANEL_MISSING[seed % len(PANEL_MISSING)], quick=False)
+    data = case.simulate(key=k_data, missing=panel_missing(seed), quick=False)
     hist, fut, sd = panel_split(data)
     model = dataclasses.replace(spec["build"](data.dim), **model_options)
     with warnings.catch_warnings():

@@ -65,7 +65,7 @@ def main():
 
     case = bd.datasets.panel()[args.process]
     k_data = C.panel_data_key(jax.random.key(0), case.name, args.seed)
-    data = case.simulate(key=k_data, missing=C.PANEL_MISSING[args.seed % len(C.PANEL_MISSING)], quick=False)
+    data = case.simulate(key=k_data, missing=C.panel_missing(args.seed), quick=False)
     hist, _, _ = C.panel_split(data)
     grid = np.linspace(0.0, 1.0, 5)
     rows = []

@@ -64,7 +64,6 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO  # noqa: E402

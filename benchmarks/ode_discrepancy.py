@@ -79,7 +79,7 @@ def _case(name, seed):
         return hist, fut, pri, None, jax.random.key(seed)
     case = bd.datasets.panel()["lv_sde"]
     k_data = C.panel_data_key(jax.random.key(0), case.name, seed)
-    data = case.simulate(key=k_data, missing=C.PANEL_MISSING[seed % len(C.PANEL_MISSING)], quick=False)
+    data = case.simulate(key=k_data, missing=C.panel_missing(seed), quick=False)
     hist, fut, sd = C.panel_split(data)
     truth = {k: float(data.truth[k]) for k in ("alpha", "beta", "gamma", "delta")}
     # a factor e^0.5 off, alternately above and below the truth, log-sd 1

@@ -168,7 +168,7 @@ def run(quick, seeds, draws, num_samples, out_path):
     for name, case in cases.items():
         rows, extra = [], []
         for s in range(seeds + draws):
-            missing = C.PANEL_MISSING[s % len(C.PANEL_MISSING)]
+            missing = C.panel_missing(s)
             data = case.simulate(key=C.panel_data_key(key, name, s), missing=missing, quick=quick)
             try:
                 hist, fut, sd = C.panel_split(data)

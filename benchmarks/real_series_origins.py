@@ -2,6 +2,7 @@
 
     python benchmarks/real_series_origins.py                                # sunspots, CLI defaults
     python benchmarks/real_series_origins.py --variants "" "steps_per_unit=16"
+    python benchmarks/real_series_origins.py --variants "members=4"         # a deep ensemble of 4
     python benchmarks/real_series_origins.py --series sunspots_gappy --origins 1900 1940 1977
 
 `benchmarks/real_series.py` scores one split per series: the last 10% of the rows. For a
@@ -45,23 +46,35 @@ def _parse():
                    help="origin times (decimal years); each fit sees the rows at or before it")
     p.add_argument("--horizon", type=int, default=15, help="rows scored after each origin")
     p.add_argument("--variants", nargs="*", default=[""],
-                   help='LatentSDE options per variant, "name=value,name=value" ("" = the defaults)')
+                   help='LatentSDE options per variant, "name=value,name=value" ("" = the defaults; '
+                       '"members=4" fits a deep ensemble of 4 instead of one SVI fit)')
     p.add_argument("--steps", type=int, default=2000, help="SVI steps (the command line's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/real_series_origins_<series>_cpu.json)")
     return p.parse_args()
 
 
-def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed):
+def _variant(spec):
+    """`(model options, fit options)` of a variant `"name=value,..."`: `members=M` fits a deep
+    ensemble of `M` members (`method="ensemble"`) instead of one SVI fit; the rest are
+    `LatentSDE` fields."""
+    tokens = [s for s in spec.split(",") if s]
+    members = [int(s.split("=", 1)[1]) for s in tokens if s.startswith("members=")]
+    fit = dict(method="ensemble", num_members=members[-1]) if members else dict(method="svi")
+    return _model_options([s for s in tokens if not s.startswith("members=")]), fit
+
+
+def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None):
     import jax
 
     import bayesde as bd
 
-    post = bd.fit(bd.models.LatentSDE(**options), bd.TimeSeries(t_hist, y_hist[None], names=names), "svi",
-                  key=jax.random.key(seed), progress_bar=False, num_steps=steps)
+    post = bd.fit(bd.models.LatentSDE(**options), bd.TimeSeries(t_hist, y_hist[None], names=names),
+                  key=jax.random.key(seed), progress_bar=False, num_steps=steps, **(fit_options or dict(method="svi")))
     _, pred = post.forecast(float(t_target[-1] - t_hist[-1]), every=step, key=jax.random.key(seed),
                             return_prediction=True)
-    return _draws_at(pred.ts[0], np.asarray(pred.samples)[:, 0], t_target, step), post.info.best_step
+    best = getattr(post.info, "member_best_step", None) or post.info.best_step
+    return _draws_at(pred.ts[0], np.asarray(pred.samples)[:, 0], t_target, step), best
 
 
 def main():
@@ -85,7 +98,8 @@ def main():
                "climatology": _score_draws(_climatology(t_h, y_h, t_f, season), y_f, sd)}
         for spec in args.variants:
             tic = time.perf_counter()
-            draws, best = _bayesde(t_h, y_h, names, t_f, step, _model_options([s for s in spec.split(",") if s]), args.steps, args.seed)
+            options, fit_options = _variant(spec)
+            draws, best = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options)
             row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best,
                                           seconds=round(time.perf_counter() - tic, 1))
             print(f"origin {origin:g} [{spec}]: CRPS {row[f'bayesde[{spec}]']['crps']:.3f} "

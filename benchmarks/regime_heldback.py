@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bayesde as bd  # noqa: E402
 from bayesde.models._common import held_back, holdout_split  # noqa: E402
-from calibration import PANEL_MISSING, panel_cut, panel_data_key, panel_split  # noqa: E402
+from calibration import panel_cut, panel_data_key, panel_missing, panel_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSVS = [
@@ -92,7 +92,7 @@ def main(argv=None):
 
     def simulate(seed):
         return case.simulate(key=panel_data_key(key, "regime", seed),
-                             missing=PANEL_MISSING[seed % len(PANEL_MISSING)], quick=False)
+                             missing=panel_missing(seed), quick=False)
 
     panel_rows = []
     for seed in range(args.seeds):

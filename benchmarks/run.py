@@ -237,8 +237,6 @@ def _svi_loop_seconds(program, args, steps, key, lr=1e-2):
 
 
 def _fit_seconds(bd, model, data, steps, key, **kw):
-    import numpy as np
-
     t = time.perf_counter()
     post = bd.fit(model, data, method="svi", key=key, num_steps=steps, progress_bar=False, warn=False, **kw)
     _block(post.params)
@@ -411,7 +409,6 @@ def _family_setup(name: str, quick: bool):
 
 def bench_family(name: str, quick: bool) -> dict:
     import jax
-    import numpy as np
 
     import bayesde as bd
 

@@ -106,3 +106,42 @@ def test_forecast_scales_switches_off_one_scale_per_variant_and_refuses_other_mo
     assert rho.shape == (2,) and np.all(np.isneginf(rho)) and fs.SCALE not in v["rho=0"]
     with pytest.raises(SystemExit):
         fs.main(["--models", "FractionalSDE"])
+
+
+def test_panel_spread_pairs_cells_with_the_truth_on_the_same_data_set(tmp_path):
+    """`benchmarks/panel_spread.py`: `d` is a run's coverage minus the truth's on the same
+    (process, seed); a run that is the truth shifted by a constant has that mean `d`, no
+    fit-to-fit spread, and meets the must-show as often as its shifted truth would; a
+    run far below the band never does. The must-show's counts read the CSV's 90% rows."""
+    ps = _load("panel_spread")
+    truth = {(p, s): 0.90 + 0.01 * s for p in ("a", "b") for s in range(3)}
+    oracle = {"processes": {p: {"panel_seeds": [{"seed": s, "cov90": truth[(p, s)]} for s in range(3)],
+                                "draws": {"cov90_mean": 0.9, "cov90_sd": 0.01}} for p in ("a", "b")}}
+    cells, spread = ps.truth_cells(oracle)
+    assert cells == truth and spread["a"] == (0.9, 0.01)
+    shifted = {k: v - 0.02 for k, v in truth.items()}
+    r = ps.spread(shifted, cells, spread, sims=4000)
+    assert r["mean_d"] == pytest.approx(-0.02) and r["fit_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert r["processes_in_band"] == 2 and r["seeds_below_floor"] == 0 and r["p_meet"] > 0.99
+    low = {k: v - 0.15 for k, v in truth.items()}
+    r = ps.spread(low, cells, spread, sims=4000)
+    assert r["processes_in_band"] == 0 and r["seeds_below_floor"] == 6 and r["p_meet"] == 0.0
+    assert r["worst"] == {"process": "a", "seed": 0, "d": pytest.approx(-0.15)}
+    csv = tmp_path / "run.csv"
+    csv.write_text("process,seed,region,level,coverage,status\n"
+                   "a,0,forecast,0.9,0.7,ok\na,0,forecast,0.5,0.4,ok\na,1,forecast,0.9,0.9,error\n")
+    assert ps.read_cells(csv) == {("a", 0): 0.7}
+    with pytest.raises(ValueError, match="no \\(process, seed\\) cell"):
+        ps.spread({("c", 0): 0.9}, cells, spread)
+    c = ps.compare(shifted, low, cells)  # closer on all six cells: p = 2 / 2**6
+    assert (c["cells"], c["a_closer"], c["b_closer"]) == (6, 6, 0) and c["sign_test_p"] == pytest.approx(2 / 64)
+    assert c["rms_a"] == pytest.approx(0.02) and c["rms_b"] == pytest.approx(0.15)
+    assert ps.compare(shifted, shifted, cells)["sign_test_p"] == 1.0  # ties only
+
+
+def test_real_series_origins_reads_an_ensemble_variant_apart_from_the_model_options():
+    """`benchmarks/real_series_origins.py`: `members=M` in a variant is the fit's (a deep
+    ensemble of M), the other entries are the model's; `""` is one SVI fit at the defaults."""
+    ro = _load("real_series_origins")
+    assert ro._variant("") == ({}, {"method": "svi"})
+    assert ro._variant("members=4,linear_drift=1") == ({"linear_drift": 1}, {"method": "ensemble", "num_members": 4})

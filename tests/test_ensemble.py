@@ -191,3 +191,32 @@ def test_each_member_keeps_the_step_where_its_held_out_forecasts_scored_best(ou,
         ref = plain if step == 60 else short
         for k in weights:
             np.testing.assert_array_equal(sde_post.samples[k][i], ref.samples[k][i])
+
+
+def test_cross_fit_members_hold_back_their_own_fold_of_series(ou, sde_post):
+    """`Ensemble(cross_fit=True)`: member `m` holds back the fold `model.member_fold(m)`
+    (a constant of its parameters, never trained); member 0's fold is a single fit's, so
+    its whole run is the plain ensemble's member 0, and the others' runs differ. Every
+    fold holds back `n // every` series; the default fold is the single fit's."""
+    from bayesde.models._common import held_back, held_back_rows
+
+    idx = np.arange(10)
+    assert np.flatnonzero(held_back(idx, 10, 4)).tolist() == [3, 7] == list(held_back_rows(10, 4))
+    for fold in range(4):
+        rows = np.flatnonzero(held_back(idx, 10, 4, fold))
+        assert rows.tolist() == list(held_back_rows(10, 4, fold)) and len(rows) == 2 and np.all(rows % 4 == fold)
+    assert held_back(idx[:3], 3, 4, 0).all() and list(held_back_rows(3, 4, 2)) == [0, 1, 2]  # fewer than every
+    hist, _ = ou
+    model = bd.models.LatentSDE(latent_dim=1, context_dim=4, width=8, substeps=1)
+    assert [model.member_fold(m) for m in range(5)] == [3, 2, 1, 0, 3]
+    opts = {k: v for k, v in SDE.items() if k not in ("progress_bar", "warn")}
+    post = bd.fit(model, hist, method=bd.Ensemble(**opts, cross_fit=True), key=jax.random.key(1),
+                  progress_bar=False, warn=False)
+    folds = post.samples[model.fold_param]
+    np.testing.assert_array_equal(folds, np.broadcast_to(np.array([3.0, 2.0, 1.0])[:, None], folds.shape))
+    np.testing.assert_array_equal(sde_post.samples[model.fold_param], 3.0)
+    kappa = "latent_sde.forecast_log_scale"
+    np.testing.assert_array_equal(post.samples[kappa][0], sde_post.samples[kappa][0])
+    assert np.all(post.samples[kappa][1:, 0] != sde_post.samples[kappa][1:, 0])
+    with pytest.raises(ValueError, match="Ensemble.cross_fit"):
+        Ensemble(cross_fit=1)

@@ -114,6 +114,11 @@ class Ensemble(AbstractEngine):
       member keeps the parameters of the chunk end where that score was lowest, not its
       last step (`info.member_best_step` says which). No effect on other models.
     - `best_from`: `keep_best` chooses among the steps from this one on.
+    - `cross_fit`: for a model that holds back some series to fit its forecast spread
+      (one with a `fold_param`, e.g. `LatentSDE`), member `m` holds back its own fold
+      of them (`model.member_fold(m)`), so that the members' spreads are fitted on
+      different series and every series trains most members; otherwise every member
+      holds back the same series. No effect on other models.
 
     The `Posterior` lays the members out as chains: every site, including the
     `numpyro.param` sites of the model (repeated over a member's draws), has draws
@@ -136,6 +141,7 @@ class Ensemble(AbstractEngine):
     chunk_size: int = 100
     keep_best: bool = True
     best_from: int = 0
+    cross_fit: bool = False
 
     name = "ensemble"
     info_type = EnsembleInfo
@@ -156,6 +162,7 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "batch_size", self.batch_size, 1, optional=True)
         _check_int("Ensemble", "best_from", self.best_from, 0)
         _check_bool("Ensemble", "keep_best", self.keep_best)
+        _check_bool("Ensemble", "cross_fit", self.cross_fit)
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
@@ -226,11 +233,14 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     # values, and an eager trace of the model costs less than compiling it once more
     # for a vectorised initialisation.
     locs = _member_locs(guide, full_program, batch, jax.random.split(k_loc, m), model.init_strategy())
+    fold = getattr(model, "fold_param", None) if method.cross_fit else None
     states = []
     for i, k in enumerate(jax.random.split(k_init, m)):
         st = svi.init(k, batch)
         params = svi.optim.get_params(st.optim_state)
         params = {**params, **{n: v[i] for n, v in locs.items() if n in params}}
+        if fold in params:  # this member's fold of held-back series: a constant the model never trains
+            params[fold] = jnp.asarray(model.member_fold(i), jnp.result_type(params[fold]))
         states.append(SVIState(svi.optim.init(params), st.mutable_state, st.rng_key))
     states = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
     update = jax.vmap(svi.update, in_axes=(0, None))

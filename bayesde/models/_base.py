@@ -122,6 +122,11 @@ class AbstractModel(eqx.Module, metaclass=_ModelMeta):
     #: ELBO does not see). `SVI(held_out_refit=n)` refits them to the kept step's
     #: networks: along the run they lag the networks they scale.
     held_out_params: ClassVar[tuple[str, ...]] = ()
+    #: The name of a `numpyro.param` that says which series the training program holds
+    #: back for its held-out score (a constant of the fit, never trained), when it has
+    #: one; such a model also defines `member_fold(m)`, the value `Ensemble(cross_fit=True)`
+    #: gives member `m`, so that the members hold back different series.
+    fold_param: ClassVar[Optional[str]] = None
 
     def __getattr__(self, name: str):
         # Only reached when normal lookup fails: old field names still read, with a warning.

@@ -27,6 +27,7 @@ __all__ = [
     "positive_int",
     "gaussian_kl",
     "held_back",
+    "held_back_rows",
     "holdout_split",
     "last_observed_time",
     "random_walk",
@@ -203,11 +204,26 @@ def gaussian_kl(q_mean, q_std, p_mean, p_std, axis: Optional[int] = -1):
     )
 
 
-def held_back(index, n: int, every: int):
+def held_back(index, n: int, every: int, fold=None):
     """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
-    back to fit a forecast's spread: every `every`-th (`index % every == every − 1`), or
-    every one when there are fewer than `every` series (a single record)."""
-    return index >= 0 if n < every else index % every == every - 1
+    back to fit a forecast's spread: every `every`-th (`index % every == fold`, the first
+    `n // every` of them, so that every fold holds back as many; `fold` defaults to
+    `every − 1`, for which that is every such series), or every one when there are fewer
+    than `every` series (a single record). `fold` may be traced (a cross-fitted ensemble
+    member's, `held_back_rows`)."""
+    if n < every:
+        return index >= 0
+    fold = every - 1 if fold is None else fold
+    return (index % every == fold) & (index // every < n // every)
+
+
+def held_back_rows(n: int, every: int, fold=None):
+    """The indices of the series `held_back` picks, ascending: `n // every` of them (all `n`
+    for a single record or fewer than `every` series); integers, traced if `fold` is."""
+    if n < every:
+        return np.arange(n)
+    fold = every - 1 if fold is None else fold
+    return fold + every * np.arange(n // every)
 
 
 def holdout_split(ts, mask, holdout, n: int, every: int):

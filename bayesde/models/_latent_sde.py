@@ -20,8 +20,8 @@ from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
-                      gaussian_kl, held_back, holdout_split, interp_linear, positive_int, random_walk, refine_grid,
-                      sample_log_score, season_features, two_draw_crps)
+                      gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear, positive_int,
+                      random_walk, refine_grid, sample_log_score, season_features, two_draw_crps)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood
@@ -413,6 +413,7 @@ class LatentSDE(AbstractModel):
     amortized = True
     held_out_site = "forecast_score"  # emitted in training when forecast_holdout > 0
     held_out_params = ("latent_sde.forecast_log_scale", "latent_sde.forecast_log_discrepancy")
+    fold_param = "latent_sde.holdout_fold"  # which series are held back (`member_fold`); never trained
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
                  _no_seasons_before_they_existed, _no_control_bound_before_it_existed,
@@ -560,6 +561,12 @@ class LatentSDE(AbstractModel):
             else jnp.full((D,), -jnp.inf)
         )
         scoring = query is None and self.forecast_holdout > 0
+        # which series hold back their tails (`held_back`): a constant of the fit, never trained;
+        # a cross-fitted ensemble gives each member its own (`member_fold`)
+        fold = None
+        if scoring:
+            fold = numpyro.param(self.fold_param, float(self.member_fold(0)))
+            fold = jnp.round(jax.lax.stop_gradient(fold)).astype(jnp.int32)
 
         with numpyro.plate("series", n, subsample_size=subsample_size) as idx:
             ts = (batch.ts[idx] - self.t_ref) / self.time_scale
@@ -569,7 +576,7 @@ class LatentSDE(AbstractModel):
             segments = self._segments(T, query is None, jax.random.fold_in(key, 3))
             if scoring:
                 head, tail = self._holdout_split(ts, mask, n)
-                scored = self._is_held_back(idx, n)
+                scored = self._is_held_back(idx, n, fold)
             y_all = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
             if scoring:  # the scored series' held-back tails are hidden from the ELBO as well
                 mask = jnp.where(scored[:, None, None], head, mask)
@@ -593,7 +600,7 @@ class LatentSDE(AbstractModel):
             elif scoring:  # the ELBO's own posterior over the head is the forecast's start
                 rows = slice(None)
                 if subsample_size is None:  # the scored series are known: forecast only those
-                    rows = self._is_held_back(np.arange(n), n)
+                    rows = held_back_rows(n, self.forecast_series_every, fold)
                 pick = lambda x: x[rows]  # noqa: E731
                 score = self._holdout_score(
                     nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
@@ -655,10 +662,19 @@ class LatentSDE(AbstractModel):
         r = jnp.arange(T) + o
         return grids.reshape(B, M * G), zs, kl0, kl_path, (r // W) * G + (r % W) * S
 
-    def _is_held_back(self, index, n):
+    def _is_held_back(self, index, n, fold=None):
         """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
-        back: every `forecast_series_every`-th, or every one when there are fewer."""
-        return held_back(index, n, self.forecast_series_every)
+        back: every `forecast_series_every`-th from `fold`, or every one when there are fewer."""
+        return held_back(index, n, self.forecast_series_every, fold)
+
+    def member_fold(self, member: int) -> int:
+        """The fold of series (`held_back`) whose tails ensemble member `member` holds back
+        when the ensemble cross-fits (`bd.Ensemble(cross_fit=True)`): member 0 holds back
+        those a single fit holds back, the next members the other folds in turn, so that
+        `forecast_series_every` members fit their forecast spread on disjoint series and
+        every series trains all but one of them."""
+        k = self.forecast_series_every
+        return (k - 1 - member) % k
 
     def _holdout_split(self, ts, mask, n):
         """`(head, tail)` masks of the held-back tails (`holdout_split`: the last
