@@ -176,29 +176,29 @@ def main(argv=None):
                   oracle=Path(args.oracle).name, truth_p_meet=oracle.get("p_perfect_model_meets_must_show"),
                   truth_rms_from_0_9=float(np.sqrt(np.mean([(o - 0.9) ** 2 for o in truth.values()]))),
                   runs={})
+    paths = {label: Path(name) if Path(name).is_absolute() else RESULTS / name for label, name in runs.items()}
+    cells = {label: read_cells(path) for label, path in paths.items()}
     print(f"{'run':32s} cells  mean c   mean d  rms d  fit sd  in band  <0.80  p_meet")
-    for label, name in runs.items():
-        path = Path(name) if Path(name).is_absolute() else RESULTS / name
-        r = spread(read_cells(path), truth, truth_spread)
+    for label, path in paths.items():
+        r = spread(cells[label], truth, truth_spread)
         result["runs"][label] = dict(file=path.name, **r)
         print(f"{label:32s} {r['cells']:5d}  {r['mean_coverage']:.3f}  {r['mean_d']:+.3f}  {r['rms_d']:.3f}  "
               f"{r['fit_sd']:.3f}  {r['processes_in_band']:7d}  {r['seeds_below_floor']:5d}  {r['p_meet']:.2f}")
     print(f"truth: p_meet {result['truth_p_meet']:.2f}, rms of its own cells from 0.90 {result['truth_rms_from_0_9']:.3f}")
     result["pairs"] = []
     for a, b in PAIRS:
-        if a in runs and b in runs:
-            c = compare(*(read_cells(Path(runs[x]) if Path(runs[x]).is_absolute() else RESULTS / runs[x]) for x in (a, b)),
-                        truth)
+        if a in cells and b in cells:
+            c = compare(cells[a], cells[b], truth)
             result["pairs"].append(dict(a=a, b=b, **c))
             print(f"{a} vs {b}: closer to the truth on {c['a_closer']} of {c['cells']} cells "
                   f"(rms {c['rms_a']:.3f} vs {c['rms_b']:.3f}; sign test p = {c['sign_test_p']:.2f})")
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))
-    _plot(result, runs, truth, Path(args.plot) if args.plot else out.with_suffix(".png"))
+    _plot(result, cells, truth, Path(args.plot) if args.plot else out.with_suffix(".png"))
     print(f"wrote {out}")
 
 
-def _plot(result, runs, truth, path):
+def _plot(result, cells_of, truth, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,7 +207,7 @@ def _plot(result, runs, truth, path):
     labels = list(result["runs"])
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
     for i, label in enumerate(labels):
-        cells = read_cells(Path(runs[label]) if Path(runs[label]).is_absolute() else RESULTS / runs[label])
+        cells = cells_of[label]
         d = [cells[k] - truth[k] for k in sorted(set(cells) & set(truth))]
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(d))
         ax.scatter(d, i + jitter, s=10, alpha=0.6, color="C0" if "default" in label else "C1")
