@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bayesde as bd  # noqa: E402
+from bayesde.inference import average_quantiles  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = bd.calibration.DEFAULT_LEVELS
@@ -353,12 +354,40 @@ def panel_fit_keys(k_data, model_name):
     return jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
 
 
-def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options=None, model_options=None):
+COMBINES = ("pool", "quantiles", "recentred")
+
+
+def combine_members(samples, members: int, how: str):
+    """An ensemble's predictive draws `samples (members * K, ...)` (member-major, as
+    `post.predict` lays them out) combined across its members: `"pool"` the equal-weight
+    mixture (the draws as they are); `"quantiles"` the members' quantiles averaged
+    (Vincentization, what `Ensemble(combine="quantiles")` predicts: the library's
+    `average_quantiles`); `"recentred"` every
+    member's draws moved to the ensemble's mean (the mixture of the members' spreads
+    without the spread of their centres)."""
+    s = np.asarray(samples, dtype=float)
+    if how == "pool":
+        return s
+    if s.shape[0] % members:
+        raise ValueError(f"combine_members: {s.shape[0]} draws do not split into {members} members")
+    if how == "quantiles":
+        return average_quantiles(s, np.repeat(np.arange(members), s.shape[0] // members))
+    x = s.reshape((members, s.shape[0] // members) + s.shape[1:])
+    if how == "recentred":
+        return (x - x.mean(axis=1, keepdims=True) + x.mean(axis=(0, 1))).reshape(s.shape)
+    raise ValueError(f"combine_members: unknown combination {how!r}; choose from {COMBINES}")
+
+
+def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options=None, model_options=None,
+                combines=("pool",)):
     """Fit one model configuration on one simulated data set and score its forecast (or,
     for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
     `info` the SVI steps run and the step whose parameters were kept. `fit_options` are
     further fields of the engine (`patience`, `learning_rate`), `model_options` fields of
-    the model (`steps_per_unit=16`) that replace its defaults, for comparisons."""
+    the model (`steps_per_unit=16`) that replace its defaults, for comparisons. For an
+    ensemble, `combines` other than `("pool",)` score the same draws combined across the
+    members in each of those ways (`combine_members`), and `scored` is then
+    `{combine: scored}`."""
     spec = PANEL_MODELS[model_name]
     build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
     missing = panel_missing(seed) if case.kind == "forecast" else float("nan")
@@ -374,7 +403,7 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
             post = bd.fit(build(data.dim), hist, key=k_fit, progress_bar=False, warn=False, **opts)
             pred = post.predict(fut.ts, key=k_pred, num_samples=num_pred)
             y = np.where(fut.mask, fut.ys, np.nan)
-            scored = {"forecast": _score(pred.samples, y, np.where(hist.mask, hist.ys, np.nan), sd)}
+            draws = {"forecast": (pred.samples, y, np.where(hist.mask, hist.ys, np.nan))}
         else:
             train = data.train
             sd = np.nanstd(np.where(train.mask, train.ys, np.nan), axis=(0, 1))
@@ -383,11 +412,17 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
             eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
                                             num_samples=num_pred)
             hist_vals = np.where(data.test.mask, data.test.ys, np.nan)
-            scored = {f"{p} ({TUMOR_PLANS[p]})": _score(eff.outcomes[p].samples, data.counterfactual(p).ys,
-                                                         hist_vals, sd)
-                      for p in plans}
+            draws = {f"{p} ({TUMOR_PLANS[p]})": (eff.outcomes[p].samples, data.counterfactual(p).ys, hist_vals)
+                     for p in plans}
     best = getattr(post.info, "best_step", None)
     members = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
+    if tuple(combines) != ("pool",):
+        if members is None:
+            raise ValueError("_panel_case: combines other than 'pool' need an ensemble fit")
+        scored = {c: {reg: _score(combine_members(x, len(members), c), y, h, sd) for reg, (x, y, h) in draws.items()}
+                  for c in combines}
+    else:
+        scored = {reg: _score(x, y, h, sd) for reg, (x, y, h) in draws.items()}
     info = dict(steps_run=getattr(post.info, "num_steps_run", None),
                 best_step=best if members is None else "/".join(str(b) for b in members))
     return missing, scored, info
@@ -406,13 +441,24 @@ def run_panel(args):
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or ("calibration_panel" if args.steps_multiplier == 1 else
                          f"calibration_panel_steps{args.steps_multiplier:g}x")
-    csv_path = out / f"{name}.csv"
+    combines = list(dict.fromkeys(["pool"] + list(args.combine or [])))
+    unknown = [c for c in combines if c not in COMBINES]
+    if unknown:
+        raise SystemExit(f"calibration.py: --combine {unknown}: choose from {list(COMBINES)}")
+    if combines != ["pool"] and not args.members:
+        raise SystemExit("calibration.py: --combine combines an ensemble's members; give --members too")
+    # one file set per way of combining the members; `pool` (the ensemble's own mixture) keeps the plain name
+    base_name, cpu = (name[:-4], "_cpu") if name.endswith("_cpu") else (name, "")
+    stems = {c: name if c == "pool" else f"{base_name}_{c}{cpu}" for c in combines}
+    csv_paths = {c: out / f"{stem}.csv" for c, stem in stems.items()}
+    csv_path = csv_paths["pool"]
     done = set()
     if args.resume and csv_path.exists():
         old = pd.read_csv(csv_path)
         done = set(zip(old.process, old.model, old.seed))
-    elif csv_path.exists():
-        csv_path.unlink()
+    else:
+        for path in csv_paths.values():
+            path.unlink(missing_ok=True)
     key = jax.random.key(args.seed)
     fit_options = {} if args.patience == "default" else dict(patience=args.patience)
     if args.members:
@@ -442,44 +488,55 @@ def run_panel(args):
         base = dict(process=p, model=m, family=spec["family"], encoder=spec["encoder"], seed=s,
                     missing=np.nan, steps=steps or bd.SVI().num_steps, status="ok", error="")
         t0 = time.perf_counter()
-        rows = []
+        rows = {c: [] for c in combines}
         try:
             missing, scored, info = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
-                                                key, fit_options, model_options)
+                                                key, fit_options, model_options, combines)
+            if combines == ["pool"]:
+                scored = {"pool": scored}
             base.update(missing=missing, seconds=time.perf_counter() - t0, **info)
-            for region, rs in scored.items():
-                rows += [dict(base, region=region, **r) for r in rs]
-            c90 = {reg: next(r["coverage"] for r in rs if r["level"] == 0.9) for reg, rs in scored.items()}
-            msg = " ".join(f"{reg}={c:.2f}" for reg, c in c90.items()) + f" (kept step {info['best_step']} of {info['steps_run']})"
+            for c in combines:
+                for region, rs in scored[c].items():
+                    rows[c] += [dict(base, region=region, **r) for r in rs]
+            msg = ""
+            for c in combines:
+                c90 = {reg: next(r["coverage"] for r in rs if r["level"] == 0.9) for reg, rs in scored[c].items()}
+                msg += ("" if c == "pool" else f" | {c}: ") + " ".join(f"{reg}={v:.2f}" for reg, v in c90.items())
+            msg += f" (kept step {info['best_step']} of {info['steps_run']})"
         except Exception as e:  # a failing fit is a row, the panel goes on
             traceback.print_exc()
             base.update(seconds=time.perf_counter() - t0, status="error", error=f"{type(e).__name__}: {e}"[:500])
-            rows = [dict(base, region="", level=np.nan, coverage=np.nan, width=np.nan, crps=np.nan,
-                         crps_climatology=np.nan, nonfinite=np.nan, n=0)]
+            rows = {c: [dict(base, region="", level=np.nan, coverage=np.nan, width=np.nan, crps=np.nan,
+                             crps_climatology=np.nan, nonfinite=np.nan, n=0)] for c in combines}
             msg = f"FAILED {type(e).__name__}: {e}"[:200]
-        pd.DataFrame(rows, columns=PANEL_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.exists(),
-                                                         index=False)
+        for c, path in csv_paths.items():
+            pd.DataFrame(rows[c], columns=PANEL_COLUMNS).to_csv(path, mode="a", header=not path.exists(), index=False)
         print(f"[{i + 1}/{len(todo)} {time.perf_counter() - t_start:6.0f}s] {p} {m} seed={s}: "
               f"{time.perf_counter() - t0:.0f}s, cov90 {msg}", flush=True)
-    df = pd.read_csv(csv_path)
-    summary = panel_summary(df)
-    meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
-                fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
-                steps_multiplier=args.steps_multiplier, patience=args.patience, members=args.members, cross_fit=args.cross_fit,
-                learning_rate=args.learning_rate, model_options=model_options, processes=procs, models=models,
-                sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
-                missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
-                machine=_machine(), band=[0.85, 0.95], floor=0.80)
-    (out / f"{name}.json").write_text(json.dumps(
-        dict(meta=meta, summary=summary.reset_index().to_dict(orient="records"),
-             rows=df.to_dict(orient="records")), indent=1, default=str))
-    plot_panel(df, out / f"{name}.png")
-    print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
-    print(panel_markdown(df))
-    bad = df[df.status != "ok"]
-    for _, r in bad.iterrows():
-        print(f"FAILED {r['process']} {r['model']} seed={r['seed']}: {r['error']}")
-    print(f"wrote {csv_path}, {out / (name + '.json')} and {out / (name + '.png')}")
+    for c, path in csv_paths.items():
+        df = pd.read_csv(path)
+        summary = panel_summary(df)
+        meta = dict(quick=bool(args.quick), seeds=n_seeds, fits_planned=len(todo),
+                    fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
+                    steps_multiplier=args.steps_multiplier, patience=args.patience, members=args.members,
+                    cross_fit=args.cross_fit, combine=c, learning_rate=args.learning_rate, model_options=model_options,
+                    processes=procs, models=models,
+                    sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
+                    missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
+                    machine=_machine(), band=[0.85, 0.95], floor=0.80)
+        stem = stems[c]
+        (out / f"{stem}.json").write_text(json.dumps(
+            dict(meta=meta, summary=summary.reset_index().to_dict(orient="records"),
+                 rows=df.to_dict(orient="records")), indent=1, default=str))
+        plot_panel(df, out / f"{stem}.png")
+        if len(combines) > 1:
+            print(f"--- members combined: {c}")
+        print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
+        print(panel_markdown(df))
+        bad = df[df.status != "ok"]
+        for _, r in bad.iterrows():
+            print(f"FAILED {r['process']} {r['model']} seed={r['seed']}: {r['error']}")
+        print(f"wrote {path}, {out / (stem + '.json')} and {out / (stem + '.png')}")
 
 
 def _model_options(arg):
@@ -606,6 +663,9 @@ def main(argv=None):
                    help="panel: fit each case as a deep ensemble of this many members (method='ensemble') instead of SVI")
     p.add_argument("--cross-fit", action="store_true",
                    help="panel, with --members: each member holds back its own fold of series (Ensemble(cross_fit=True))")
+    p.add_argument("--combine", nargs="*", default=None,
+                   help=f"panel, with --members: also score the members' draws combined these ways {list(COMBINES)[1:]} "
+                        "(same fits; each to its own files, NAME_<way>, before a closing _cpu)")
     p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")
     p.add_argument("--resume", action="store_true", help="panel: keep finished rows of an earlier run")
     p.add_argument("--budget-minutes", type=float, default=None,

@@ -64,6 +64,14 @@ RUNS = {
     "neural/gru, ensemble of 4, cross-fitted": "calibration_panel_full_ensemble4_crossfit_cpu.csv",
     "ncde encoder, ensemble of 4": "calibration_panel_full_ncde_ensemble4_cpu.csv",
     "ncde encoder, ensemble of 4, cross-fitted": "calibration_panel_full_ncde_ensemble4_crossfit_cpu.csv",
+    "neural/gru, cross-fitted, quantiles": "calibration_panel_full_ensemble4_crossfit_quantiles_cpu.csv",
+    "ncde encoder, cross-fitted, quantiles": "calibration_panel_full_ncde_ensemble4_crossfit_quantiles_cpu.csv",
+    "langevin, ensemble of 4, cross-fitted": "calibration_panel_full_langevin_ensemble4_crossfit_cpu.csv",
+    "langevin, cross-fitted, quantiles": "calibration_panel_full_langevin_ensemble4_crossfit_quantiles_cpu.csv",
+    "linear-noise, ensemble of 4, cross-fitted": "calibration_panel_full_linear_noise_ensemble4_crossfit_cpu.csv",
+    "linear-noise, cross-fitted, quantiles": "calibration_panel_full_linear_noise_ensemble4_crossfit_quantiles_cpu.csv",
+    "geometric, ensemble of 4, cross-fitted": "calibration_panel_full_geometric_ensemble4_crossfit_cpu.csv",
+    "geometric, cross-fitted, quantiles": "calibration_panel_full_geometric_ensemble4_crossfit_quantiles_cpu.csv",
 }
 #: Paired comparisons (run, against run) on the cells both hold: how many cells the first is
 #: closer to the truth on, and a two-sided sign test of that count.
@@ -79,6 +87,16 @@ PAIRS = [
     ("neural/gru, ensemble of 4, cross-fitted", "neural/gru, ensemble of 4"),
     ("ncde encoder, ensemble of 4", "ncde encoder, CRPS (default)"),
     ("ncde encoder, ensemble of 4, cross-fitted", "ncde encoder, ensemble of 4"),
+    ("neural/gru, cross-fitted, quantiles", "neural/gru, ensemble of 4, cross-fitted"),
+    ("neural/gru, cross-fitted, quantiles", "neural/gru, CRPS (default)"),
+    ("ncde encoder, cross-fitted, quantiles", "ncde encoder, ensemble of 4, cross-fitted"),
+    ("ncde encoder, cross-fitted, quantiles", "ncde encoder, CRPS (default)"),
+    ("langevin, cross-fitted, quantiles", "langevin, ensemble of 4, cross-fitted"),
+    ("langevin, cross-fitted, quantiles", "langevin, CRPS (default)"),
+    ("linear-noise, cross-fitted, quantiles", "linear-noise, ensemble of 4, cross-fitted"),
+    ("linear-noise, cross-fitted, quantiles", "linear-noise, CRPS (default)"),
+    ("geometric, cross-fitted, quantiles", "geometric, ensemble of 4, cross-fitted"),
+    ("geometric, cross-fitted, quantiles", "geometric, CRPS (default)"),
 ]
 BAND = (0.85, 0.95)
 FLOOR = 0.80

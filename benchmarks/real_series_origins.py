@@ -47,21 +47,33 @@ def _parse():
     p.add_argument("--horizon", type=int, default=15, help="rows scored after each origin")
     p.add_argument("--variants", nargs="*", default=[""],
                    help='LatentSDE options per variant, "name=value,name=value" ("" = the defaults; '
-                       '"members=4" fits a deep ensemble of 4 instead of one SVI fit)')
+                       '"members=4" fits a deep ensemble of 4 instead of one SVI fit, "members=4,combine=quantiles" '
+                       'averages its members\' quantiles)')
     p.add_argument("--steps", type=int, default=2000, help="SVI steps (the command line's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/real_series_origins_<series>_cpu.json)")
     return p.parse_args()
 
 
+#: Variant keys that are options of the ensemble engine, not of the model.
+_ENSEMBLE_KEYS = ("members", "cross_fit", "combine")
+
+
 def _variant(spec):
     """`(model options, fit options)` of a variant `"name=value,..."`: `members=M` fits a deep
-    ensemble of `M` members (`method="ensemble"`) instead of one SVI fit; the rest are
-    `LatentSDE` fields."""
+    ensemble of `M` members (`method="ensemble"`) instead of one SVI fit, with `cross_fit=1`
+    and `combine=quantiles` its options; the rest are `LatentSDE` fields."""
     tokens = [s for s in spec.split(",") if s]
-    members = [int(s.split("=", 1)[1]) for s in tokens if s.startswith("members=")]
-    fit = dict(method="ensemble", num_members=members[-1]) if members else dict(method="svi")
-    return _model_options([s for s in tokens if not s.startswith("members=")]), fit
+    engine = _model_options([s for s in tokens if s.split("=", 1)[0] in _ENSEMBLE_KEYS])
+    fit = dict(method="svi")
+    if "members" in engine:
+        fit = dict(method="ensemble", num_members=int(engine.pop("members")))
+        if "cross_fit" in engine:
+            engine["cross_fit"] = bool(engine["cross_fit"])
+        fit.update(engine)
+    elif engine:
+        raise SystemExit(f"variant {spec!r}: {sorted(engine)} are ensemble options; add members=M")
+    return _model_options([s for s in tokens if s.split("=", 1)[0] not in _ENSEMBLE_KEYS]), fit
 
 
 def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None):

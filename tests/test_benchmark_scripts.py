@@ -145,3 +145,22 @@ def test_real_series_origins_reads_an_ensemble_variant_apart_from_the_model_opti
     ro = _load("real_series_origins")
     assert ro._variant("") == ({}, {"method": "svi"})
     assert ro._variant("members=4,linear_drift=1") == ({"linear_drift": 1}, {"method": "ensemble", "num_members": 4})
+    assert ro._variant("members=4,cross_fit=1,combine=quantiles") == (
+        {}, {"method": "ensemble", "num_members": 4, "cross_fit": True, "combine": "quantiles"})
+    with pytest.raises(SystemExit, match="ensemble options; add members=M"):
+        ro._variant("combine=quantiles")
+
+
+def test_calibration_combines_an_ensembles_members_three_ways():
+    """`benchmarks/calibration.py --combine`: the members' draws pooled as they are, their
+    quantiles averaged (the library's `Ensemble(combine="quantiles")`), or each member
+    moved to the ensemble's mean; two members far apart at one value."""
+    cal = _load("calibration")
+    draws = np.r_[np.arange(4.0), 10 + np.arange(4.0)][:, None]  # member 0: 0..3, member 1: 10..13
+    np.testing.assert_array_equal(cal.combine_members(draws, 2, "pool"), draws)
+    q = cal.combine_members(draws, 2, "quantiles")
+    assert np.ptp(q) < 0.5 * np.ptp(draws) and np.isclose(np.median(q), np.median(draws))
+    r = cal.combine_members(draws, 2, "recentred")
+    np.testing.assert_allclose(np.sort(r[:, 0]), np.repeat(np.arange(4.0) + 5.0, 2))
+    with pytest.raises(ValueError, match="do not split into 3 members"):
+        cal.combine_members(draws, 3, "quantiles")

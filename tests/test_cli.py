@@ -246,6 +246,17 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     # Engines come from the registry; each takes the size options among its fields.
     r = runner.invoke(app, ["fit", "--data", "pelts.csv", "--out", "r", "--method", "ensemble", "--num-warmup", "5"])
     assert_user_error(r, "--num-warmup does not apply to --method ensemble", "--num-steps")
+    # --method-args: further engine fields, checked by building the engine before any data is read.
+    ens = ["fit", "--data", "nope.csv", "--out", "r", "--method", "ensemble", "--method-args"]
+    r = runner.invoke(app, ens + ['{"combine": "median"}'])
+    assert_user_error(r, "--method-args for --method ensemble: Ensemble.combine: expected one of "
+                         "['mixture', 'quantiles'], got 'median'")
+    r = runner.invoke(app, ens + ['{"members": 4}'])
+    assert_user_error(r, "--method-args: 'members' is not an option of --method ensemble", "'num_members'")
+    r = runner.invoke(app, ens + ['{"num_steps": 4}', "--num-steps", "5"])
+    assert_user_error(r, "--method-args: 'num_steps' is also given as --num-steps; give it once")
+    r = runner.invoke(app, ens + ["{num_members: 4}"])
+    assert_user_error(r, "--method-args: not valid JSON")
     r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "3", "--out", "f", "--conformal", "0.9"])
     assert_user_error(r, "--conformal needs --backtest N")
     r = runner.invoke(app, ["forecast", "--run", "r", "--horizon", "3", "--out", "f", "--backtest", "-1"])

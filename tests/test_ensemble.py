@@ -77,7 +77,8 @@ def test_options_are_checked_naming_the_field():
     for kwargs, field in [({"num_members": 1}, "num_members"), ({"num_steps": 0}, "num_steps"),
                           ({"learning_rate": 0.0}, "learning_rate"), ({"guide": "laplace"}, "guide"),
                           ({"optimizer": "adam"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
-                          ({"best_from": -1}, "best_from"), ({"keep_best": 1}, "keep_best")]:
+                          ({"best_from": -1}, "best_from"), ({"keep_best": 1}, "keep_best"),
+                          ({"combine": "mean"}, "combine")]:
         with pytest.raises(ValueError, match=f"Ensemble.{field}"):
             Ensemble(**kwargs)
 
@@ -220,3 +221,43 @@ def test_cross_fit_members_hold_back_their_own_fold_of_series(ou, sde_post):
     assert np.all(post.samples[kappa][1:, 0] != sde_post.samples[kappa][1:, 0])
     with pytest.raises(ValueError, match="Ensemble.cross_fit"):
         Ensemble(cross_fit=1)
+
+
+def test_average_quantiles_averages_the_groups_quantiles_and_keeps_each_draws_rank():
+    """Two groups of four draws at one value, another value with a NaN draw: the first
+    value's draws become the groups' quantiles at levels (k + 1/2)/8, averaged, handed
+    back by rank; the NaN value is left as it was; one group is left as it was."""
+    from bayesde.inference import average_quantiles
+
+    a, b = np.array([0.0, 1.0, 2.0, 3.0]), np.array([10.0, 11.0, 12.0, 13.0])
+    levels = (np.arange(8) + 0.5) / 8
+    want = (np.quantile(a, levels) + np.quantile(b, levels)) / 2
+    draws = np.stack([np.concatenate([a, b]), np.r_[np.nan, np.arange(7.0)]], axis=1)  # (8, 2)
+    order = np.array([3, 0, 7, 5, 1, 6, 2, 4])  # the draws shuffled, groups with them
+    group = np.repeat([0, 1], 4)[order]
+    out = average_quantiles(draws[order], group)
+    np.testing.assert_allclose(np.sort(out[:, 0]), want)
+    np.testing.assert_array_equal(np.argsort(out[:, 0]), np.argsort(draws[order, 0]))  # ranks kept
+    np.testing.assert_array_equal(out[:, 1], draws[order, 1])  # a value with a NaN draw: unchanged
+    np.testing.assert_array_equal(average_quantiles(draws, np.zeros(8, int)), draws)
+
+
+def test_combine_quantiles_predicts_the_members_averaged_quantiles(ou, sde_post):
+    """`Ensemble(combine="quantiles")` changes no fit, only how the members' draws make
+    one predictive: `average_quantiles` of the mixture's draws (with `num_samples` too),
+    narrower than the mixture, whose spread adds the members' disagreement."""
+    import copy
+    import dataclasses
+
+    from bayesde.inference import average_quantiles
+
+    _, fut = ou
+    post = copy.copy(sde_post)
+    post.method = dataclasses.replace(sde_post.method, combine="quantiles")
+    for n in (None, 29):
+        mix = np.asarray(sde_post.predict(fut.ts, key=jax.random.key(2), num_samples=n).samples)
+        avg = np.asarray(post.predict(fut.ts, key=jax.random.key(2), num_samples=n).samples)
+        member = np.arange(48)[np.linspace(0, 47, n or 48).round().astype(int)] // 16
+        np.testing.assert_allclose(avg, average_quantiles(mix, member), rtol=1e-6, atol=1e-6)
+    width = lambda s: np.mean(np.diff(np.quantile(s, [0.05, 0.95], axis=0), axis=0))  # noqa: E731
+    assert width(avg) < 0.95 * width(mix), (width(avg), width(mix))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +48,9 @@ def fit(
                                              help="NUTS chains (default: one per CPU core, 2 to 4)."),
     model_args: Optional[str] = typer.Option(None, "--model-args", show_default=False,
                                              help='Model hyperparameters as JSON, e.g. \'{"width": 32}\'.'),
+    method_args: Optional[str] = typer.Option(None, "--method-args", show_default=False,
+                                              help="Further options of the engine as JSON, e.g. with --method ensemble "
+                                                   '\'{"num_members": 4, "cross_fit": true, "combine": "quantiles"}\'.'),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", show_default=False, help="SVI Adam step size (default: 0.01)."),
     devices: Optional[str] = typer.Option(None, "--devices", show_default=False, metavar="all|N",
                                           help="SVI only: train data-parallel, the series split over all local "
@@ -69,6 +73,7 @@ def fit(
     method = engine_name(bd, method)
     options = fit_options(bd, method, num_steps=num_steps, num_warmup=num_warmup, num_samples=num_samples,
                           num_chains=num_chains, learning_rate=learning_rate)
+    options.update(method_options(bd, method, method_args, options))
     kwargs = parse_model_args(model_args)
     n_devices = _parse_devices(devices, method)
     out_p = Path(out)
@@ -225,6 +230,35 @@ def fit_options(bd, method: str, **sizes) -> dict:
     return out
 
 
+def method_options(bd, method: str, text: Optional[str], given: dict) -> dict:
+    """`--method-args` JSON -> further fields of `method`'s options class, checked by
+    building it (with the size options `given` on the command line) before anything
+    is read or compiled."""
+    import dataclasses
+
+    if text is None:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--method-args: not valid JSON ({e.msg} at column {e.colno}); "
+                        "e.g. '{\"num_members\": 4}'.") from None
+    if not isinstance(args, dict):
+        raise UserError("--method-args: expected a JSON object of engine options, e.g. '{\"num_members\": 4}'.")
+    cls = bd.inference.ENGINES[method]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for k in args:
+        if k not in fields:
+            raise UserError(f"--method-args: {k!r} is not an option of --method {method}; it takes {fields}.")
+        if k in given:
+            raise UserError(f"--method-args: {k!r} is also given as --{k.replace('_', '-')}; give it once.")
+    try:
+        cls(**{**given, **args})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--method-args for --method {method}: {one_line(e)}") from None
+    return args
+
+
 def fit_quietly(bd, model, data, method, *, key, quiet, **options):
     """`bd.fit` with its health warnings collected and printed as one line each."""
     with warnings.catch_warnings(record=True) as caught:
@@ -242,7 +276,8 @@ def health_line(post) -> str:
     """One line on the fit's health: SVI's final loss, or R-hat, ESS and divergences."""
     d = post.diagnostics()
     if post.loss is not None:
-        line = f"SVI: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        engine = "SVI" if post.method_name == "svi" else post.method_name
+        line = f"{engine}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
         if d.get("stopped_at_nan") is not None:
             line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")

@@ -5,6 +5,7 @@ from ._engines import NUTS as NUTS
 from ._engines import BlackJAXNUTS as BlackJAXNUTS
 from ._chees import Chees as Chees
 from ._ensemble import Ensemble as Ensemble
+from ._ensemble import average_quantiles as average_quantiles
 from ._engines import default_optimizer as default_optimizer
 from ._fit import fit as fit
 from ._posterior import Posterior as Posterior

@@ -29,7 +29,10 @@ from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_
 from ._sites import site_kinds
 from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer
 
-__all__ = ["Ensemble", "EnsembleInfo", "run_ensemble"]
+__all__ = ["Ensemble", "EnsembleInfo", "run_ensemble", "average_quantiles"]
+
+#: The ways `Ensemble.combine` makes one predictive of the members'.
+COMBINE = ("mixture", "quantiles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +78,8 @@ class Ensemble(AbstractEngine):
     the model, each from its own random initialisation and with its own stream of
     minibatches and ELBO noise, and a predictive that is the equal-weight mixture of the
     members' predictives,
-    $p(y \\mid \\mathcal{D}) \\approx \\tfrac1M \\sum_{m=1}^M p(y \\mid \\theta_m)$.
+    $p(y \\mid \\mathcal{D}) \\approx \\tfrac1M \\sum_{m=1}^M p(y \\mid \\theta_m)$
+    (or, with `combine="quantiles"`, the average of their quantile functions).
 
     Each member is what `bd.SVI` fits with the same options: for a model whose networks
     are `numpyro.param` point estimates (`LatentSDE`, `FractionalSDE`) the member is
@@ -119,10 +123,20 @@ class Ensemble(AbstractEngine):
       of them (`model.member_fold(m)`), so that the members' spreads are fitted on
       different series and every series trains most members; otherwise every member
       holds back the same series. No effect on other models.
+    - `combine`: how the members' predictives make one. `"mixture"` (default): their
+      equal-weight mixture, the classic deep ensemble, whose spread adds the members'
+      disagreement to each member's own spread. `"quantiles"`: their quantiles averaged
+      (Vincentization; `average_quantiles`), a distribution as wide as a typical member
+      and centred on their average. Pair it with `cross_fit=True`: then each member's
+      spread is already fitted to data it did not train on, and a mixture of such
+      members is wider than any of them (it over-covers), while their averaged
+      quantiles keep each member's calibration and average away the noise of fitting
+      it on one fold.
 
     The `Posterior` lays the members out as chains: every site, including the
     `numpyro.param` sites of the model (repeated over a member's draws), has draws
-    `(member, draw, ...)`, so `post.predict` draws from the mixture and `post.to_arviz()`
+    `(member, draw, ...)`, so `post.predict` draws from the mixture (then combined as
+    `combine` says) and `post.to_arviz()`
     has one chain per member. `post.params` holds the guide parameters per member
     (`(member, ...)`). `post.loss` is the loss per step averaged over the members still
     training; `post.info` has `member_final_loss` and, per member, `stopped_at` (the step
@@ -142,6 +156,7 @@ class Ensemble(AbstractEngine):
     keep_best: bool = True
     best_from: int = 0
     cross_fit: bool = False
+    combine: str = "mixture"
 
     name = "ensemble"
     info_type = EnsembleInfo
@@ -163,12 +178,56 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "best_from", self.best_from, 0)
         _check_bool("Ensemble", "keep_best", self.keep_best)
         _check_bool("Ensemble", "cross_fit", self.cross_fit)
+        if self.combine not in COMBINE:
+            raise ValueError(f"Ensemble.combine: expected one of {list(COMBINE)}, got {self.combine!r}.")
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
     def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:
         """Run this fit; see `AbstractEngine.run` and `run_ensemble`."""
         return run_ensemble(model, batch, self, key=key, progress_bar=progress_bar)
+
+    def combine_draws(self, draws, chain):
+        """The predictive draws of the members (`chain` is the member) made one by
+        `combine`; see `AbstractEngine.combine_draws` and `average_quantiles`."""
+        return draws if self.combine == "mixture" else average_quantiles(draws, chain)
+
+
+def average_quantiles(draws, group):
+    """Draws of the average of the groups' quantile functions, in the groups' own order.
+
+    For every value (series, time, variable) separately, each group's quantiles at the
+    levels `(k + ½) / S`, `k = 0 … S−1`, are averaged over the groups (Vincentization:
+    the average of the members' quantile functions is a quantile function), and the
+    `S` averaged values are handed back to the draws by rank: the draw that was the
+    `k`-th smallest of all draws at that value gets the `k`-th averaged quantile. So
+    every value's draws follow the averaged distribution, while each draw keeps the
+    ranks its path had (the dependence over time, variables and plans of the pooled
+    draws, as ensemble copula coupling keeps it). A value with a non-finite draw keeps
+    its draws as they are (a diverged path stays visible).
+
+    **Arguments:**
+
+    - `draws`: `(S, ...)` predictive draws.
+    - `group`: `(S,)` the group (ensemble member) of each draw.
+
+    **Returns:** an array shaped like `draws`.
+    """
+    x = np.asarray(draws)
+    group = np.asarray(group)
+    groups = np.unique(group)
+    if len(groups) < 2:
+        return x
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    finite = np.all(np.isfinite(flat), axis=0)
+    vals = flat[:, finite]
+    levels = (np.arange(n) + 0.5) / n
+    q = np.mean([np.quantile(vals[group == g], levels, axis=0) for g in groups], axis=0)
+    ranks = np.argsort(np.argsort(vals, axis=0, kind="stable"), axis=0, kind="stable")
+    out = flat.astype(np.result_type(flat, q), copy=True)
+    out[:, finite] = np.take_along_axis(q, ranks, axis=0)
+    return out.reshape(x.shape)
 
 
 def _where(mask, new, old):

@@ -26,7 +26,7 @@ from .._data import TimeSeries
 from ..models._base import Query
 from ._prediction import Prediction
 
-__all__ = ["CHUNK_ELEMENTS", "chunk_size", "select_draws", "all_draws", "build_query", "OneDevice",
+__all__ = ["CHUNK_ELEMENTS", "chunk_size", "select_draws", "draw_index", "combine_chains", "all_draws", "build_query", "OneDevice",
            "run_chunks", "predict"]
 
 #: Above this many numbers per chunk, the posterior predictive (and the pointwise
@@ -58,8 +58,27 @@ def select_draws(samples: dict, num_samples: Optional[int], *, default: int):
     total = next(iter(flat.values())).shape[0]
     if num_samples is None or num_samples >= total:
         return flat, total
-    idx = np.linspace(0, total - 1, num_samples).round().astype(int)
+    idx = draw_index(total, num_samples)
     return {k: v[idx] for k, v in flat.items()}, int(num_samples)
+
+
+def draw_index(total: int, num_samples: Optional[int]) -> np.ndarray:
+    """Which of `total` draws (flattened over chains) `select_draws` takes for
+    `num_samples`: all of them, or `num_samples` evenly spaced."""
+    if num_samples is None or num_samples >= total:
+        return np.arange(total)
+    return np.linspace(0, total - 1, num_samples).round().astype(int)
+
+
+def combine_chains(post, num_samples: Optional[int], y, f):
+    """The predictive draws `y` and noise-free means `f` of the draws `select_draws`
+    took, combined across the posterior's chains as its engine says (`combine_draws`:
+    pooled as they are, except for an ensemble that averages its members' quantiles)."""
+    combine = getattr(post.method, "combine_draws", None)
+    if combine is None or not post.samples or post.num_chains < 2:
+        return y, f
+    chain = draw_index(post.num_chains * post.num_draws, num_samples) // post.num_draws
+    return combine(y, chain), (None if f is None else combine(f, chain))
 
 
 def _query_times(ts, n: int) -> np.ndarray:
@@ -276,4 +295,5 @@ def predict(post, ts, *, key, num_samples=None, data=None, treatments=None, devi
     if y.ndim == 3:
         y = y[..., None]
     warn_if_diverged(y, np.asarray(query.ts), data)
+    y, f = combine_chains(post, num_samples, y, f)
     return Prediction(y, np.asarray(query.ts), f_samples=f, names=data.names, series_ids=data.series_ids)

@@ -169,6 +169,13 @@ class AbstractEngine(abc.ABC):
         **Returns:** an `EngineResult`.
         """
 
+    def combine_draws(self, draws, chain):
+        """How the posterior's chains make one predictive: `draws (S, ...)` are predictive
+        draws and `chain (S,)` the chain each came from. Every chain is a draw of the same
+        posterior for the engines here, so the draws are pooled as they are; an engine whose
+        chains are separate fits (`Ensemble(combine="quantiles")`) combines them otherwise."""
+        return draws
+
 
 #: Every engine by name: `fit` and the save format read this one table.
 ENGINES: dict[str, type] = {}
