@@ -276,8 +276,8 @@ def health_line(post) -> str:
     """One line on the fit's health: SVI's final loss, or R-hat, ESS and divergences."""
     d = post.diagnostics()
     if post.loss is not None:
-        engine = "SVI" if post.method_name == "svi" else post.method_name
-        line = f"{engine}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        name = "SVI" if post.method_name == "svi" else post.method_name
+        line = f"{name}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
         if d.get("stopped_at_nan") is not None:
             line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")

@@ -26,8 +26,8 @@ from .._data import TimeSeries
 from ..models._base import Query
 from ._prediction import Prediction
 
-__all__ = ["CHUNK_ELEMENTS", "chunk_size", "select_draws", "draw_index", "combine_chains", "all_draws", "build_query", "OneDevice",
-           "run_chunks", "predict"]
+__all__ = ["CHUNK_ELEMENTS", "chunk_size", "select_draws", "draw_index", "combine_chains", "all_draws",
+           "build_query", "OneDevice", "run_chunks", "predict"]
 
 #: Above this many numbers per chunk, the posterior predictive (and the pointwise
 #: log-likelihood) is computed in chunks of draws, so that memory stays bounded.
