@@ -384,10 +384,10 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
     for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
     `info` the SVI steps run and the step whose parameters were kept. `fit_options` are
     further fields of the engine (`patience`, `learning_rate`), `model_options` fields of
-    the model (`steps_per_unit=16`) that replace its defaults, for comparisons. For an
-    ensemble, `combines` other than `("pool",)` score the same draws combined across the
-    members in each of those ways (`combine_members`), and `scored` is then
-    `{combine: scored}`."""
+    the model (`steps_per_unit=16`) that replace its defaults, for comparisons. `scored`
+    is `{combine: {region: rows}}`: the draws as they are (`"pool"`) and, for an ensemble,
+    the same draws combined across its members in each other way of `combines`
+    (`combine_members`)."""
     spec = PANEL_MODELS[model_name]
     build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
     missing = panel_missing(seed) if case.kind == "forecast" else float("nan")
@@ -416,13 +416,10 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
                      for p in plans}
     best = getattr(post.info, "best_step", None)
     members = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
-    if tuple(combines) != ("pool",):
-        if members is None:
-            raise ValueError("_panel_case: combines other than 'pool' need an ensemble fit")
-        scored = {c: {reg: _score(combine_members(x, len(members), c), y, h, sd) for reg, (x, y, h) in draws.items()}
-                  for c in combines}
-    else:
-        scored = {reg: _score(x, y, h, sd) for reg, (x, y, h) in draws.items()}
+    if members is None and set(combines) != {"pool"}:
+        raise ValueError("_panel_case: combines other than 'pool' need an ensemble fit")
+    scored = {c: {reg: _score(combine_members(x, len(members or ()), c), y, h, sd) for reg, (x, y, h) in draws.items()}
+              for c in combines}
     info = dict(steps_run=getattr(post.info, "num_steps_run", None),
                 best_step=best if members is None else "/".join(str(b) for b in members))
     return missing, scored, info
@@ -492,8 +489,6 @@ def run_panel(args):
         try:
             missing, scored, info = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
                                                 key, fit_options, model_options, combines)
-            if combines == ["pool"]:
-                scored = {"pool": scored}
             base.update(missing=missing, seconds=time.perf_counter() - t0, **info)
             for c in combines:
                 for region, rs in scored[c].items():

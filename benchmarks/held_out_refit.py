@@ -40,7 +40,7 @@ def score(case: str, refit: int) -> dict:
     t0 = time.perf_counter()
     _, scored, info = C._panel_case(bd.datasets.panel()[proc], model, int(seed), False, None, 500, jax.random.key(0),
                                     dict(held_out_refit=refit))
-    row = next(r for r in scored["forecast"] if r["level"] == 0.9)
+    row = next(r for r in scored["pool"]["forecast"] if r["level"] == 0.9)
     return dict(kept_step=info["best_step"], coverage=row["coverage"], width=row["width"],
                 crps_over_climatology=row["crps"] / row["crps_climatology"], seconds=time.perf_counter() - t0)
 

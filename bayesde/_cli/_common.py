@@ -238,3 +238,15 @@ def figure(rows: int, cols: int, w: float = 6.0, h: float = 3.0):
     fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
+
+
+def json_object(text: str, flag: str, what: str, example: str) -> dict:
+    """A command-line option's JSON object (`--model-args`, `--method-args`), refused
+    with a message naming `flag`, what it holds and an `example` when it is not one."""
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag}: not valid JSON ({e.msg} at column {e.colno}); e.g. '{example}'.") from None
+    if not isinstance(args, dict):
+        raise UserError(f"{flag}: expected a JSON object of {what}, e.g. '{example}'.")
+    return args

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Optional
 import typer
 
 from ._common import (DEVICE, FORCE, MARKER, QUIET, SEED, Device, UserError, claim_out, default_chains,
-                      one_line, record, say, setup, staging, write_json)
+                      json_object, one_line, record, say, setup, staging, write_json)
 from ._csv import Transform, read_csv, split_cols, transform_formula
 from ._models import MODEL_HELP, MODEL_METAVAR, build_model, model_factory, parse_model, parse_model_args
 
@@ -238,13 +237,7 @@ def method_options(bd, method: str, text: Optional[str], given: dict) -> dict:
 
     if text is None:
         return {}
-    try:
-        args = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--method-args: not valid JSON ({e.msg} at column {e.colno}); "
-                        "e.g. '{\"num_members\": 4}'.") from None
-    if not isinstance(args, dict):
-        raise UserError("--method-args: expected a JSON object of engine options, e.g. '{\"num_members\": 4}'.")
+    args = json_object(text, "--method-args", "engine options", '{"num_members": 4}')
     cls = bd.inference.ENGINES[method]
     fields = [f.name for f in dataclasses.fields(cls)]
     for k in args:

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from typing import Optional
 
 import typer
 
-from ._common import UserError, one_line
+from ._common import UserError, json_object, one_line
 
 BUILTIN_MODELS = ("ode-lv", "neural-ode", "latent-sde", "fractional-sde", "bncde", "tecde")
 MODEL_HELP = (
@@ -133,12 +132,7 @@ def parse_model_args(text: Optional[str]) -> dict:
     """`--model-args` JSON -> keyword arguments (JSON lists become tuples)."""
     if text is None:
         return {}
-    try:
-        args = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--model-args: not valid JSON ({e.msg} at column {e.colno}); e.g. '{{\"width\": 32}}'.") from None
-    if not isinstance(args, dict):
-        raise UserError("--model-args: expected a JSON object of hyperparameters, e.g. '{\"width\": 32}'.")
+    args = json_object(text, "--model-args", "hyperparameters", '{"width": 32}')
     return {str(k): tuple(v) if isinstance(v, list) else v for k, v in args.items()}
 
 
