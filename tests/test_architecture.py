@@ -278,3 +278,32 @@ def test_the_predictive_chunk_budget_and_loop_live_in_one_module():
     # `distributed` supplies a placement and reads nothing private of a Posterior.
     text = (PACKAGE / "distributed.py").read_text()
     assert "post._" not in text and "from .inference" not in text
+
+
+# ------------------------------------------------------- eager passes compile once
+@pytest.mark.parametrize("name, kwargs", [("LatentSDE", dict(latent_dim=2, width=8)),
+                                          ("FractionalSDE", dict(latent_dim=2, width=8)),
+                                          ("BayesianNeuralODE", dict(state_dim=1, width=8))])
+def test_eager_runs_of_a_program_compile_its_solver_core_once(name, kwargs):
+    """NumPyro runs a program eagerly several times before a fit compiles anything (sites,
+    guide set-up, the initial point's density and gradient). The solver core of each model
+    sits behind `models._common.compiled`, so a second eager run on the same shapes reuses
+    the first run's compilation, and both give finite values from their own keys."""
+    from bayesde.models._common import compiled
+
+    data = bd.datasets.ornstein_uhlenbeck(n_series=4, n_times=8, key=jax.random.key(0))
+    model = getattr(bd.models, name)(**kwargs).adapt(data)
+    batch = data.batch()
+
+    def run(seed):
+        with numpyro.handlers.seed(rng_seed=seed):
+            return numpyro.handlers.trace(model.program).get_trace(batch)
+
+    before = compiled._cached._cache_size()
+    first = run(0)
+    after_first = compiled._cached._cache_size()
+    second = run(1)
+    assert after_first > before
+    assert compiled._cached._cache_size() == after_first
+    assert np.isfinite(first["y"]["fn"].log_prob(first["y"]["value"]).sum())
+    assert not np.allclose(first["y"]["fn"].mean, second["y"]["fn"].mean)

@@ -50,7 +50,7 @@ import bayesde as bd
 FAST = os.environ.get("BAYESDE_FAST", "") not in ("", "0")
 # full mode: 2 chains × (250 warm-up + 250 draws) for the mechanistic NUTS fit,
 # 2 chains × (120 + 120) for the neural one (tree depth ≤ 6), 800 SVI steps
-SIZES = dict(num_warmup=40, num_samples=40) if FAST else dict(num_warmup=250, num_samples=250)
+SIZES = dict(num_warmup=40, num_samples=40, num_chains=1) if FAST else dict(num_warmup=250, num_samples=250, num_chains=2)
 NEURAL_SIZES = dict(num_warmup=40, num_samples=40) if FAST else dict(num_warmup=120, num_samples=120)
 SVI_STEPS = 100 if FAST else 800
 
@@ -78,7 +78,7 @@ priors = {
     "delta": dist.LogNormal(np.log(0.025), 0.5),
 }
 lv = bd.models.ODE(bd.models.lotka_volterra_field, priors, observation="lognormal")
-post_lv = bd.fit(lv, hist, method="nuts", num_chains=2, key=jax.random.key(0), progress_bar=False, **SIZES)
+post_lv = bd.fit(lv, hist, method="nuts", key=jax.random.key(0), progress_bar=False, **SIZES)
 print(post_lv.summary().round(3))
 print(post_lv.diagnostics())
 

@@ -39,7 +39,7 @@ from .._data import Batch, TimeSeries
 from ..solvers._cde import fill_missing, observation_counts, solve_cde_grid
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
-from ._common import check_positive, fit_scaling
+from ._common import check_positive, compiled, fit_scaling
 
 __all__ = ["BNCDE", "AbstractCDEForecaster", "weight_sde", "ou_kl_closed_form"]
 
@@ -411,7 +411,7 @@ class AbstractCDEForecaster(AbstractModel):
         take = lambda rows: Batch(*(None if a is None else a[rows] for a in batch))  # noqa: E731
         with numpyro.plate("series", n, subsample_size=subsample_size, dim=-1) as idx:
             sub = take(idx)
-            ahead = self._ahead(p, layers, sub, k_run, num_paths)
+            ahead = compiled(self._ahead, p, layers, sub, k_run, num_paths)
             seen = sub
             if scoring:  # the held-back series are hidden from the likelihood (their encoder still reads them)
                 back = self._is_held_back(idx)
@@ -421,7 +421,7 @@ class AbstractCDEForecaster(AbstractModel):
             if subsample_size is None:  # the held-back series are known: score a pass over only those
                 rows = np.nonzero(self._is_held_back(np.arange(n)))[0]
                 sub = take(rows)
-                ahead = self._ahead(p, layers, sub, jax.random.fold_in(k_run, 1), num_paths)
+                ahead = compiled(self._ahead, p, layers, sub, jax.random.fold_in(k_run, 1), num_paths)
                 back = jnp.ones((rows.size,), bool)
             # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
             numpyro.factor("forecast_score", -self._held_back_score(sub, back, ahead, kappa))
@@ -701,22 +701,29 @@ class BNCDE(AbstractCDEForecaster):
 
         mu0 = numpyro.param("w.mu0", init_mu)
         hw = 16
-        sigma = float(self.sigma)
         a1 = numpyro.param("h.a1", _init_normal((hw,), 1.0))
         b1 = numpyro.param("h.b1", _init_normal((hw,), 1.0))
         A2 = numpyro.param("h.A2", _zeros((hw, total)))
         b2 = numpyro.param("h.b2", _zeros((total,)))
         dd = numpyro.param("h.d", _zeros((total,)))
 
-        def h(s, w):
-            # In units of sigma, so that the KL (and Adam's steps) are O(1).
-            return sigma * (jnp.tanh(s * a1 + b1) @ A2 + b2 + dd * w)
-
-        s_grid = jnp.arange(n_rows, dtype=mu0.dtype) / float(self.rows)
-        w, kl = weight_sde(key, mu0, sigma, s_grid, h, num_paths)  # (S, G, P)
+        w, kl = compiled(self._weight_paths, key, mu0, (a1, b1, A2, b2, dd), n_rows, num_paths)  # (S, G, P)
         rows = {"enc": {}, "dec": {}}
         off = 0
         for (part, nm, shape), size in zip(shapes, sizes):
             rows[part][nm] = w[..., off : off + size].reshape(w.shape[:2] + shape)
             off += size
         return rows["enc"], fixed["enc"], rows["dec"], fixed["dec"], kl
+
+    def _weight_paths(self, key, mu0, drift, n_rows, num_paths):
+        """`num_paths` paths of the weight SDE over `n_rows` rows and their KL, with the
+        posterior drift's parameters `drift = (a1, b1, A2, b2, d)`."""
+        a1, b1, A2, b2, dd = drift
+        sigma = float(self.sigma)
+
+        def h(s, w):
+            # In units of sigma, so that the KL (and Adam's steps) are O(1).
+            return sigma * (jnp.tanh(s * a1 + b1) @ A2 + b2 + dd * w)
+
+        s_grid = jnp.arange(n_rows, dtype=mu0.dtype) / float(self.rows)
+        return weight_sde(key, mu0, sigma, s_grid, h, num_paths)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +36,24 @@ __all__ = [
     "sample_log_score",
     "refine_grid",
     "interp_linear",
+    "compiled",
 ]
+
+
+@eqx.filter_jit
+def compiled(fn, *args):
+    """`fn(*args)` as one compiled call, cached per `fn` (a model's method: its arrays are
+    arguments, its other fields part of the key) and the shapes of `args` (ints and
+    tuples among them are constants).
+
+    A model's program runs eagerly several times before a fit compiles anything: NumPyro
+    traces it to find the sites, to initialise the guide and to check the initial point's
+    density and gradient. Run op by op, a solver's scans compile anew on every one of those
+    passes; behind `compiled` its numerical core compiles once (and once more for its
+    gradient). Inside a traced program the call is inlined, so the fit's own program is
+    unchanged. `fn` must not contain NumPyro sites: the handlers do not see into it.
+    """
+    return fn(*args)
 
 
 class Scaling(NamedTuple):

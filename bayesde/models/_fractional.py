@@ -17,7 +17,7 @@ from .._data import Batch, TimeSeries
 from ..networks import mlp, param_module
 from ..solvers._fbm import MarkovFBM
 from ._base import AbstractModel, Query, register_model
-from ._common import check_adapted, fit_scaling, gaussian_kl, positive_int, refine_grid, time_span
+from ._common import check_adapted, compiled, fit_scaling, gaussian_kl, positive_int, refine_grid, time_span
 
 __all__ = ["FractionalSDE"]
 
@@ -350,11 +350,11 @@ class FractionalSDE(AbstractModel):
             tau = (ts - t_ref[:, None]) * rate
             keys = jax.random.split(key, ts.shape[0])
             if query is None:
-                f_tr, _, kl, kl0 = jax.vmap(lambda *a: self._one_series(g, *a, None))(keys, tau, ys, mask)
+                f_tr, _, kl, kl0 = compiled(self._all_series, g, keys, tau, ys, mask, None)
                 f_q = None
             else:
                 q_tau = (qts - t_ref[:, None]) * rate
-                f_tr, f_q, kl, kl0 = jax.vmap(lambda *a: self._one_series(g, *a))(keys, tau, ys, mask, q_tau)
+                f_tr, f_q, kl, kl0 = compiled(self._all_series, g, keys, tau, ys, mask, q_tau)
             numpyro.factor("kl_path", -kl)
             numpyro.factor("kl_x0", -kl0)
             numpyro.sample(
@@ -391,6 +391,12 @@ class FractionalSDE(AbstractModel):
         guide_beta = numpyro.param("guide_drift", jnp.zeros((2, d), dtype)) if enc is None else None
         return _Shared(s_diff, noise, drift_net, control_net, diff_net, decoder, fbm, enc,
                        x0_logscale, p0_loc, p0_logscale, guide_beta)
+
+    def _all_series(self, g: "_Shared", keys, tau, ys, mask, q_tau):
+        """`_one_series` over the batch (`q_tau` None: no query)."""
+        if q_tau is None:
+            return jax.vmap(lambda *a: self._one_series(g, *a, None))(keys, tau, ys, mask)
+        return jax.vmap(lambda *a: self._one_series(g, *a))(keys, tau, ys, mask, q_tau)
 
     def _one_series(self, g: "_Shared", key, tau, ys, mask, q_tau):
         """One series: the initial state, the guide's backward filter (identity read-out)

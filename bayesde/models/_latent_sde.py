@@ -21,7 +21,7 @@ from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
                       gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear, positive_int,
-                      random_walk, refine_grid, sample_log_score, season_features, two_draw_crps)
+                      random_walk, refine_grid, sample_log_score, season_features, two_draw_crps, compiled)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood
@@ -582,7 +582,7 @@ class LatentSDE(AbstractModel):
                 mask = jnp.where(scored[:, None, None], head, mask)
             ys = jnp.where(mask, y_all, 0.0)
 
-            grids, zs, kl0, kl_path, pos = self._posterior(nets, ts, ys, mask, K, k_post, segments)
+            grids, zs, kl0, kl_path, pos = compiled(self._posterior, nets, ts, ys, mask, K, k_post, segments)
             z_obs = zs[pos]  # (T, K, B, L)
             mean = loc + scale * batched_linear(nets.decoder, self.family.readout(jnp.moveaxis(z_obs, 0, 2)))
 
@@ -592,8 +592,8 @@ class LatentSDE(AbstractModel):
 
             if query is not None:
                 qs = (query.ts - self.t_ref) / self.time_scale
-                f_std = self._forecast(
-                    nets, jnp.exp(log_scale), jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, qs, kf
+                f_std = compiled(
+                    self._forecast, nets, jnp.exp(log_scale), jnp.exp(log_rho), ts, mask, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, qs, kf
                 )
                 f_out = numpyro.deterministic("f_out", loc + scale * f_std)
                 numpyro.sample("y_out", self._obs_dist(f_out, scale * noise).to_event(2))
@@ -602,8 +602,8 @@ class LatentSDE(AbstractModel):
                 if subsample_size is None:  # the scored series are known: forecast only those
                     rows = held_back_rows(n, self.forecast_series_every, fold)
                 pick = lambda x: x[rows]  # noqa: E731
-                score = self._holdout_score(
-                    nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
+                score = compiled(
+                    self._holdout_score, nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
                     pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pos, noise, jax.random.fold_in(key, 2),
                 )
         if scoring:

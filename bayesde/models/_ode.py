@@ -19,7 +19,7 @@ from ..networks import mlp, sample_module
 from ..solvers import solve_ode
 from ..solvers._schemes import ADAPTIVE_ODE_SOLVERS
 from ._base import AbstractModel, Query, register_model
-from ._common import (check_holdout, check_positive, first_observed, fit_scaling, held_back, holdout_split,
+from ._common import (check_holdout, check_positive, compiled, first_observed, fit_scaling, held_back, holdout_split,
                       last_observed_time, random_walk, two_draw_crps)
 from ._discrepancy import OUDiscrepancy, ou_draw
 
@@ -77,21 +77,6 @@ def _rhs_from_args(t, u, args):
     return model._rhs(params)(t, u, None)
 
 
-@eqx.filter_jit
-def _solve_all(model, params, u0, t0, ts):
-    """Solve every series' ODE. Compiled as one program (and cached across fits of the
-    same model configuration): the parameters travel as solver `args`, not closures, so
-    the initialisation that NumPyro runs outside `jit` compiles once, not op by op."""
-
-    def one(u0_i, t0_i, ts_i):
-        return solve_ode(
-            _rhs_from_args, u0_i, ts_i, args=(model, params), t0=t0_i, scheme=model.scheme,
-            rtol=model.rtol, atol=model.atol, max_steps=model.max_steps,
-        )
-
-    return jax.vmap(one)(u0, t0, ts)
-
-
 class _AbstractODEModel(AbstractModel):
     """Shared program of ODE models: per-series initial states, a solve at each series'
     times, a masked Normal/LogNormal likelihood and a solver-failure factor."""
@@ -142,10 +127,21 @@ class _AbstractODEModel(AbstractModel):
         LogNormal observation model, the identity for a Normal one."""
 
     def _solve_all(self, params, u0, t0, ts):
-        # The solve reads none of what `for_engine` strips for a sampler (the forecast walk);
-        # keying its compiled program on that copy lets a fit with the walk (SVI) and one
-        # without (NUTS) share it.
-        return _solve_all(self.for_engine(None), params, u0, t0, ts)
+        """Solve every series' ODE as one compiled call (`compiled`: the parameters travel
+        as solver `args`, not closures, so NumPyro's eager initialisation compiles it once).
+        The solve reads none of what `for_engine` strips for a sampler (the forecast walk);
+        keying the call on that copy lets a fit with the walk (SVI) and one without (NUTS)
+        share it."""
+        return compiled(self.for_engine(None)._solve_each, params, u0, t0, ts)
+
+    def _solve_each(self, params, u0, t0, ts):
+        def one(u0_i, t0_i, ts_i):
+            return solve_ode(
+                _rhs_from_args, u0_i, ts_i, args=(self, params), t0=t0_i, scheme=self.scheme,
+                rtol=self.rtol, atol=self.atol, max_steps=self.max_steps,
+            )
+
+        return jax.vmap(one)(u0, t0, ts)
 
     @abc.abstractmethod
     def _walk_split(self) -> tuple[float, int]:
