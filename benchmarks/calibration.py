@@ -354,7 +354,7 @@ def panel_fit_keys(k_data, model_name):
     return jax.random.split(jax.random.fold_in(k_data, 1 + list(PANEL_MODELS).index(model_name)))
 
 
-COMBINES = ("pool", "quantiles", "recentred")
+COMBINES = ("pool", "quantiles", "median-quantiles", "recentred")
 
 
 def combine_members(samples, members: int, how: str):
@@ -362,7 +362,8 @@ def combine_members(samples, members: int, how: str):
     `post.predict` lays them out) combined across its members: `"pool"` the equal-weight
     mixture (the draws as they are); `"quantiles"` the members' quantiles averaged
     (Vincentization, what `Ensemble(combine="quantiles")` predicts: the library's
-    `average_quantiles`); `"recentred"` every
+    `average_quantiles`); `"median-quantiles"` their median at each level
+    (`Ensemble(combine="median-quantiles")`); `"recentred"` every
     member's draws moved to the ensemble's mean (the mixture of the members' spreads
     without the spread of their centres)."""
     s = np.asarray(samples, dtype=float)
@@ -370,8 +371,9 @@ def combine_members(samples, members: int, how: str):
         return s
     if s.shape[0] % members:
         raise ValueError(f"combine_members: {s.shape[0]} draws do not split into {members} members")
-    if how == "quantiles":
-        return average_quantiles(s, np.repeat(np.arange(members), s.shape[0] // members))
+    if how in ("quantiles", "median-quantiles"):
+        return average_quantiles(s, np.repeat(np.arange(members), s.shape[0] // members),
+                                 statistic="median" if how == "median-quantiles" else "mean")
     x = s.reshape((members, s.shape[0] // members) + s.shape[1:])
     if how == "recentred":
         return (x - x.mean(axis=1, keepdims=True) + x.mean(axis=(0, 1))).reshape(s.shape)

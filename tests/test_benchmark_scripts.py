@@ -151,10 +151,11 @@ def test_real_series_origins_reads_an_ensemble_variant_apart_from_the_model_opti
         ro._variant("combine=quantiles")
 
 
-def test_calibration_combines_an_ensembles_members_three_ways():
+def test_calibration_combines_an_ensembles_members_four_ways():
     """`benchmarks/calibration.py --combine`: the members' draws pooled as they are, their
-    quantiles averaged (the library's `Ensemble(combine="quantiles")`), or each member
-    moved to the ensemble's mean; two members far apart at one value."""
+    quantiles averaged (the library's `Ensemble(combine="quantiles")`) or their median
+    taken, or each member moved to the ensemble's mean; two members far apart at one value,
+    then a third far wider."""
     cal = _load("calibration")
     draws = np.r_[np.arange(4.0), 10 + np.arange(4.0)][:, None]  # member 0: 0..3, member 1: 10..13
     np.testing.assert_array_equal(cal.combine_members(draws, 2, "pool"), draws)
@@ -164,3 +165,6 @@ def test_calibration_combines_an_ensembles_members_three_ways():
     np.testing.assert_allclose(np.sort(r[:, 0]), np.repeat(np.arange(4.0) + 5.0, 2))
     with pytest.raises(ValueError, match="do not split into 3 members"):
         cal.combine_members(draws, 3, "quantiles")
+    wide = np.r_[draws[:, 0], 100 * (np.arange(4.0) - 1.5)][:, None]  # member 2: far wider, centred at 0
+    m = cal.combine_members(wide, 3, "median-quantiles")
+    assert np.ptp(m) < 0.5 * np.ptp(cal.combine_members(wide, 3, "quantiles"))

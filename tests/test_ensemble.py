@@ -242,6 +242,27 @@ def test_average_quantiles_averages_the_groups_quantiles_and_keeps_each_draws_ra
     np.testing.assert_array_equal(average_quantiles(draws, np.zeros(8, int)), draws)
 
 
+def test_median_of_quantiles_follows_the_middle_group_not_an_outlying_one():
+    """Three groups, one ten times wider: their median quantile function is the middle
+    group's at every level, where the mean is pulled a third of the way to the wide one;
+    an unknown statistic is refused by name."""
+    from bayesde.inference import average_quantiles
+
+    base = np.linspace(-1.0, 1.0, 10)
+    groups = [base, 1.1 * base, 10.0 * base]  # narrow, middle, far wider
+    draws = np.concatenate(groups)[:, None]
+    group = np.repeat([0, 1, 2], 10)
+    levels = (np.arange(30) + 0.5) / 30
+    q = np.stack([np.quantile(g, levels) for g in groups])
+    med = average_quantiles(draws, group, statistic="median")[:, 0]
+    mean = average_quantiles(draws, group)[:, 0]
+    np.testing.assert_allclose(np.sort(med), q[1])
+    np.testing.assert_allclose(np.sort(mean), q.mean(axis=0))
+    assert np.ptp(med) < 0.3 * np.ptp(mean)
+    with pytest.raises(ValueError, match="average_quantiles: statistic must be 'mean' or 'median', got 'max'"):
+        average_quantiles(draws, group, statistic="max")
+
+
 def test_combine_quantiles_predicts_the_members_averaged_quantiles(ou, sde_post):
     """`Ensemble(combine="quantiles")` changes no fit, only how the members' draws make
     one predictive: `average_quantiles` of the mixture's draws (with `num_samples` too),
@@ -261,3 +282,8 @@ def test_combine_quantiles_predicts_the_members_averaged_quantiles(ou, sde_post)
         np.testing.assert_allclose(avg, average_quantiles(mix, member), rtol=1e-6, atol=1e-6)
     width = lambda s: np.mean(np.diff(np.quantile(s, [0.05, 0.95], axis=0), axis=0))  # noqa: E731
     assert width(avg) < 0.95 * width(mix), (width(avg), width(mix))
+    # the members' median quantile function instead of their mean: the same draws, combined so
+    post.method = dataclasses.replace(sde_post.method, combine="median-quantiles")
+    med = np.asarray(post.predict(fut.ts, key=jax.random.key(2), num_samples=29).samples)
+    np.testing.assert_allclose(med, average_quantiles(mix, member, statistic="median"), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(med, avg)

@@ -32,7 +32,7 @@ from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble", "average_quantiles"]
 
 #: The ways `Ensemble.combine` makes one predictive of the members'.
-COMBINE = ("mixture", "quantiles")
+COMBINE = ("mixture", "quantiles", "median-quantiles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,11 @@ class Ensemble(AbstractEngine):
       spread is already fitted to data it did not train on, and a mixture of such
       members is wider than any of them (it over-covers), while their averaged
       quantiles keep each member's calibration and average away the noise of fitting
-      it on one fold.
+      it on one fold. `"median-quantiles"`: the members' median quantile function
+      (`average_quantiles(..., statistic="median")`), for cross-fitted members whose
+      spreads differ a lot from fold to fold: a member whose fold happened to hold an
+      unusual stretch (a jump, a change of level) moves the median no more than any other
+      member, where it pulls the mean towards its own width.
 
     The `Posterior` lays the members out as chains: every site, including the
     `numpyro.param` sites of the model (repeated over a member's draws), has draws
@@ -190,10 +194,12 @@ class Ensemble(AbstractEngine):
     def combine_draws(self, draws, chain):
         """The predictive draws of the members (`chain` is the member) made one by
         `combine`; see `AbstractEngine.combine_draws` and `average_quantiles`."""
-        return draws if self.combine == "mixture" else average_quantiles(draws, chain)
+        if self.combine == "mixture":
+            return draws
+        return average_quantiles(draws, chain, statistic="median" if self.combine == "median-quantiles" else "mean")
 
 
-def average_quantiles(draws, group):
+def average_quantiles(draws, group, statistic: str = "mean"):
     """Draws of the average of the groups' quantile functions, in the groups' own order.
 
     For every value (series, time, variable) separately, each group's quantiles at the
@@ -206,13 +212,21 @@ def average_quantiles(draws, group):
     draws, as ensemble copula coupling keeps it). A value with a non-finite draw keeps
     its draws as they are (a diverged path stays visible).
 
+    With `statistic="median"` the quantiles are the groups' median at each level instead
+    of their mean (the median of quantile functions is a quantile function too): one
+    group far wider or narrower than the others then moves the result as little as any
+    other group, where their mean follows it part of the way.
+
     **Arguments:**
 
     - `draws`: `(S, ...)` predictive draws.
     - `group`: `(S,)` the group (ensemble member) of each draw.
+    - `statistic`: `"mean"` (Vincentization) or `"median"`.
 
     **Returns:** an array shaped like `draws`.
     """
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"average_quantiles: statistic must be 'mean' or 'median', got {statistic!r}.")
     x = np.asarray(draws)
     group = np.asarray(group)
     groups = np.unique(group)
@@ -223,7 +237,8 @@ def average_quantiles(draws, group):
     finite = np.all(np.isfinite(flat), axis=0)
     vals = flat[:, finite]
     levels = (np.arange(n) + 0.5) / n
-    q = np.mean([np.quantile(vals[group == g], levels, axis=0) for g in groups], axis=0)
+    combine = np.mean if statistic == "mean" else np.median
+    q = combine([np.quantile(vals[group == g], levels, axis=0) for g in groups], axis=0)
     ranks = np.argsort(np.argsort(vals, axis=0, kind="stable"), axis=0, kind="stable")
     out = flat.astype(np.result_type(flat, q), copy=True)
     out[:, finite] = np.take_along_axis(q, ranks, axis=0)
