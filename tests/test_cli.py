@@ -250,7 +250,7 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     ens = ["fit", "--data", "nope.csv", "--out", "r", "--method", "ensemble", "--method-args"]
     r = runner.invoke(app, ens + ['{"combine": "median"}'])
     assert_user_error(r, "--method-args for --method ensemble: Ensemble.combine: expected one of "
-                         "['mixture', 'quantiles'], got 'median'")
+                         "['mixture', 'quantiles', 'median-quantiles'], got 'median'")
     r = runner.invoke(app, ens + ['{"members": 4}'])
     assert_user_error(r, "--method-args: 'members' is not an option of --method ensemble", "'num_members'")
     r = runner.invoke(app, ens + ['{"num_steps": 4}', "--num-steps", "5"])
