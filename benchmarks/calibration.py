@@ -39,7 +39,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bayesde as bd  # noqa: E402
-from bayesde.inference import average_quantiles  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = bd.calibration.DEFAULT_LEVELS
@@ -371,9 +370,8 @@ def combine_members(samples, members: int, how: str):
         return s
     if s.shape[0] % members:
         raise ValueError(f"combine_members: {s.shape[0]} draws do not split into {members} members")
-    if how in ("quantiles", "median-quantiles"):
-        return average_quantiles(s, np.repeat(np.arange(members), s.shape[0] // members),
-                                 statistic="median" if how == "median-quantiles" else "mean")
+    if how in ("quantiles", "median-quantiles"):  # exactly what the library's ensemble predicts
+        return bd.Ensemble(combine=how).combine_draws(s, np.repeat(np.arange(members), s.shape[0] // members))
     x = s.reshape((members, s.shape[0] // members) + s.shape[1:])
     if how == "recentred":
         return (x - x.mean(axis=1, keepdims=True) + x.mean(axis=(0, 1))).reshape(s.shape)

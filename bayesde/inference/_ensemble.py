@@ -31,8 +31,9 @@ from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble", "average_quantiles"]
 
-#: The ways `Ensemble.combine` makes one predictive of the members'.
-COMBINE = ("mixture", "quantiles", "median-quantiles")
+#: The ways `Ensemble.combine` makes one predictive of the members': the draws pooled
+#: (`None`), or the statistic `average_quantiles` takes of their quantile functions.
+COMBINE = {"mixture": None, "quantiles": "mean", "median-quantiles": "median"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +183,7 @@ class Ensemble(AbstractEngine):
         _check_int("Ensemble", "best_from", self.best_from, 0)
         _check_bool("Ensemble", "keep_best", self.keep_best)
         _check_bool("Ensemble", "cross_fit", self.cross_fit)
-        if self.combine not in COMBINE:
+        if not isinstance(self.combine, str) or self.combine not in COMBINE:
             raise ValueError(f"Ensemble.combine: expected one of {list(COMBINE)}, got {self.combine!r}.")
         _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
@@ -194,9 +195,8 @@ class Ensemble(AbstractEngine):
     def combine_draws(self, draws, chain):
         """The predictive draws of the members (`chain` is the member) made one by
         `combine`; see `AbstractEngine.combine_draws` and `average_quantiles`."""
-        if self.combine == "mixture":
-            return draws
-        return average_quantiles(draws, chain, statistic="median" if self.combine == "median-quantiles" else "mean")
+        statistic = COMBINE[self.combine]
+        return draws if statistic is None else average_quantiles(draws, chain, statistic=statistic)
 
 
 def average_quantiles(draws, group, statistic: str = "mean"):

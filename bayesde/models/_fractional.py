@@ -393,9 +393,7 @@ class FractionalSDE(AbstractModel):
                        x0_logscale, p0_loc, p0_logscale, guide_beta)
 
     def _all_series(self, g: "_Shared", keys, tau, ys, mask, q_tau):
-        """`_one_series` over the batch (`q_tau` None: no query)."""
-        if q_tau is None:
-            return jax.vmap(lambda *a: self._one_series(g, *a, None))(keys, tau, ys, mask)
+        """`_one_series` over the batch (`q_tau` None, an empty pytree to `vmap`: no query)."""
         return jax.vmap(lambda *a: self._one_series(g, *a))(keys, tau, ys, mask, q_tau)
 
     def _one_series(self, g: "_Shared", key, tau, ys, mask, q_tau):
