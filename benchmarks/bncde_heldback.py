@@ -9,7 +9,9 @@ rare: `tumor_growth(gamma=6, n_patients=1000)`, 600 SVI steps at batch 64 (the i
 configuration), 90% coverage of the true outcomes of the test patients under "no
 treatment" and "chemo every day", per horizon and overall, for `forecast_series_every=0`
 (off), the default, and the default without early stopping on the held-back score
-(`keep_best=False`), larger weight diffusions, and a deep ensemble of the default model
+(`keep_best=False`), larger weight diffusions, the initial weights' spread learned
+(`weight_spread="learned"`, against the layers' initial scale or `1/sqrt(fan_in)`),
+and a deep ensemble of the default model
 (`method="ensemble"`, four members), over several seeds (each seed: new patients and a
 new fit). The JSON is rewritten after every fit.
 
@@ -33,11 +35,24 @@ from bayesde.models._bncde import _widening
 
 from _machine import machine  # noqa: E402  (benchmarks/ is the script's directory)
 
+class _UnitPrior(bd.models.BNCDE):
+    """The learned spread against the prior sd `1/sqrt(fan_in)` (LeCun's), not the
+    layers' initial scale."""
+
+    def _spread_prior(self, part, name):
+        return 1.0 / np.sqrt(self._layer_shapes(part)["W" + name[1]][0])
+
+
 #: name -> (model keywords, fit keywords)
 VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             "default without keep_best": ({}, dict(keep_best=False)),
             # the weight diffusion: with the default 0.01 the weight paths hardly spread
             "sigma=0.04": (dict(sigma=0.04), {}), "sigma=0.1": (dict(sigma=0.1), {}),
+            # the initial weights' spread: the paper's fixed σ (the default before), or learned
+            # against a prior at the layers' initial scale (the default now)
+            "fixed spread": (dict(weight_spread="fixed"), {}),
+            "learned spread": (dict(weight_spread="learned"), {}),
+            "learned spread with prior 1/sqrt(fan_in)": (dict(weight_spread="learned", cls=_UnitPrior), {}),
             # a deep ensemble of the default model: the spread between independently trained
             # networks, which is where a rarely seen plan's extrapolation error could show
             "ensemble of 4": ({}, dict(method="ensemble", num_members=4)),
@@ -51,7 +66,9 @@ def run_one(variant: str, seed: int, args) -> dict:
     sizes = dict(n_patients=60, n_test=20, n_days=30, min_history=10) if args.quick else dict(n_patients=args.n_patients)
     data = bd.datasets.tumor_growth(gamma=args.gamma, key=jax.random.key(seed), **sizes)
     model_kw, fit_kw = VARIANTS[variant]
-    model = bd.models.BNCDE(**model_kw, **(dict(width=16, train_paths=2) if args.quick else {}))
+    model_kw = dict(model_kw)
+    cls = model_kw.pop("cls", bd.models.BNCDE)
+    model = cls(**model_kw, **(dict(width=16, train_paths=2) if args.quick else {}))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,6 +79,9 @@ def run_one(variant: str, seed: int, args) -> dict:
     kept = getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None)  # SVI / ensemble
     row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=kept,
                widening=None if theta is None else np.asarray(_widening(theta)).tolist())
+    log_sd0 = post.params.get("w.log_sd0")
+    if log_sd0 is not None:  # the learned spread of the initial weights: its quartiles
+        row["weight_sd0_quartiles"] = np.quantile(np.exp(np.asarray(log_sd0)), [0.25, 0.5, 0.75]).tolist()
     eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
                                     key=jax.random.key(9), num_samples=args.draws)
     for p in PLANS:

@@ -311,12 +311,18 @@ def _score(samples, y, history, sd):
     clim = np.nanmean(_climatology_crps(history, y, sd)[ok])
     rows = []
     for lv in PANEL_LEVELS:
-        lo, hi = np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2], axis=0)
-        cov = ((y >= lo) & (y <= hi))[ok].mean()
-        width = ((hi - lo) / sd)[ok].mean()
-        rows.append(dict(level=lv, coverage=float(cov), width=float(width), crps=float(crps),
+        cov, width = band(samples, y, lv, sd)
+        rows.append(dict(level=lv, coverage=cov, width=width, crps=float(crps),
                          crps_climatology=float(clim), nonfinite=nonfinite, n=int(ok.sum())))
     return rows
+
+
+def band(samples, y, level, unit=1.0):
+    """Coverage of the finite entries of `y (N, T, D)` by the central `level` interval of
+    `samples (S, N, T, D)`, and the interval's mean width in `unit`s."""
+    ok = np.isfinite(y)
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return float(((y >= lo) & (y <= hi))[ok].mean()), float(((hi - lo) / unit)[ok].mean())
 
 
 def panel_cut(data: bd.TimeSeries) -> float:

@@ -45,11 +45,6 @@ MEMBERS = 4
 NUM_PRED = 500
 
 
-def _cover(x, y, ok, level=0.9):
-    lo, hi = np.quantile(x, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return float(((y >= lo) & (y <= hi))[ok].mean()), lo, hi
-
-
 def score(case: str) -> dict:
     proc, model_name, seed = case.split(":")
     seed = int(seed)
@@ -71,12 +66,12 @@ def score(case: str) -> dict:
     per = s.reshape((MEMBERS, s.shape[0] // MEMBERS) + s.shape[1:])
     members = []
     for k in range(MEMBERS):
-        cov, lo, hi = _cover(per[k], y, ok)
-        members.append(dict(coverage=cov, width=float((hi - lo)[ok].mean())))
+        cov, width = C.band(per[k], y, 0.9)
+        members.append(dict(coverage=cov, width=width))
     out = dict(case=case, seconds=seconds, members=members)
     for how in ("pool", "quantiles"):
-        cov, lo, hi = _cover(C.combine_members(s, MEMBERS, how), y, ok)
-        out[how] = dict(coverage=cov, width=float((hi - lo)[ok].mean()))
+        cov, width = C.band(C.combine_members(s, MEMBERS, how), y, 0.9)
+        out[how] = dict(coverage=cov, width=width)
     centres = np.median(per, axis=1)  # (members, N, T, D)
     mean_centre = centres.mean(axis=0)
     out["member_mse"] = float(np.mean(((centres - y[None]) ** 2)[:, ok]))

@@ -287,3 +287,44 @@ def test_held_back_widening_settings_and_old_runs(sim):
     assert bd.models.BNCDE.from_config(config).forecast_series_every == 0
 
 
+
+
+# ----------------------------------------------------------------- learned weight spread
+
+
+def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim):
+    """`weight_spread="learned"`: the initial weights are `N(μ_0, sd0²)` with `sd0` a
+    parameter (starting at σ) and the KL to `N(μ_0, sd_p²)`, `sd_p` the layer's initial
+    scale, joins the path KL (zero at the initial drift). The draws have that sd."""
+    with pytest.raises(ValueError, match=r"^BNCDE.weight_spread: must be 'fixed' or 'learned', got 'wide'.$"):
+        bd.models.BNCDE(weight_spread="wide").adapt(sim.train)
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2).adapt(sim.train)  # the default
+    batch = sim.train.select(np.arange(4)).batch()
+    params = _params(model, batch)
+    p_enc, p_dec = (model._layer_shapes(part)["W2"][1] for part in ("enc", "dec"))
+    sizes = {"enc": 8 * p_enc + p_enc, "dec": 8 * p_dec + p_dec}  # W2 and b2 of each field
+    assert params["w.log_sd0"].shape == (sizes["enc"] + sizes["dec"],)
+    np.testing.assert_allclose(params["w.log_sd0"], np.log(0.01), rtol=1e-6)
+    prior_sd = 0.3 / np.sqrt(8)  # both fields' output layers read the width-8 hidden layer
+
+    @jax.jit
+    def kl(log_sd0):
+        tr = _trace(model, batch, params=dict(params, **{"w.log_sd0": log_sd0}))
+        return -tr["kl_weights"]["fn"].log_factor
+
+    n = params["w.log_sd0"].shape[0]
+    assert float(kl(jnp.full(n, np.log(prior_sd)))) == pytest.approx(0.0, abs=1e-3)
+    half = float(kl(jnp.full(n, np.log(0.5 * prior_sd))))
+    assert half == pytest.approx(n * (np.log(2.0) + 0.125 - 0.5), rel=1e-4)
+    # the fixed spread (the paper's) has no such term: its KL is zero at the initial drift
+    fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed").adapt(sim.train)
+    assert float(-_trace(fixed, batch, params=_params(fixed, batch))["kl_weights"]["fn"].log_factor) == 0.0
+    # the initial weights are drawn with sd0
+    s = jnp.linspace(0.0, 1.0, 3)
+    w, _ = weight_sde(jax.random.key(0), jnp.zeros(4000), 0.01, s, lambda s_, w_: 0.0 * w_, 2,
+                      sd0=jnp.full(4000, 0.05))
+    assert float(jnp.std(w[:, 0])) == pytest.approx(0.05, rel=0.03)
+    # runs saved before the option existed draw as they did
+    config = model.config()
+    del config["weight_spread"]
+    assert bd.models.BNCDE.from_config(config).weight_spread == "fixed"

@@ -8,7 +8,8 @@ treatments; static covariates in the initial state and the field),
 
 whose vector-field weights `w_t` are a stochastic process shared by the batch:
 prior OU `dw = −w ds + σ dB`, variational posterior `dw = (h_φ(s, w) − w) ds + σ dB`,
-`w_0 ~ N(μ_0, σ²)` with a learned `μ_0`. By Girsanov the KL between the path measures
+`w_0 ~ N(μ_0, sd0²)` with a learned `μ_0` and, by default, a learned `sd0` whose prior is the
+layer's initial scale (the paper's `sd0 = σ`: `BNCDE.weight_spread`). By Girsanov the KL between the path measures
 is `½ ∫ |h_φ(s, w_s)|² / σ² ds`, integrated as one more coordinate of the weight SDE.
 A decoder neural CDE (the same construction, driven by the *future* treatments
 `A = (t, a)`) starts from each Monte Carlo sample's encoder state and feeds a Gaussian
@@ -61,16 +62,19 @@ def _path_noise(key, num_paths: int, s_grid, p: int, dtype):
     return z[:, 0], z[:, 1:] * jnp.sqrt(jnp.diff(s_grid)).astype(dtype)[:, None]
 
 
-def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int):
+def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int, sd0=None):
     """Weight paths of the posterior SDE `dw = (h(s, w) − w) ds + σ dB`,
-    `w_0 ~ N(μ_0, σ²)`, with the Girsanov KL to the OU prior `dw = −w ds + σ dB`,
-    `KL = ½ ∫ |h(s, w_s)|² / σ² ds`, integrated alongside by Euler–Maruyama.
+    `w_0 ~ N(μ_0, sd0²)`, with the Girsanov KL to the OU prior `dw = −w ds + σ dB`,
+    `KL = ½ ∫ |h(s, w_s)|² / σ² ds`, integrated alongside by Euler–Maruyama (the KL of
+    the initial weights is the caller's: the prior's and the posterior's initial laws
+    are the same here).
 
     **Arguments:**
 
     - `key`: PRNG key; `mu0`: `(P,)` initial mean; `sigma`: the diffusion scale.
     - `s_grid`: `(G,)` weight-clock grid; `h`: `h(s, w) -> (P,)`.
     - `num_paths`: independent paths.
+    - `sd0`: `(P,)` sd of the initial weights (default `σ`).
 
     **Returns:** `(w (num_paths, G, P), kl (num_paths,))`.
     """
@@ -78,7 +82,7 @@ def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int):
     z0, db = _path_noise(key, num_paths, s_grid, p, mu0.dtype)
 
     def one(z0_i, db_i):
-        w0 = mu0 + sigma * z0_i
+        w0 = mu0 + (sigma if sd0 is None else sd0) * z0_i
         y0 = jnp.concatenate([w0, jnp.zeros((1,), mu0.dtype)])
         dw = jnp.concatenate([db_i, jnp.zeros(db_i.shape[:1] + (1,), mu0.dtype)], -1)  # no noise in the KL
 
@@ -116,6 +120,10 @@ def _zeros(shape):
     return lambda key: jnp.zeros(shape)
 
 
+def _full(shape, value):
+    return lambda key: jnp.full(shape, value)
+
+
 def _check_transform(transform, owner):
     if transform not in ("auto", "log", "none"):
         raise ValueError(f"{owner}: transform must be 'auto', 'log' or 'none', got {transform!r}.")
@@ -134,6 +142,11 @@ def _upgrade_data_fields(config: dict) -> dict:
     config["loc"] = loc if dim else None
     config["scale"] = scale if dim else None
     return config
+
+
+def _fixed_spread_before_it_existed(config: dict) -> dict:
+    """Runs saved before `BNCDE.weight_spread` existed drew their initial weights with sd σ."""
+    return config if "weight_spread" in config else dict(config, weight_spread="fixed")
 
 
 def _no_holdout_before_it_existed(config: dict) -> dict:
@@ -217,12 +230,16 @@ class AbstractCDEForecaster(AbstractModel):
             "b2": (self.state_dim * c,),
         }
 
+    def _layer_scale(self, part, name):
+        """The sd of the layer's initial weights (its bias starts at zero; `BNCDE`'s
+        learned weight spread takes the same sd as the prior of both)."""
+        fan_in = self._layer_shapes(part)["W" + name[1]][0]
+        return (1.0 if name[1] == "1" else 0.3) / np.sqrt(fan_in)
+
     def _layer_init(self, part, name):
         shape = self._layer_shapes(part)[name]
-        if name == "W1":
-            return _init_normal(shape, 1.0 / np.sqrt(shape[0]))
-        if name == "W2":
-            return _init_normal(shape, 0.3 / np.sqrt(shape[0]))
+        if name.startswith("W"):
+            return _init_normal(shape, self._layer_scale(part, name))
         return _zeros(shape)
 
     # ------------------------------------------------------------ adapt
@@ -615,11 +632,20 @@ class BNCDE(AbstractCDEForecaster):
       default) or `"all"` (every field layer, slower to train and to predict).
       `benchmarks/bncde_sweep.py` compares the two.
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
-      It sets the spread of the weight paths, so it trades sharpness for coverage: tune
-      it on held-out data (`benchmarks/bncde_sweep.py` sweeps it). Wide fields trained
-      for a few epochs may need a larger value than small ones.
+      It sets how far the weight paths spread along the rows (and where the learned
+      initial spread starts), so it trades sharpness for coverage: tune it on held-out
+      data (`benchmarks/bncde_sweep.py` sweeps it).
     - `train_paths`: weight paths per training step (10 in the paper); prediction draws
       one path per predictive sample.
+    - `weight_spread`: `"learned"` (default): initial weights `N(μ_0, sd0²)` with a
+      learned `sd0` per weight (param `w.log_sd0`, starting at `σ`) against the prior
+      `N(μ_0, sd_p²)`, `sd_p` the layer's initial scale (`0.3/√width` for the output
+      layers; the prior's mean is fitted, only the spread is Bayesian), its KL added to
+      the path KL. The spread then scales with the width through `sd_p` and shrinks where
+      the data pin a weight down, so a plan the data barely contain reads the spread of
+      the weights they leave free. `"fixed"` is the paper's version, `N(μ_0, σ²)` under
+      prior and posterior alike (runs saved before the option existed load with it).
+      Measured against each other in `docs/calibration.md`.
     - `fill`: `"forward"` (causal, default) or `"linear"` filling of missing outcomes.
     - `transform`: `"auto"` (log for positive outcomes, giving a LogNormal head on the
       data scale), `"log"` or `"none"` (Normal head on the standardised outcome).
@@ -664,10 +690,15 @@ class BNCDE(AbstractCDEForecaster):
     stochastic: str = "last"
     sigma: float = 1e-2
     train_paths: int = 10
+    weight_spread: str = "learned"
+
+    _upgrades = AbstractCDEForecaster._upgrades + (_fixed_spread_before_it_existed,)
 
     def _check_fields(self) -> None:
         if self.stochastic not in ("last", "all"):
             raise ValueError(f"BNCDE.stochastic: must be 'last' or 'all', got {self.stochastic!r}.")
+        if self.weight_spread not in ("fixed", "learned"):
+            raise ValueError(f"BNCDE.weight_spread: must be 'fixed' or 'learned', got {self.weight_spread!r}.")
         if not self.sigma > 0:
             raise ValueError(f"BNCDE.sigma: must be positive, got {self.sigma!r}.")
         if not isinstance(self.train_paths, (int, np.integer)) or self.train_paths < 1:
@@ -706,8 +737,18 @@ class BNCDE(AbstractCDEForecaster):
         A2 = numpyro.param("h.A2", _zeros((hw, total)))
         b2 = numpyro.param("h.b2", _zeros((total,)))
         dd = numpyro.param("h.d", _zeros((total,)))
+        sd0, kl0 = None, 0.0
+        if self.weight_spread == "learned":
+            # w_0 ~ N(μ_0, sd0²) against the prior N(μ_0, sd_p²), sd_p the layer's initial scale
+            # (the prior's mean is fitted: only the spread is Bayesian); sd0 starts at σ
+            prior_sd = np.concatenate([np.full(size, self._spread_prior(pt, nm))
+                                       for (pt, nm, _), size in zip(shapes, sizes)])
+            log_sd0 = numpyro.param("w.log_sd0", _full((total,), np.log(float(self.sigma))))
+            sd0 = jnp.exp(log_sd0)
+            kl0 = jnp.sum(jnp.log(prior_sd) - log_sd0 + 0.5 * (sd0 / prior_sd) ** 2 - 0.5)
 
-        w, kl = compiled(self._weight_paths, key, mu0, (a1, b1, A2, b2, dd), n_rows, num_paths)  # (S, G, P)
+        w, kl = compiled(self._weight_paths, key, mu0, (a1, b1, A2, b2, dd), n_rows, num_paths, sd0)  # (S, G, P)
+        kl = kl + kl0
         rows = {"enc": {}, "dec": {}}
         off = 0
         for (part, nm, shape), size in zip(shapes, sizes):
@@ -715,9 +756,14 @@ class BNCDE(AbstractCDEForecaster):
             off += size
         return rows["enc"], fixed["enc"], rows["dec"], fixed["dec"], kl
 
-    def _weight_paths(self, key, mu0, drift, n_rows, num_paths):
+    def _spread_prior(self, part, name):
+        """The prior sd of the learned initial spread (`weight_spread="learned"`)."""
+        return self._layer_scale(part, name)
+
+    def _weight_paths(self, key, mu0, drift, n_rows, num_paths, sd0=None):
         """`num_paths` paths of the weight SDE over `n_rows` rows and their KL, with the
-        posterior drift's parameters `drift = (a1, b1, A2, b2, d)`."""
+        posterior drift's parameters `drift = (a1, b1, A2, b2, d)` and the initial
+        weights' sd `sd0` (None: σ)."""
         a1, b1, A2, b2, dd = drift
         sigma = float(self.sigma)
 
@@ -726,4 +772,4 @@ class BNCDE(AbstractCDEForecaster):
             return sigma * (jnp.tanh(s * a1 + b1) @ A2 + b2 + dd * w)
 
         s_grid = jnp.arange(n_rows, dtype=mu0.dtype) / float(self.rows)
-        return weight_sde(key, mu0, sigma, s_grid, h, num_paths)
+        return weight_sde(key, mu0, sigma, s_grid, h, num_paths, sd0)
