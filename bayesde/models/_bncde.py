@@ -65,9 +65,9 @@ def _path_noise(key, num_paths: int, s_grid, p: int, dtype):
 def weight_sde(key, mu0, sigma, s_grid, h, num_paths: int, sd0=None):
     """Weight paths of the posterior SDE `dw = (h(s, w) − w) ds + σ dB`,
     `w_0 ~ N(μ_0, sd0²)`, with the Girsanov KL to the OU prior `dw = −w ds + σ dB`,
-    `KL = ½ ∫ |h(s, w_s)|² / σ² ds`, integrated alongside by Euler–Maruyama (the KL of
-    the initial weights is the caller's: the prior's and the posterior's initial laws
-    are the same here).
+    `KL = ½ ∫ |h(s, w_s)|² / σ² ds`, integrated alongside by Euler–Maruyama (the path
+    KL only: where the prior of `w_0` differs from `N(μ_0, sd0²)`, that KL is the
+    caller's).
 
     **Arguments:**
 
