@@ -307,18 +307,20 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     np.testing.assert_allclose(params["w.log_sd0"], np.log(0.01), rtol=1e-6)
     prior_sd = 0.3 / np.sqrt(8)  # both fields' output layers read the width-8 hidden layer
 
+    fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed").adapt(sim.train)
+
     @jax.jit
-    def kl(log_sd0):
+    def kl(log_sd0):  # the learned spread's KL at these sds, and the fixed spread's
         tr = _trace(model, batch, params=dict(params, **{"w.log_sd0": log_sd0}))
-        return -tr["kl_weights"]["fn"].log_factor
+        p_fixed = {k: v for k, v in params.items() if k != "w.log_sd0"}
+        return -tr["kl_weights"]["fn"].log_factor, -_trace(fixed, batch, params=p_fixed)["kl_weights"]["fn"].log_factor
 
     n = params["w.log_sd0"].shape[0]
-    assert float(kl(jnp.full(n, np.log(prior_sd)))) == pytest.approx(0.0, abs=1e-3)
-    half = float(kl(jnp.full(n, np.log(0.5 * prior_sd))))
+    at_prior, kl_fixed = kl(jnp.full(n, np.log(prior_sd)))
+    assert float(at_prior) == pytest.approx(0.0, abs=1e-3)
+    assert float(kl_fixed) == 0.0  # the paper's spread has no such term (and no path KL at the initial drift)
+    half = float(kl(jnp.full(n, np.log(0.5 * prior_sd)))[0])
     assert half == pytest.approx(n * (np.log(2.0) + 0.125 - 0.5), rel=1e-4)
-    # the fixed spread (the paper's) has no such term: its KL is zero at the initial drift
-    fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed").adapt(sim.train)
-    assert float(-_trace(fixed, batch, params=_params(fixed, batch))["kl_weights"]["fn"].log_factor) == 0.0
     # the initial weights are drawn with sd0
     s = jnp.linspace(0.0, 1.0, 3)
     w, _ = weight_sde(jax.random.key(0), jnp.zeros(4000), 0.01, s, lambda s_, w_: 0.0 * w_, 2,
