@@ -35,6 +35,7 @@ from bayesde.models._bncde import _widening
 
 from _machine import machine  # noqa: E402  (benchmarks/ is the script's directory)
 
+
 class _UnitPrior(bd.models.BNCDE):
     """The learned spread against the prior sd `1/sqrt(fan_in)` (LeCun's), not the
     layers' initial scale."""
