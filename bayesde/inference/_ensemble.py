@@ -199,6 +199,10 @@ class Ensemble(AbstractEngine):
         return draws if statistic is None else average_quantiles(draws, chain, statistic=statistic)
 
 
+#: `average_quantiles`' statistics of the groups' quantiles at each level.
+_STATISTICS = {"mean": np.mean, "median": np.median}
+
+
 def average_quantiles(draws, group, statistic: str = "mean"):
     """Draws of the average of the groups' quantile functions, in the groups' own order.
 
@@ -225,7 +229,7 @@ def average_quantiles(draws, group, statistic: str = "mean"):
 
     **Returns:** an array shaped like `draws`.
     """
-    if statistic not in ("mean", "median"):
+    if not isinstance(statistic, str) or statistic not in _STATISTICS:
         raise ValueError(f"average_quantiles: statistic must be 'mean' or 'median', got {statistic!r}.")
     x = np.asarray(draws)
     group = np.asarray(group)
@@ -237,8 +241,7 @@ def average_quantiles(draws, group, statistic: str = "mean"):
     finite = np.all(np.isfinite(flat), axis=0)
     vals = flat[:, finite]
     levels = (np.arange(n) + 0.5) / n
-    combine = np.mean if statistic == "mean" else np.median
-    q = combine([np.quantile(vals[group == g], levels, axis=0) for g in groups], axis=0)
+    q = _STATISTICS[statistic]([np.quantile(vals[group == g], levels, axis=0) for g in groups], axis=0)
     ranks = np.argsort(np.argsort(vals, axis=0, kind="stable"), axis=0, kind="stable")
     out = flat.astype(np.result_type(flat, q), copy=True)
     out[:, finite] = np.take_along_axis(q, ranks, axis=0)
