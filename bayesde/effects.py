@@ -33,8 +33,11 @@ __all__ = ["counterfactual", "Effects", "query_times", "overlap"]
 
 #: Below this estimated share of similar training histories that received a plan's
 #: treatment (at its least common step), `counterfactual` warns that the plan is an
-#: extrapolation.
-OVERLAP_THRESHOLD = 0.05
+#: extrapolation. Set where BNCDE's intervals were measured to fail on the plan itself
+#: (`docs/backtest.md`); K binary treatment channels assigned at random give each
+#: combination a share of 2^-K, so a randomised design with four or more channels
+#: warns: pass a lower `overlap_threshold` there.
+OVERLAP_THRESHOLD = 0.10
 
 
 def query_times(data: TimeSeries, horizon: int, step: Optional[float] = None) -> np.ndarray:

@@ -36,9 +36,10 @@ def getkey():
 #: (`--dist loadfile --no-loadscope-reorder`, see pyproject.toml) each file is one unit of
 #: work, so its module-scoped fixtures (compiled fits) are built once, and units are handed
 #: out in collection order: these go first and the short files fill in at the end.
-_LONGEST_FIRST = ("test_tutorials", "test_inference", "test_cli", "test_fractional_sde", "test_fbm",
-                  "test_data_parallel", "test_dates", "test_architecture", "test_docs", "test_latent_sde",
-                  "test_bncde", "test_chees", "test_effects", "test_arviz", "test_distributed")
+_LONGEST_FIRST = ("test_tutorials", "test_inference", "test_latent_sde", "test_discrepancy", "test_cli",
+                  "test_bncde", "test_fbm", "test_architecture", "test_fractional_sde", "test_cli_transform",
+                  "test_ensemble", "test_docs", "test_chees", "test_panel", "test_sde_solver", "test_effects",
+                  "test_dates", "test_arviz", "test_determinism", "test_distributed")
 
 
 def pytest_collection_modifyitems(config, items):
