@@ -95,7 +95,14 @@ class Effects:
 
     def __repr__(self):
         s = next(iter(self.outcomes.values())).samples.shape
-        return f"Effects(plans={list(self.outcomes)}, draws={s[0]}, series={s[1]}, horizon={s[2]})"
+        text = f"Effects(plans={list(self.outcomes)}, draws={s[0]}, series={s[1]}, horizon={s[2]}"
+        if self.overlap:  # the check's verdict where a reader looks first
+            parts = []
+            for name, res in self.overlap.items():
+                low = res["share"] < res["threshold"]
+                parts.append(f"{name} {res['share']:.2f}" + (f" (below {res['threshold']:.2f})" if low else ""))
+            text += "; overlap share " + ", ".join(parts)
+        return text + ")"
 
 
 def _plan_array(name, plan, n, horizon, k):

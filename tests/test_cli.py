@@ -335,6 +335,8 @@ def test_effects_writes_outcomes_and_contrasts(tmp_path, model):
     assert set(con["contrast"]) == {"treat - none"}
     assert set(con["scope"]) == {"series", "average"}
     assert (tmp_path / "eff" / "effects.png").stat().st_size > 10_000
+    for plan in ("treat", "none"):
+        assert f"overlap share of {plan}: " in eff.stdout, eff.stdout
     (tmp_path / "bad.json").write_text(json.dumps({"treat": {"dose": "lots"}}))
     bad = cli("effects", "--run", "run", "--plans", "bad.json", "--horizon", "2", "--out", "eff2", cwd=tmp_path)
     assert_user_error(bad, "plan 'treat'", "'dose'", "unknown value 'lots'")

@@ -134,6 +134,8 @@ def test_a_plan_the_confounded_data_rarely_show_warns(strong, post):
         eff = bd.effects.counterfactual(confounded, strong.test,
                                         plans={"both": strong.plan("both"), "none": strong.plan("none")}, **kw)
     assert eff.overlap["both"]["share"] < 0.1 < 0.5 < eff.overlap["none"]["share"]
+    shares = {p: f"{eff.overlap[p]['share']:.2f}" for p in ("both", "none")}
+    assert repr(eff).endswith(f"; overlap share both {shares['both']} (below 0.10), none {shares['none']})"), repr(eff)
     assert eff.overlap["both"]["per_series"].shape == (12,) and eff.overlap["both"]["threshold"] == 0.1
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -57,8 +58,11 @@ def effects(
     import jax
 
     bar = progress(1, "counterfactual", quiet)
-    eff = bd.effects.counterfactual(post, post.data, plans=plan_arrays, horizon=horizon, key=jax.random.key(seed),
-                                    num_samples=num_samples, step=every)
+    with warnings.catch_warnings(record=True) as caught:  # said as the command's own warnings, below
+        warnings.simplefilter("always", UserWarning)
+        eff = bd.effects.counterfactual(post, post.data, plans=plan_arrays, horizon=horizon,
+                                        key=jax.random.key(seed), num_samples=num_samples, step=every)
+    notes = notes + [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     bar.update(1)
     bar.close()
     outcomes, contrasts = _tables(eff)
@@ -79,6 +83,10 @@ def effects(
             lo, hi = (float(x[0, -1, 0]) for x in avg.interval(0.9))
             print(f"average effect {a} - {b} at the last step: mean {float(avg.mean[0, -1, 0]):.4g}, "
                   f"90% interval [{lo:.4g}, {hi:.4g}]")
+    for name, res in (eff.overlap or {}).items():
+        low = res["share"] < res["threshold"]
+        print(f"overlap share of {name}: {res['share']:.2f} of similar training histories received its treatments"
+              + (f" (below {res['threshold']:.2f}: its outcomes extrapolate beyond the data)" if low else ""))
     print(f"wrote {out_p}/outcomes.csv ({len(outcomes)} rows), contrasts.csv ({len(contrasts)} rows), effects.png")
 
 
