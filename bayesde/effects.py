@@ -99,8 +99,9 @@ class Effects:
         if self.overlap:  # the check's verdict where a reader looks first
             parts = []
             for name, res in self.overlap.items():
-                low = res["share"] < res["threshold"]
-                parts.append(f"{name} {res['share']:.2f}" + (f" (below {res['threshold']:.2f})" if low else ""))
+                cut = res.get("threshold")  # absent in an estimate made by `overlap` itself
+                low = cut is not None and res["share"] < cut
+                parts.append(f"{name} {res['share']:.2f}" + (f" (below {cut:.2f})" if low else ""))
             text += "; overlap share " + ", ".join(parts)
         return text + ")"
 
