@@ -62,7 +62,8 @@ class Effects:
     - `plans`: dict plan name -> treatments `(N, horizon, K)`.
     - `ts`: the query times `(N, horizon)`.
     - `overlap`: dict plan name -> the `overlap` estimate (`share`, `per_series`,
-      `series_below`, `threshold`), or `None` when the check was off.
+      `series_below`, `threshold`, `below_threshold`: whether it warned), or `None` when
+      the check was off.
     """
 
     def __init__(self, outcomes: dict, plans: dict, ts, overlap: Optional[dict] = None):
@@ -98,10 +99,9 @@ class Effects:
         text = f"Effects(plans={list(self.outcomes)}, draws={s[0]}, series={s[1]}, horizon={s[2]}"
         if self.overlap:  # the check's verdict where a reader looks first
             parts = []
-            for name, res in self.overlap.items():
-                cut = res.get("threshold")  # absent in an estimate made by `overlap` itself
-                low = cut is not None and res["share"] < cut
-                parts.append(f"{name} {res['share']:.2f}" + (f" (below {cut:.2f})" if low else ""))
+            for name, res in self.overlap.items():  # (an estimate made by `overlap` itself has no verdict)
+                low = res.get("below_threshold", False)
+                parts.append(f"{name} {res['share']:.2f}" + (f" (below {res['threshold']:.2f})" if low else ""))
             text += "; overlap share " + ", ".join(parts)
         return text + ")"
 
@@ -311,7 +311,8 @@ def counterfactual(
             for name, res in checked.items():
                 res["threshold"] = float(overlap_threshold)
                 res["series_below"] = int(np.sum(res["per_series"] < overlap_threshold))
-                if res["share"] < overlap_threshold:
+                res["below_threshold"] = bool(res["share"] < overlap_threshold)
+                if res["below_threshold"]:
                     warnings.warn(
                         f"counterfactual: plan {name!r} is rarely seen in the training data: on average only "
                         f"{100 * res['share']:.1f}% of training histories like these received its "

@@ -137,6 +137,7 @@ def test_a_plan_the_confounded_data_rarely_show_warns(strong, post):
     shares = {p: f"{eff.overlap[p]['share']:.2f}" for p in ("both", "none")}
     assert repr(eff).endswith(f"; overlap share both {shares['both']} (below 0.10), none {shares['none']})"), repr(eff)
     assert eff.overlap["both"]["per_series"].shape == (12,) and eff.overlap["both"]["threshold"] == 0.1
+    assert eff.overlap["both"]["below_threshold"] and not eff.overlap["none"]["below_threshold"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         eff = bd.effects.counterfactual(confounded, strong.test, plans={"none": strong.plan("none")}, **kw)

@@ -84,9 +84,9 @@ def effects(
             print(f"average effect {a} - {b} at the last step: mean {float(avg.mean[0, -1, 0]):.4g}, "
                   f"90% interval [{lo:.4g}, {hi:.4g}]")
     for name, res in (eff.overlap or {}).items():
-        low = res["share"] < res["threshold"]
         print(f"overlap share of {name}: {res['share']:.2f} of similar training histories received its treatments"
-              + (f" (below {res['threshold']:.2f}: its outcomes extrapolate beyond the data)" if low else ""))
+              + (f" (below {res['threshold']:.2f}: its outcomes extrapolate beyond the data)"
+                 if res["below_threshold"] else ""))
     print(f"wrote {out_p}/outcomes.csv ({len(outcomes)} rows), contrasts.csv ({len(contrasts)} rows), effects.png")
 
 
