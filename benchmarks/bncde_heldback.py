@@ -37,6 +37,7 @@ import bayesde as bd
 from bayesde.models._bncde import _widening
 
 from _machine import machine  # noqa: E402  (benchmarks/ is the script's directory)
+from calibration import band  # noqa: E402
 
 
 class _UnitPrior(bd.models.BNCDE):
@@ -93,10 +94,9 @@ def run_one(variant: str, seed: int, args) -> dict:
                                     key=jax.random.key(9), num_samples=args.draws)
     for p in PLANS:
         smp, y = np.asarray(eff.outcomes[p].samples), np.asarray(data.counterfactual(p).ys)
-        lo, hi = np.quantile(smp, [0.05, 0.95], axis=0)
-        inside, ok = (y >= lo) & (y <= hi), np.isfinite(y)
-        row[f"{p}_coverage_0.90"] = float(inside[ok].mean())
-        row[f"{p}_coverage_0.90_by_tau"] = [float(inside[:, t][ok[:, t]].mean()) for t in range(y.shape[1])]
+        ok = np.isfinite(y)
+        row[f"{p}_coverage_0.90"] = band(smp, y, 0.9)[0]
+        row[f"{p}_coverage_0.90_by_tau"] = [band(smp[:, :, t], y[:, t], 0.9)[0] for t in range(y.shape[1])]
         # bias or spread? the truth in units of the predictive's sd, on the log scale of the positive
         # outcomes, over the finite draws (a diverged draw is left out): the mean of z is the bias,
         # its sd how much too narrow the spread is (1: right)
