@@ -287,8 +287,6 @@ def test_held_back_widening_settings_and_old_runs(sim):
     assert bd.models.BNCDE.from_config(config).forecast_series_every == 0
 
 
-
-
 # ----------------------------------------------------------------- learned weight spread
 
 
