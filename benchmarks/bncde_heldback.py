@@ -66,7 +66,11 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             "ensemble of 4": ({}, dict(method="ensemble", num_members=4)),
             # the same members each keeping its last step (the ensemble engine before it kept
             # each member's best-scoring step)
-            "ensemble of 4 (last steps)": ({}, dict(method=bd.Ensemble(num_members=4, keep_best=False)))}
+            "ensemble of 4 (last steps)": ({}, dict(method=bd.Ensemble(num_members=4, keep_best=False))),
+            # each treatment's exposure (a dose decaying by half every 0.5, 2 or 8 days) read by both
+            # fields beside the treatment itself: sustained treatment is then a growing input, whose
+            # effect isolated treatment days can teach, rather than a run of identical ones
+            "exposures": (dict(exposure_halflives=(0.5, 2.0, 8.0)), {})}
 PLANS = ("none", "chemo")
 
 
@@ -111,6 +115,7 @@ def run_one(variant: str, seed: int, args) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
     ap.add_argument("--gamma", type=float, default=6.0)
     ap.add_argument("--n-patients", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=600)
@@ -128,7 +133,7 @@ def main():
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in variants:
             rows.append(run_one(variant, seed, args))
             r = rows[-1]

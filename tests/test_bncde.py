@@ -9,7 +9,7 @@ import pytest
 
 import bayesde as bd
 from bayesde.models._base import Query
-from bayesde.models._bncde import mixture_log_score, ou_kl_closed_form, weight_sde
+from bayesde.models._bncde import exposures, mixture_log_score, ou_kl_closed_form, weight_sde
 from bayesde.solvers._cde import (
     evaluate_path,
     fill_missing,
@@ -328,3 +328,50 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     config = model.config()
     del config["weight_spread"]
     assert bd.models.BNCDE.from_config(config).weight_spread == "fixed"
+
+
+# ------------------------------------------------------------------- exposures
+def test_an_exposure_halves_every_half_life_and_adds_each_dose():
+    ts = jnp.array([[0.0, 1.0, 2.0, 4.0]])
+    a = jnp.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 0.0]]])  # two channels
+    e = np.asarray(exposures(ts, a, (1.0, 2.0)))[0]  # channel-major: (ch0 h1, ch0 h2, ch1 h1, ch1 h2)
+    np.testing.assert_allclose(e[:, 0], [1.0, 1.5, 0.75, 0.75 / 4 + 1.0])
+    np.testing.assert_allclose(e[:, 1], [1.0, 1 + 2**-0.5, (1 + 2**-0.5) * 2**-0.5, (1 + 2**-0.5) * 2**-1.5 + 1.0])
+    np.testing.assert_allclose(e[:, 2], [0.0, 0.0, 2.0, 0.5])
+    assert exposures(ts, a, ()).shape == (1, 4, 0)
+
+
+def test_exposure_halflives_are_refused_unless_positive(sim):
+    with pytest.raises(ValueError, match=r"BNCDE.exposure_halflives: expected positive half-lives in the data's "
+                                         r"time unit, e.g. \(0.5, 2.0, 8.0\), got -1.0."):
+        bd.models.BNCDE(exposure_halflives=(2, -1)).adapt(sim.train)
+    model = bd.models.BNCDE(exposure_halflives=[0.5, 2]).adapt(sim.train)
+    assert model.exposure_halflives == (0.5, 2.0)
+    assert type(model).from_config(model.config()).exposure_halflives == (0.5, 2.0)
+    assert bd.models.BNCDE().exposure_halflives == ()  # off by default
+
+
+def test_a_plan_continues_the_exposures_of_the_history(sim):
+    """What the decoder reads at each query time is the treatment and the exposures of
+    the history followed by the plan, as `exposures` gives them on the joined sequence."""
+    seen = []
+
+    class Recording(bd.models.BNCDE):
+        def _decode_step(self, lay, u, t, a, dA, st, key):
+            jax.debug.callback(lambda v: seen.append(np.asarray(v)), a[0, 0], ordered=True)
+            return super()._decode_step(lay, u, t, a, dA, st, key)
+
+    model = Recording(state_dim=4, width=8, train_paths=1, exposure_halflives=(0.5, 3.0)).adapt(sim.train)
+    batch = sim.train.select(np.arange(2)).batch()
+    plan = jnp.asarray(np.random.default_rng(0).integers(0, 2, (2, 4, 2)), batch.ts.dtype)
+    q = Query(ts=batch.ts[:, -1:] + jnp.arange(1.0, 5.0), treatments=plan)
+    params = _params(model, batch, q)
+    jax.effects_barrier()
+    seen.clear()  # finding the parameters ran the program too
+    _trace(model, batch, q, params=params)
+    jax.effects_barrier()
+    got = np.stack(seen).reshape(2, 4, -1)  # series by series, step by step
+    ts = np.concatenate([batch.ts, q.ts], 1)
+    want = np.asarray(exposures(ts, jnp.concatenate([batch.treatments, plan], 1), (0.5, 3.0)))[:, -4:]
+    np.testing.assert_allclose(got[..., :2], plan, rtol=1e-6)
+    np.testing.assert_allclose(got[..., 2:], want, rtol=1e-5)

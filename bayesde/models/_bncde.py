@@ -30,6 +30,7 @@ import abc
 import dataclasses
 from typing import Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,6 +125,45 @@ def _full(shape, value):
     return lambda key: jnp.full(shape, value)
 
 
+def _as_halflives(value):
+    """`BNCDE.exposure_halflives` as a tuple of floats (refused in `adapt` unless positive)."""
+    if value is None:
+        return ()
+    if isinstance(value, (int, float, np.number)):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return (value,)
+
+
+def exposures(ts, treatments, halflives):
+    """Each treatment channel's exposure with each half-life: `e_j = e_{j−1}·2^{−(t_j −
+    t_{j−1})/h} + a_j` from `e_0 = a_0`, a dose that decays by half every `h` time units.
+
+    **Arguments:** `ts (N, T)` times, `treatments (N, T, K)`, `halflives` a tuple of `H`
+    half-lives in the units of `ts`.
+
+    **Returns:** `(N, T, K·H)`, channel-major (all half-lives of channel 0 first).
+    """
+    if not halflives:
+        return jnp.zeros(treatments.shape[:2] + (0,), treatments.dtype)
+    h = jnp.asarray(halflives, treatments.dtype)
+    dt = jnp.diff(ts, axis=1)[..., None, None]  # (N, T−1, 1, 1)
+    decay = jnp.exp2(-dt / h)  # (N, T−1, 1, H)
+    a = treatments[..., None]  # (N, T, K, 1)
+
+    def step(e, inp):
+        d, a_j = inp
+        e = e * d + a_j
+        return e, e
+
+    e0 = jnp.broadcast_to(a[:, 0], a.shape[:1] + a.shape[2:3] + h.shape)
+    _, es = jax.lax.scan(step, e0, (jnp.moveaxis(decay, 1, 0), jnp.moveaxis(a[:, 1:], 1, 0)))
+    es = jnp.concatenate([e0[None], es], 0)  # (T, N, K, H)
+    return jnp.moveaxis(es, 0, 1).reshape(treatments.shape[:2] + (-1,))
+
+
 def _check_transform(transform, owner):
     if transform not in ("auto", "log", "none"):
         raise ValueError(f"{owner}: transform must be 'auto', 'log' or 'none', got {transform!r}.")
@@ -200,6 +240,7 @@ class AbstractCDEForecaster(AbstractModel):
     log_outcome: bool = False
     ahead_starts: int = 16
     forecast_series_every: int = 4
+    exposure_halflives: tuple = eqx.field(default=(), converter=_as_halflives)
 
     amortized = True
     needs_treatments = True
@@ -219,7 +260,12 @@ class AbstractCDEForecaster(AbstractModel):
 
     @property
     def _field_in(self):
-        return 1 + self.state_dim + self.n_treatments + self.n_static
+        return 1 + self.state_dim + self.n_treatments * (1 + len(self.exposure_halflives)) + self.n_static
+
+    def _exposures(self, tsc, treatments):
+        """`exposures` of the treatments on model time `tsc` (the half-lives are in data
+        time units, model time is `(t − t₀) / time_scale`)."""
+        return exposures(tsc, treatments, tuple(h / self.time_scale for h in self.exposure_halflives))
 
     def _layer_shapes(self, part):
         c = self._c_enc if part == "enc" else self._c_dec
@@ -259,6 +305,12 @@ class AbstractCDEForecaster(AbstractModel):
             )
         if self.fill not in ("forward", "linear"):
             raise ValueError(f"{owner}.fill: must be 'forward' or 'linear', got {self.fill!r}.")
+        bad = [h for h in self.exposure_halflives if not (isinstance(h, float) and np.isfinite(h) and h > 0)]
+        if bad:
+            raise ValueError(
+                f"{owner}.exposure_halflives: expected positive half-lives in the data's time unit, e.g. "
+                f"(0.5, 2.0, 8.0), got {bad[0]!r}."
+            )
         if data.treatments is None:
             raise ValueError(
                 f"{owner}: the data has no treatments; pass TimeSeries(..., treatments=(N, T, K)) "
@@ -374,7 +426,8 @@ class AbstractCDEForecaster(AbstractModel):
         xs, tsc = self._controls(batch)
         st = self._static(batch, n)
         z0 = jnp.tanh(jnp.concatenate([xs[:, 0], st], -1) @ p["embed_W"] + p["embed_b"])
-        a_next = jnp.moveaxis(batch.treatments[:, 1:], 1, 0)  # treatment over step j -> j+1
+        tr = jnp.concatenate([batch.treatments, self._exposures(tsc, batch.treatments)], -1)
+        a_next = jnp.moveaxis(tr[:, 1:], 1, 0)  # treatment (and exposures) over step j -> j+1
         keys = jax.random.split(key, t_len - 1)
         c = self._c_enc
 
@@ -467,7 +520,7 @@ class AbstractCDEForecaster(AbstractModel):
         a_pad = jnp.concatenate([tr, jnp.zeros((n, hor, tr.shape[-1]))], 1)
         A = jnp.concatenate([t_pad[..., None], a_pad], -1)  # (N, T+hor, C_dec)
         A = jnp.moveaxis(A, 1, 0)  # (T+hor, N, C)
-        a_rows = jnp.moveaxis(a_pad, 1, 0)
+        a_rows = jnp.moveaxis(jnp.concatenate([a_pad, self._exposures(t_pad, a_pad)], -1), 1, 0)
         t_rows = jnp.moveaxis(t_pad, 1, 0)
 
         # Start rows of the multi-step (tau >= 2) decoder: a random subset shared by the
@@ -574,6 +627,9 @@ class AbstractCDEForecaster(AbstractModel):
         # Start from the last history row strictly before the first query time.
         i0 = jnp.clip(jnp.sum(batch.ts < query.ts[:, :1], axis=1) - 1, 0, t_len - 1)
         tsc = (batch.ts - t0) / self.time_scale
+        e_hist = self._exposures(tsc, batch.treatments)  # (N, T, K·H)
+        decay_h = jnp.asarray([h / self.time_scale for h in self.exposure_halflives], tsc.dtype)
+        n_tr = self.n_treatments
         n_rows = dec_r["W2"].shape[0] if dec_r else 1
         idx = jnp.arange(n)
 
@@ -585,6 +641,7 @@ class AbstractCDEForecaster(AbstractModel):
             n_i, i0_i = inp
             u = zs[i0_i, n_i][None, None]  # (1, 1, H)
             t_prev, a_prev = tsc[n_i, i0_i], batch.treatments[n_i, i0_i]
+            e_prev = e_hist[n_i, i0_i].reshape(n_tr, len(self.exposure_halflives))  # (K, H)
             st = self._static(batch, n)[n_i][None, None]
             k_n = jax.random.fold_in(k_dec, n_i)
             means, scales = [], []
@@ -594,12 +651,14 @@ class AbstractCDEForecaster(AbstractModel):
                 lay = {**dec_fixed, **jax.tree_util.tree_map(take, dec_r)}
                 t_cur, a_cur = qts[n_i, k], query.treatments[n_i, k]
                 dA = jnp.concatenate([(t_cur - t_prev)[None], a_cur - a_prev])
-                u = self._decode_step(lay, u, t_prev[None, None], a_cur[None, None], dA[None, None], st,
+                e_cur = e_prev * jnp.exp2(-(t_cur - t_prev) / decay_h) + a_cur[:, None]
+                a_in = jnp.concatenate([a_cur, e_cur.reshape(-1)])
+                u = self._decode_step(lay, u, t_prev[None, None], a_in[None, None], dA[None, None], st,
                                       jax.random.fold_in(k_n, k))
                 m, s = self._head(p, u[0, 0])
                 means.append(m)
                 scales.append(s)
-                t_prev, a_prev = t_cur, a_cur
+                t_prev, a_prev, e_prev = t_cur, a_cur, e_cur
             return jnp.stack(means), jnp.stack(scales)  # (Hq, D)
 
         m, s = jax.lax.map(one_series, (idx, i0))  # (N, Hq, D)
@@ -652,6 +711,12 @@ class BNCDE(AbstractCDEForecaster):
     - `forecast_series_every`: every this-many-th series (index `i % k == k − 1`), at most
       64 series, is held back from the likelihood to fit the forecast's widening (below);
       `0` turns it off.
+    - `exposure_halflives`: half-lives in the data's time unit, e.g. `(0.5, 2.0, 8.0)`; for
+      each, both fields read each treatment's exposure `e_j = e_{j−1}·2^{−Δt/h} + a_j` (a
+      dose that decays by half every `h`) beside the treatment itself, over the history and
+      on into a plan. Sustained treatment is then a growing input whose effect the isolated
+      treatment days in the data can teach, rather than a run of identical inputs. Off by
+      default (`()`); measured in `docs/calibration.md`.
 
     **Widening fitted on held-back series.** On a small cohort the networks fit the
     training patients' outcomes more closely than they forecast new ones, and the
