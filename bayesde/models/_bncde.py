@@ -137,6 +137,12 @@ def _as_halflives(value):
         return (value,)
 
 
+def _exposure_step(e, dt, a, halflives):
+    """One step of `exposures`: the exposures `e (..., K, H)` decayed over `dt (...)`, plus
+    the doses `a (..., K)` of the new row."""
+    return e * jnp.exp2(-dt[..., None, None] / halflives) + a[..., None]
+
+
 def exposures(ts, treatments, halflives):
     """Each treatment channel's exposure with each half-life: `e_j = e_{j−1}·2^{−(t_j −
     t_{j−1})/h} + a_j` from `e_0 = a_0`, a dose that decays by half every `h` time units.
@@ -149,17 +155,14 @@ def exposures(ts, treatments, halflives):
     if not halflives:
         return jnp.zeros(treatments.shape[:2] + (0,), treatments.dtype)
     h = jnp.asarray(halflives, treatments.dtype)
-    dt = jnp.diff(ts, axis=1)[..., None, None]  # (N, T−1, 1, 1)
-    decay = jnp.exp2(-dt / h)  # (N, T−1, 1, H)
-    a = treatments[..., None]  # (N, T, K, 1)
 
     def step(e, inp):
-        d, a_j = inp
-        e = e * d + a_j
+        e = _exposure_step(e, *inp, h)
         return e, e
 
-    e0 = jnp.broadcast_to(a[:, 0], a.shape[:1] + a.shape[2:3] + h.shape)
-    _, es = jax.lax.scan(step, e0, (jnp.moveaxis(decay, 1, 0), jnp.moveaxis(a[:, 1:], 1, 0)))
+    e0 = jnp.broadcast_to(treatments[:, 0, :, None], treatments.shape[:1] + treatments.shape[2:] + h.shape)
+    dts, doses = jnp.moveaxis(jnp.diff(ts, axis=1), 1, 0), jnp.moveaxis(treatments[:, 1:], 1, 0)
+    _, es = jax.lax.scan(step, e0, (dts, doses))
     es = jnp.concatenate([e0[None], es], 0)  # (T, N, K, H)
     return jnp.moveaxis(es, 0, 1).reshape(treatments.shape[:2] + (-1,))
 
@@ -262,10 +265,15 @@ class AbstractCDEForecaster(AbstractModel):
     def _field_in(self):
         return 1 + self.state_dim + self.n_treatments * (1 + len(self.exposure_halflives)) + self.n_static
 
+    @property
+    def _model_halflives(self):
+        """`exposure_halflives` in model time (`(t − t₀) / time_scale`; they are given in data
+        time units)."""
+        return tuple(h / self.time_scale for h in self.exposure_halflives)
+
     def _exposures(self, tsc, treatments):
-        """`exposures` of the treatments on model time `tsc` (the half-lives are in data
-        time units, model time is `(t − t₀) / time_scale`)."""
-        return exposures(tsc, treatments, tuple(h / self.time_scale for h in self.exposure_halflives))
+        """`exposures` of the treatments on model time `tsc`."""
+        return exposures(tsc, treatments, self._model_halflives)
 
     def _layer_shapes(self, part):
         c = self._c_enc if part == "enc" else self._c_dec
@@ -628,7 +636,7 @@ class AbstractCDEForecaster(AbstractModel):
         i0 = jnp.clip(jnp.sum(batch.ts < query.ts[:, :1], axis=1) - 1, 0, t_len - 1)
         tsc = (batch.ts - t0) / self.time_scale
         e_hist = self._exposures(tsc, batch.treatments)  # (N, T, K·H)
-        decay_h = jnp.asarray([h / self.time_scale for h in self.exposure_halflives], tsc.dtype)
+        halflives = jnp.asarray(self._model_halflives, tsc.dtype)
         n_tr = self.n_treatments
         n_rows = dec_r["W2"].shape[0] if dec_r else 1
         idx = jnp.arange(n)
@@ -651,7 +659,7 @@ class AbstractCDEForecaster(AbstractModel):
                 lay = {**dec_fixed, **jax.tree_util.tree_map(take, dec_r)}
                 t_cur, a_cur = qts[n_i, k], query.treatments[n_i, k]
                 dA = jnp.concatenate([(t_cur - t_prev)[None], a_cur - a_prev])
-                e_cur = e_prev * jnp.exp2(-(t_cur - t_prev) / decay_h) + a_cur[:, None]
+                e_cur = _exposure_step(e_prev, t_cur - t_prev, a_cur, halflives)
                 a_in = jnp.concatenate([a_cur, e_cur.reshape(-1)])
                 u = self._decode_step(lay, u, t_prev[None, None], a_in[None, None], dA[None, None], st,
                                       jax.random.fold_in(k_n, k))
