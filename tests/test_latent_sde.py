@@ -64,6 +64,7 @@ def test_kl_estimator_matches_the_closed_form_between_two_ou_processes(getkey):
         ({"seasons": (12.0, -1.0)}, "seasons"),
         ({"seasons": "yearly"}, "seasons"),
         ({"linear_drift": "yes"}, "linear_drift"),
+        ({"posterior_drift": "separate"}, "posterior_drift"),
         ({"forecast_score": "energy"}, "forecast_score"),
     ],
 )
@@ -789,6 +790,40 @@ def test_the_linear_drift_starts_at_zero_and_changes_no_other_initial_weight():
     h0 = model._sde(linear)[0](0.0, z, None)
     h1 = model._sde(eqx.tree_at(lambda n: n.linear_drift, linear, rotate))[0](0.0, z, None)
     np.testing.assert_allclose(np.asarray(h1 - h0), np.asarray(z @ rotate.T), rtol=1e-5, atol=1e-5)
+
+
+def test_an_own_posterior_drift_frees_the_paths_from_the_prior_and_keeps_the_girsanov_kl():
+    # `posterior_drift=b`: the paths follow b + g u whatever the prior drift h is, and the KL is
+    # ½ ∫ |(b − h)/g + u|² dt on the Euler grid; so the prior drift's gradient is the fit of h
+    # to the posterior drift (Li et al.), not a path sensitivity.
+    from bayesde.models._latent_sde import posterior_sde_with_kl
+
+    ts = jnp.linspace(0.0, 1.0, 9)
+    z0 = jnp.array([[0.5, -1.0]])
+    noise = jax.random.normal(jax.random.key(0), (8, 1, 2))
+    g = lambda t, z, a: jnp.full_like(z, 0.4)  # noqa: E731
+    u = lambda t, z, a: jnp.tanh(z)  # noqa: E731
+    b = lambda t, z, a: -z  # noqa: E731
+
+    def solve(a):
+        return posterior_sde_with_kl(lambda t, z, _: a * z, u, g, z0, ts, noise, posterior_drift=b)
+
+    (zs1, kl1), (zs2, kl2) = solve(0.3), solve(-2.0)
+    np.testing.assert_array_equal(np.asarray(zs1), np.asarray(zs2))
+    z, dt = np.asarray(zs1[:-1]), np.diff(np.asarray(ts))[:, None]
+    for a, kl in ((0.3, kl1), (-2.0, kl2)):
+        want = np.sum(0.5 * np.sum(((-z - a * z) / 0.4 + np.tanh(z)) ** 2, -1) * dt, 0)
+        np.testing.assert_allclose(np.asarray(kl), want, rtol=1e-5)
+    shared, _ = posterior_sde_with_kl(b, u, g, z0, ts, noise)  # the shared form with h = b: same paths
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(zs1), rtol=1e-6)
+    model = bd.models.LatentSDE(seasons=(), posterior_drift="own", linear_drift=True)
+    with numpyro.handlers.seed(rng_seed=3):
+        nets = model._make_networks(2)
+    leaves = lambda tree: jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))  # noqa: E731
+    for x, y in zip(leaves(nets.prior_drift), leaves(nets.posterior_drift), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # the copy starts at the prior's weights
+    assert nets.posterior_linear_drift.shape == (4, 4)
+    assert bd.models.LatentSDE.from_config(model.config()).posterior_drift == "own"
 
 
 def test_the_log_forecast_score_is_best_at_the_forecasts_own_spread():
