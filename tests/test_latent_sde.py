@@ -501,7 +501,7 @@ def _absent_and_empty(ts, ys, gap_rows):
     return (ts[keep], ys[keep], mask[keep]), (ts, np.where(mask, ys, 0.0), mask)
 
 
-@pytest.mark.parametrize("encoder", ["gru", "ncde"])
+@pytest.mark.parametrize("encoder", ["gru", "forward-gru", "ncde"])
 def test_encoders_read_empty_rows_as_if_they_were_absent(encoder, getkey):
     ts = np.linspace(0.0, 1.0, 9)
     ys = np.asarray(jax.random.normal(getkey(), (9, 2)))
@@ -512,6 +512,19 @@ def test_encoders_read_empty_rows_as_if_they_were_absent(encoder, getkey):
     empty = net(jnp.asarray(te), jnp.asarray(ye), jnp.asarray(me))
     keep = np.setdiff1d(np.arange(9), gaps)
     np.testing.assert_allclose(np.asarray(empty)[keep], np.asarray(absent), rtol=1e-5, atol=1e-6)
+
+
+def test_the_forward_gru_context_reads_the_past_and_the_backward_one_the_future(getkey):
+    ts = jnp.linspace(0.0, 1.0, 7)
+    ys = jax.random.normal(getkey(), (7, 2))
+    mask = jnp.ones((7, 2), bool)
+    changed = ys.at[4].add(1.0)  # a change at row 4 reaches rows <= 4 backwards, >= 4 forwards
+    for name, same, moved in (("forward-gru", slice(0, 4), slice(4, 7)), ("gru", slice(5, 7), slice(0, 5))):
+        net = bd.models.encoders.as_encoder(name).make(2, 8, 4, key=jax.random.key(0))
+        a, b = np.asarray(net(ts, ys, mask)), np.asarray(net(ts, changed, mask))
+        np.testing.assert_array_equal(a[same], b[same])
+        assert np.all(np.abs(a[moved] - b[moved]).max(axis=-1) > 0), name
+    assert bd.models.LatentSDE.from_config(bd.models.LatentSDE(encoder="forward-gru").config()).encoder.name == "forward-gru"
 
 
 @pytest.mark.slow

@@ -328,8 +328,9 @@ class LatentSDE(AbstractModel):
 
     - `latent_dim`, `context_dim`: sizes of the latent state and the encoder context.
     - `width`: width of every network (`hidden` is its deprecated name).
-    - `encoder`: `bd.models.encoders.GRU()` / `"gru"` (backward GRU) or `NCDE()` /
-      `"ncde"` (backward neural CDE).
+    - `encoder`: `bd.models.encoders.GRU()` / `"gru"` (backward GRU), `NCDE()` /
+      `"ncde"` (backward neural CDE) or `ForwardGRU()` / `"forward-gru"` (a GRU run
+      forwards: the posterior sees no observation past the next one).
     - `family`: a `bd.models.families` object or its name (above).
     - `likelihood`: `bd.models.likelihoods.Normal()` / `"normal"` or `Laplace()` /
       `"laplace"`.

@@ -71,34 +71,39 @@ class TimeNet(eqx.Module):
 
 class GRUEncoder(eqx.Module):
     """A GRU run backwards in time over `[y·mask, mask, Δt]`; the context at
-    observation `j` summarises the observations at times `>= t_j`."""
+    observation `j` summarises the observations at times `>= t_j`. With
+    `backward=False` it runs forwards, and the context at `j` summarises those at
+    times `<= t_j` (`Δt` then to the previous observation)."""
 
     cell: eqx.nn.GRUCell
     out: eqx.nn.Linear
+    backward: bool = eqx.field(static=True, default=True)
 
-    def __init__(self, data_dim, width, context_dim, *, key):
+    def __init__(self, data_dim, width, context_dim, *, key, backward=True):
         k1, k2 = jax.random.split(key)
         self.cell = eqx.nn.GRUCell(2 * data_dim + 1, width, key=k1)
         self.out = eqx.nn.Linear(width, context_dim, key=k2)
+        self.backward = backward
 
     def __call__(self, ts, ys, mask):
         m = mask.astype(ys.dtype)
         seen = jnp.any(mask, axis=-1)
 
         def scan_step(carry, inp):
-            h, t_next = carry
+            h, t_other = carry
             t, y, mk, s = inp
-            # Δt to the next time with an observation (0 at the last one), so that a
-            # fully missing row reads as a longer gap, exactly as if the row were absent.
-            gap = jnp.where(jnp.isfinite(t_next), t_next - t, 0.0)
+            # Δt to the neighbouring time with an observation in the reading direction (0 at
+            # the first one read), so that a fully missing row reads as a longer gap, exactly
+            # as if the row were absent.
+            gap = jnp.where(jnp.isfinite(t_other), jnp.abs(t_other - t), 0.0)
             x = jnp.concatenate([y * mk, mk, gap[None]])
             # Times with no observation (padding, fully missing rows) leave h unchanged.
             h = jnp.where(s, self.cell(x, h), h)
-            return (h, jnp.where(s, t, t_next)), h
+            return (h, jnp.where(s, t, t_other)), h
 
         h0 = jnp.zeros((self.cell.hidden_size,), ys.dtype)
         carry = (h0, jnp.asarray(jnp.inf, ts.dtype))
-        _, hs = jax.lax.scan(jax.checkpoint(scan_step), carry, (ts, ys, m, seen), reverse=True)
+        _, hs = jax.lax.scan(jax.checkpoint(scan_step), carry, (ts, ys, m, seen), reverse=self.backward)
         return jax.vmap(self.out)(hs)
 
 
