@@ -70,7 +70,11 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             # each treatment's exposure (a dose decaying by half every 0.5, 2 or 8 days) read by both
             # fields beside the treatment itself: sustained treatment is then a growing input, whose
             # effect isolated treatment days can teach, rather than a run of identical ones
-            "exposures": (dict(exposure_halflives=(0.5, 2.0, 8.0)), {})}
+            "exposures": (dict(exposure_halflives=(0.5, 2.0, 8.0)), {}),
+            # the two that moved the rare plan most, together: members that disagree on an
+            # extrapolation, each reading the exposures
+            "ensemble of 4 with exposures": (dict(exposure_halflives=(0.5, 2.0, 8.0)),
+                                             dict(method="ensemble", num_members=4))}
 PLANS = ("none", "chemo")
 
 
