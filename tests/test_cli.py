@@ -685,7 +685,17 @@ def test_a_fit_that_explains_little_is_flagged():
     good[..., 1] = 0.0  # column "b": the median is the mean, R² ≈ 0
     (msg,) = explains_little(post_predicting(good))
     assert msg.startswith("the fit explains little of 'b': in-sample R² ")
+    assert msg.endswith("Try another --model (e.g. latent-sde for a noisy or cyclic series) or add the variables "
+                        "that drive it.")
     assert explains_little(post_predicting(data.ys)) == []
+
+    class LatentSDE:  # the model the advice would name: it names none
+        pass
+
+    post = post_predicting(good)
+    post.model = LatentSDE()
+    (msg,) = explains_little(post)
+    assert msg.endswith("Try another --model or add the variables that drive it.")
 
 
 def test_explains_little_judges_the_dynamics_without_the_model_discrepancy():

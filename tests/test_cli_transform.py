@@ -121,3 +121,52 @@ def test_prediction_map_commutes_with_quantiles_and_maps_f_samples():
     np.testing.assert_array_equal(np.asarray(pred.samples), s)  # the original is left as it was
     assert pred.map(np.exp).f_samples is not None
     assert bd.Prediction(s, np.arange(3.0)).map(np.exp).f_samples is None
+
+
+def test_forecast_notes_bands_below_zero_for_data_never_below_zero():
+    """`bayesde forecast` on a run fitted without `--transform`: a column the data never take
+    below 0 whose forecast's 5% quantile goes below 0 gets a note with the count and the refit;
+    a column with negative data, or a forecast above 0, gets none."""
+    import bayesde as bd
+    from bayesde._cli._forecast import support_notes
+
+    ys = np.stack([np.array(CASES, float), np.array(CASES, float) - 5.0], -1)[None]  # (1, T, 2)
+    data = bd.TimeSeries(np.arange(len(CASES), dtype=float)[None], ys, names=["cases", "change"])
+    rows = [dict(series=0, time=t, variable=v, part=part, q05=q)
+            for t, part, q in [(23.0, "history", -9.0), (24.0, "forecast", -1.5), (25.0, "forecast", 0.0),
+                               (26.0, "forecast", -0.1)]
+            for v in ("cases", "change")]
+    notes = support_notes(pd.DataFrame(rows), data)
+    assert notes == [
+        "'cases' is never below 0 in the data, but the forecast's 5% quantile is below 0 at 2 of 3 forecast rows; "
+        "refit with `bayesde fit ... --transform log1p` (log(1 + y), zeros allowed) to keep the bands at 0 or above."
+    ]
+    above = pd.DataFrame([dict(series=0, time=24.0, variable="cases", part="forecast", q05=0.0)])
+    assert support_notes(above, data) == []
+
+
+def test_auto_fits_the_latent_sde_on_log1p_of_data_never_below_zero(tmp_path):
+    """`--transform auto` (the default of `bayesde fit`): `log1p` for `--model latent-sde` when
+    every value is >= 0, said with the reason and recorded as the transform applied; `none` for
+    data with a negative value and for every other model; a named transform is what it says."""
+    import bayesde as bd
+    from bayesde._cli._csv import Transform, read_csv, resolve_transform
+
+    counts_frame().to_csv(tmp_path / "counts.csv", index=False)
+    kw = dict(time_col="week", series_col="series", series_explicit=False, value_cols=None, treatment_cols=None,
+              static_cols=None)
+    ts, meta = read_csv(bd, str(tmp_path / "counts.csv"), transform="auto", model="latent-sde", **kw)
+    assert meta["transform"] == "log1p"
+    assert meta["transform_reason"] == (
+        "every value of ['cases'] is >= 0, so --model latent-sde is fitted on log(1 + y) (--transform auto, the "
+        "default; --transform none fits the values as they are)")
+    np.testing.assert_allclose(np.asarray(ts.ys)[0, :, 0], np.log1p(CASES), rtol=1e-6)
+    for model in ("neural-ode", "ode-lv", "bncde", "fractional-sde", "mymodels:Growth"):
+        ts, meta = read_csv(bd, str(tmp_path / "counts.csv"), transform="auto", model=model, **kw)
+        assert (meta["transform"], meta["transform_reason"]) == ("none", None), model
+        np.testing.assert_array_equal(np.asarray(ts.ys)[0, :, 0], CASES)
+    signed = counts_frame().assign(cases=np.array(CASES, float) - 1.0)
+    data = bd.TimeSeries.from_pandas(signed, time="week", series=None, values=["cases"])
+    assert resolve_transform("auto", "latent-sde", data) == (Transform.none, None)
+    assert resolve_transform("log", "neural-ode", data) == (Transform.log, None)
+    assert resolve_transform("none", "latent-sde", data) == (Transform.none, None)

@@ -17,11 +17,44 @@ class Transform(str, enum.Enum):
     """`bayesde fit --transform`: the scale the model is fitted on. `log1p` fits
     `log(1 + y)` (counts and other data >= 0), `log` fits `log(y)` (data > 0); the
     forecast maps every predictive draw back (`inverse`), and as the maps are monotone
-    its quantiles are those of the data's units and its bands lie in the data's support."""
+    its quantiles are those of the data's units and its bands lie in the data's support.
+    `auto` (the default) is `log1p` or `none`, chosen from the data and the model by
+    `resolve_transform`; a run records the one chosen."""
 
+    auto = "auto"
     none = "none"
     log = "log"
     log1p = "log1p"
+
+
+#: `--transform auto` fits these models on `log(1 + y)` when the data are never below 0. The
+#: latent SDE is a free-form forecaster (no parameter means anything on the data's own scale), and
+#: on records that cannot go below zero it forecast better on that scale (docs/real-series.md).
+#: Not the mechanistic `ode-lv` (its log-normal observation already keeps it positive), not the
+#: treatment models (`bayesde effects` compares plans on the data's scale), and not the models
+#: not measured that way.
+AUTO_LOG1P_MODELS = ("latent-sde",)
+
+
+def resolve_transform(name: str, model: str, data) -> tuple[Transform, Optional[str]]:
+    """The transform `--transform name` fits `model` on, and for `auto` the reason said at fit
+    time (`None` otherwise): `log1p` when the model is one of `AUTO_LOG1P_MODELS` and every
+    observed value of every value column of `data` (a `bd.TimeSeries` of the values as read)
+    is >= 0, else `none`. A name other than `auto` is what it says."""
+    import numpy as np
+
+    t = Transform(name)
+    if t is not Transform.auto:
+        return t, None
+    if model not in AUTO_LOG1P_MODELS:
+        return Transform.none, None
+    observed = np.asarray(data.ys)[np.asarray(data.mask)]
+    if observed.size == 0 or observed.min() < 0:
+        return Transform.none, None
+    return Transform.log1p, (
+        f"every value of {data.names} is >= 0, so --model {model} is fitted on log(1 + y) (--transform auto, "
+        "the default; --transform none fits the values as they are)"
+    )
 
 
 #: `--transform`: the smallest value it takes, whether that value itself is allowed, the word for
@@ -31,7 +64,7 @@ _DOMAIN = {"log": (0.0, False, "not positive", "log(y)"), "log1p": (0.0, True, "
 
 def transform_formula(name: str) -> str:
     """What the model is fitted on, e.g. `log(1 + y)`."""
-    return _DOMAIN[Transform(name).value][3] if Transform(name) is not Transform.none else "y"
+    return _DOMAIN[Transform(name).value][3] if Transform(name) not in (Transform.none, Transform.auto) else "y"
 
 
 def forward(name: str, y):
@@ -107,13 +140,16 @@ def read_csv(
     treatment_cols: Optional[list[str]],
     static_cols: Optional[list[str]],
     transform: str = "none",
+    model: Optional[str] = None,
 ):
     """Read a long-format CSV into a `bd.TimeSeries`, refusing bad input with the
     column and the row (0-based data row and 1-based file line). With a `transform`
-    (`--transform`), the value columns are checked against its domain and the series
+    (`--transform`; `auto` is resolved for `model` from the values as read,
+    `resolve_transform`), the value columns are checked against its domain and the series
     holds the transformed values.
 
-    **Returns:** the `TimeSeries` and a record of what was read (for `cli.json`).
+    **Returns:** the `TimeSeries` and a record of what was read (for `cli.json`), with the
+    transform applied (`transform`) and, when `auto` chose one, why (`transform_reason`).
     """
     p = Path(path)
     df = _load_frame(p, path)
@@ -135,7 +171,8 @@ def read_csv(
         )
     except bd.DataError as e:  # said again with the file's name and line, from the error's fields
         raise UserError(e.message(p.name, row_label=lambda r: where(p, r))) from None
-    if Transform(transform) is not Transform.none:
+    transform, reason = resolve_transform(transform, model, data)
+    if transform is not Transform.none:
         # The values were checked as numbers above; now their domain, then the same series on the model's scale.
         import pandas as pd
 
@@ -158,6 +195,8 @@ def read_csv(
         "static_cols": static_cols,
         "time_unit": data.time_unit,
         "time_origin": None if data.time_origin is None else str(data.time_origin),
+        "transform": transform.value,
+        "transform_reason": reason,
     }
 
 

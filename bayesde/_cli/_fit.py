@@ -34,11 +34,12 @@ def fit(
                                                  help="Comma-separated treatment columns (numbers or yes/no)."),
     static_cols: Optional[str] = typer.Option(None, "--static-cols", show_default=False,
                                               help="Comma-separated static covariate columns (constant per series)."),
-    transform: Transform = typer.Option(Transform.none, "--transform", case_sensitive=False,
+    transform: Transform = typer.Option(Transform.auto, "--transform", case_sensitive=False,
                                         help="Fit the value columns on another scale: log1p fits log(1 + y) (counts "
                                              "and data >= 0, zeros allowed), log fits log(y) (data > 0). `bayesde "
                                              "forecast` maps every draw back, so the bands stay >= 0 (log1p) or "
-                                             "> 0 (log)."),
+                                             "> 0 (log). auto: log1p for --model latent-sde when every value is "
+                                             ">= 0, else none."),
     seed: int = SEED,
     num_steps: Optional[int] = typer.Option(None, "--num-steps", show_default=False, help="SVI steps (default: 2000)."),
     num_warmup: Optional[int] = typer.Option(None, "--num-warmup", show_default=False, help="NUTS warmup (default: 500)."),
@@ -62,7 +63,7 @@ def fit(
 
     The run folder holds the posterior (bd.load(DIR) reads it back) and cli.json with the bayesde version, this command, the data file's sha256, the seed and the --transform.
 
-    Counts (zeros allowed) or other data that cannot go below zero: add --transform log1p (data above zero: --transform log), and the forecast bands stay in the data's range.
+    Counts (zeros allowed) or other data that cannot go below zero: add --transform log1p (data above zero: --transform log), and the forecast bands stay in the data's range. With --model latent-sde the default (--transform auto) does so when every value is >= 0; --transform none fits the values as they are.
 
     Example:
 
@@ -84,12 +85,13 @@ def fit(
     ts, meta = read_csv(
         bd, data, time_col=time_col, series_col=series_col or "series", series_explicit=series_col is not None,
         value_cols=split_cols(value_cols), treatment_cols=split_cols(treatment_cols),
-        static_cols=split_cols(static_cols), transform=transform.value,
+        static_cols=split_cols(static_cols), transform=transform.value, model=model,
     )
+    transform, reason = Transform(meta.pop("transform")), meta.pop("transform_reason")
     say(f"data: {ts!r} from {Path(data).name}", quiet)
     if transform is not Transform.none:
-        say(f"transform: the model is fitted on {transform_formula(transform.value)} of {ts.names}; "
-            "`bayesde forecast` maps its draws back to the data's units", quiet)
+        what = reason or f"the model is fitted on {transform_formula(transform.value)} of {ts.names}"
+        say(f"transform: {what}; `bayesde forecast` maps its draws back to the data's units", quiet)
     if ts.time_unit is not None:
         say(f"time: {time_col!r} holds dates; the model sees {ts.time_unit} since {ts.time_origin}", quiet)
     m = build_model(factory, bd, ts, model, kwargs)
@@ -153,6 +155,8 @@ def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> l
     except ValueError:
         return []  # the model cannot predict at its own observation times; nothing to check
     median = np.asarray(pred.median)
+    # a latent SDE is the model the advice would name: then it names none
+    other = "" if type(post.model).__name__ == "LatentSDE" else " (e.g. latent-sde for a noisy or cyclic series)"
     out = []
     for k, name in enumerate(data.names):
         seen = data.mask[..., k]
@@ -162,8 +166,8 @@ def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> l
         r2 = 1.0 - np.mean((median[..., k][seen] - y) ** 2) / np.var(y)
         if r2 < threshold:
             out.append(
-                f"the fit explains little of {name!r}: in-sample R² {r2:.2f} ({carried_by}). Try another --model "
-                "(e.g. latent-sde for a noisy or cyclic series) or add the variables that drive it."
+                f"the fit explains little of {name!r}: in-sample R² {r2:.2f} ({carried_by}). Try another --model"
+                f"{other} or add the variables that drive it."
             )
     return out
 

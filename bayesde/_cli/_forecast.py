@@ -42,7 +42,7 @@ def forecast(
 
     forecast.csv is tidy: series, time, variable, part (history/forecast), mean, q05, q25, q50, q75, q95, with a date column after time when the fitted time column held dates. It is the table of post.forecast(...) in Python. forecast.png draws the history points, the median and the 50% and 90% bands. posterior.nc is the ArviZ InferenceData (posterior + this forecast).
 
-    A run fitted with --transform log1p or log is forecast in the data's units: every predictive draw is mapped back (expm1 or exp) before the quantiles of forecast.csv, forecast_conformal.csv and forecast.png are computed, so the bands lie in the data's support; posterior.nc and the backtest's scores stay on the scale the model was fitted on.
+    A run fitted with --transform log1p or log is forecast in the data's units: every predictive draw is mapped back (expm1 or exp) before the quantiles of forecast.csv, forecast_conformal.csv and forecast.png are computed, so the bands lie in the data's support; posterior.nc and the backtest's scores stay on the scale the model was fitted on. A run fitted without --transform whose data never go below zero but whose forecast's 5% quantile does gets a note per such column, with the refit (--transform log1p).
 
     Example:
 
@@ -83,6 +83,9 @@ def forecast(
         say(f"transform: the model was fitted on {transform_formula(transform.value)}; forecast.csv and "
             "forecast.png are in the data's units (every draw mapped back), posterior.nc"
             + (" and the backtest scores" if bt is not None else "") + " on the model's scale", quiet)
+    else:
+        for note in support_notes(df, data):
+            print(f"note: {note}")
     with staging(out_p) as tmp:
         df.to_csv(tmp / "forecast.csv", index=False)
         if bt is not None:
@@ -120,6 +123,31 @@ def run_transform(run: str) -> Transform:
     except ValueError:
         raise UserError(f"--run {run}: cli.json holds the unknown transform {value!r}; expected one of "
                         f"{[t.value for t in Transform]}.") from None
+
+
+def support_notes(df, data) -> list[str]:
+    """A note per value column that the data never take below zero (counts, amounts,
+    concentrations) but whose forecast's 5% quantile goes below zero: the fit saw the data
+    on their own scale, where a Gaussian band has no floor. Says how often and the refit
+    that keeps the bands in the data's range (`--transform log1p`, which takes zeros).
+    `df` is the forecast table (`part`, `variable`, `q05`), `data` the fitted series."""
+    import numpy as np
+
+    fc = df[df["part"] == "forecast"]
+    notes = []
+    for k, name in enumerate(data.names):
+        observed = np.asarray(data.ys)[..., k][np.asarray(data.mask)[..., k]]
+        if observed.size == 0 or observed.min() < 0:
+            continue
+        rows = fc[fc["variable"] == name]
+        below = int((rows["q05"] < 0).sum())
+        if below:
+            notes.append(
+                f"{name!r} is never below 0 in the data, but the forecast's 5% quantile is below 0 at {below} of "
+                f"{len(rows)} forecast rows; refit with `bayesde fit ... --transform log1p` (log(1 + y), zeros "
+                "allowed) to keep the bands at 0 or above."
+            )
+    return notes
 
 
 def _to_data_units(bd, post, transform: Transform, horizon: float, step: float, pred, adj):
