@@ -79,6 +79,8 @@ def _parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="svi",
                    help="bayesde fit --method: svi (the default), or ensemble (five SVI fits, a mixture)")
+    p.add_argument("--transform", default=None,
+                   help="bayesde fit --transform (default: the command line's own); the draws are mapped back")
     p.add_argument("--workdir", default=None, help="keep the run folders here (default: a temporary folder)")
     p.add_argument("--out", default="benchmarks/results/real_series_cpu.json")
     p.add_argument("--table", action="store_true", help="print the markdown table of the JSON at --out and stop")
@@ -285,7 +287,7 @@ def _bayesde_exe():
     return str(exe) if exe.exists() else shutil.which("bayesde")
 
 
-def _cli_commands(csv, run, horizon, step, quick, seed, dated=False, method="svi"):
+def _cli_commands(csv, run, horizon, step, quick, seed, dated=False, method="svi", transform=None):
     if dated:  # a date column is read in days: the horizon reaches the last held-out month's first day
         horizon, step = horizon * DAYS_PER_YEAR + step * DAYS_PER_YEAR / 2, step * DAYS_PER_YEAR
     fit = [_bayesde_exe(), "fit", "--data", str(csv), "--time-col", "time", "--model", "latent-sde",
@@ -294,6 +296,8 @@ def _cli_commands(csv, run, horizon, step, quick, seed, dated=False, method="svi
           f"{step:.10f}", "--out", str(run / "forecast"), "--seed", str(seed), "--force", "--quiet"]
     if quick:
         fit += ["--num-steps", "30", "--num-samples", "30"]
+    if transform is not None:
+        fit += ["--transform", transform]
     return fit, fc
 
 
@@ -305,12 +309,18 @@ def _draws_at(times, draws, t_test, step, tolerance=0.01):
     return draws[:, idx, :]
 
 
-def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None, method="svi"):
+def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None, method="svi", transform=None):
     """Fit and forecast through the command line; `t0` (the first training time in
-    decimal years) when the CSV holds month dates, whose model times are days since it."""
+    decimal years) when the CSV holds month dates, whose model times are days since it.
+    `posterior.nc` holds the draws on the scale the model was fitted on: those of a run
+    fitted with a `--transform` (its `cli.json` says which) are mapped back to the data's
+    units, as `forecast.csv` gives them."""
     import arviz as az
 
-    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed, dated=t0 is not None, method=method)
+    from bayesde._cli._csv import inverse
+
+    fit, fc = _cli_commands(csv, run, horizon, step, quick, seed, dated=t0 is not None, method=method,
+                            transform=transform)
     for cmd in (fit, fc):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -318,6 +328,7 @@ def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None, method="
     pred = az.from_netcdf(str(run / "forecast" / "posterior.nc")).predictions
     draws = pred["y"].values  # (chain, draw, series, time, variable)
     draws = draws.reshape(-1, *draws.shape[2:])[:, 0]
+    draws = inverse(json.loads((run / "cli.json").read_text()).get("transform") or "none", draws)
     times, tolerance = pred["time"].values, 0.01
     if t0 is not None:  # days since the first month -> decimal years; months are 28-31 days long
         times, tolerance = t0 + times / DAYS_PER_YEAR, 0.5
@@ -393,7 +404,8 @@ def run_series(name, args, workdir):
         "step_years": step, "season": season, "cycle_or_season": cycle, "horizon_years": horizon,
     }
     if args.dry_run:
-        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed, dated=dated, method=args.method)
+        fit, fc = _cli_commands(csv, run, horizon, step, args.quick, args.seed, dated=dated, method=args.method,
+                                transform=args.transform)
         rec["commands"] = [" ".join(fit[1:]), " ".join(fc[1:])]
         return rec, None
     t0 = time.perf_counter()
@@ -402,14 +414,16 @@ def run_series(name, args, workdir):
         for attempt in range(2):
             try:
                 draws, cmd = _bayesde_cli(csv, run, horizon, step, t_te, args.quick, args.seed,
-                                          t0=float(t_tr[0]) if dated else None, method=args.method)
+                                          t0=float(t_tr[0]) if dated else None, method=args.method,
+                                          transform=args.transform)
                 break
             except RuntimeError as e:
                 rec.setdefault("cli_errors", []).append(str(e)[-500:])
                 time.sleep(0 if args.quick else 60 * (attempt == 0))
     if draws is None:
-        if args.method != "svi":  # the library fallback fits with SVI only
-            raise RuntimeError(f"{name}: bayesde fit --method {args.method} failed: {rec['cli_errors'][-1]}")
+        if args.method != "svi" or args.transform is not None:  # the library fallback: SVI, the data as they are
+            raise RuntimeError(f"{name}: bayesde fit --method {args.method} --transform {args.transform} failed: "
+                               f"{rec['cli_errors'][-1]}")
         how = "library"
         draws, cmd = _bayesde_library(t_tr, y_tr, names, horizon, step, t_te, args.quick, args.seed)
     rec["bayesde_seconds"] = round(time.perf_counter() - t0, 1)
@@ -521,6 +535,7 @@ def main():
         "quick": args.quick,
         "seed": args.seed,
         "method": args.method,
+        "transform": args.transform,
         "seconds": round(time.perf_counter() - t_start, 1),
         "machine": {
             "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),

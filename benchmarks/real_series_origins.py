@@ -3,14 +3,17 @@
     python benchmarks/real_series_origins.py                                # sunspots, CLI defaults
     python benchmarks/real_series_origins.py --variants "" "steps_per_unit=16"
     python benchmarks/real_series_origins.py --variants "members=4"         # a deep ensemble of 4
+    python benchmarks/real_series_origins.py --variants "transform=log1p"   # fitted on log(1 + y)
     python benchmarks/real_series_origins.py --series sunspots_gappy --origins 1900 1940 1977
 
 `benchmarks/real_series.py` scores one split per series: the last 10% of the rows. For a
 quasi-periodic record that is one draw of a phase and an amplitude (sunspots: the two
 strongest cycles of the century follow the split), too few to tell a model that learned
 the cycle from one that did not. Here every origin `t₀` refits bayesde's latent SDE on the
-rows at or before `t₀` (library calls with the command line's defaults, `bd.fit(
-bd.models.LatentSDE(**variant), history, "svi")` then `post.forecast`, 2000 steps) and
+rows at or before `t₀` (library calls with the model's defaults, `bd.fit(
+bd.models.LatentSDE(**variant), history, "svi")` then `post.forecast`, 2000 steps; the
+variant `transform=log1p` is what `bayesde fit --transform auto`, the command line's
+default, does with a record never below zero) and
 scores the next `--horizon` rows beside a SARIMAX chosen by AIC on the same history and
 the history's climatology, exactly as `real_series.py` scores them (CRPS and 90% interval
 in units of the history's standard deviation). Origins before the last tenth of the
@@ -18,7 +21,9 @@ record use rows the one-split benchmark trains on: a rolling-origin backtest, ev
 honest about its own future.
 
 Writes JSON (per origin and pooled: CRPS, 90% coverage and width of each forecaster,
-bayesde's CRPS over SARIMAX's and over the climatology's).
+bayesde's CRPS over SARIMAX's and over the climatology's). For a record never below zero
+the same SARIMAX search also runs on `log(1 + y)` (`sarimax_log1p`, its Gaussian draws mapped
+back by `expm1`): the classical model on the scale of `bayesde fit --transform log1p`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def _parse():
     p.add_argument("--variants", nargs="*", default=[""],
                    help='LatentSDE options per variant, "name=value,name=value" ("" = the defaults; '
                        '"members=4" fits a deep ensemble of 4 instead of one SVI fit, "members=4,combine=quantiles" '
-                       'averages its members\' quantiles)')
+                       'averages its members\' quantiles; "transform=log1p" fits log(1 + y), as bayesde fit --transform log1p)')
     p.add_argument("--steps", type=int, default=2000, help="SVI steps (the command line's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/real_series_origins_<series>_cpu.json)")
@@ -57,13 +62,23 @@ def _parse():
 
 #: Variant keys that are options of the ensemble engine, not of the model.
 _ENSEMBLE_KEYS = ("members", "cross_fit", "combine")
+#: Variant keys of the data's scale (`bayesde fit --transform`), not of the model.
+_DATA_KEYS = ("transform",)
 
 
 def _variant(spec):
-    """`(model options, fit options)` of a variant `"name=value,..."`: `members=M` fits a deep
-    ensemble of `M` members (`method="ensemble"`) instead of one SVI fit, with `cross_fit=1`
-    and `combine=quantiles` its options; the rest are `LatentSDE` fields."""
+    """`(model options, fit options, transform)` of a variant `"name=value,..."`: `members=M` fits
+    a deep ensemble of `M` members (`method="ensemble"`) instead of one SVI fit, with `cross_fit=1`
+    and `combine=quantiles` its options; `transform=log1p` (or `log`) fits the model on that
+    scale and maps every draw back, as `bayesde fit --transform` does; the rest are `LatentSDE`
+    fields."""
     tokens = [s for s in spec.split(",") if s]
+    transform = "none"
+    for s in [s for s in tokens if s.split("=", 1)[0] in _DATA_KEYS]:
+        transform = s.split("=", 1)[1]
+        if transform not in ("none", "log", "log1p"):
+            raise SystemExit(f"variant {spec!r}: transform={transform!r}; choose none, log or log1p")
+    tokens = [s for s in tokens if s.split("=", 1)[0] not in _DATA_KEYS]
     engine = _model_options([s for s in tokens if s.split("=", 1)[0] in _ENSEMBLE_KEYS])
     fit = dict(method="svi")
     if "members" in engine:
@@ -73,20 +88,30 @@ def _variant(spec):
         fit.update(engine)
     elif engine:
         raise SystemExit(f"variant {spec!r}: {sorted(engine)} are ensemble options; add members=M")
-    return _model_options([s for s in tokens if s.split("=", 1)[0] not in _ENSEMBLE_KEYS]), fit
+    return _model_options([s for s in tokens if s.split("=", 1)[0] not in _ENSEMBLE_KEYS]), fit, transform
 
 
-def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None):
+def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None, transform="none"):
     import jax
 
     import bayesde as bd
+    from bayesde._cli._csv import forward, inverse
 
-    post = bd.fit(bd.models.LatentSDE(**options), bd.TimeSeries(t_hist, y_hist[None], names=names),
+    post = bd.fit(bd.models.LatentSDE(**options), bd.TimeSeries(t_hist, forward(transform, y_hist)[None], names=names),
                   key=jax.random.key(seed), progress_bar=False, num_steps=steps, **(fit_options or dict(method="svi")))
     _, pred = post.forecast(float(t_target[-1] - t_hist[-1]), every=step, key=jax.random.key(seed),
                             return_prediction=True)
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
-    return _draws_at(pred.ts[0], np.asarray(pred.samples)[:, 0], t_target, step), best
+    draws = inverse(transform, np.asarray(pred.samples)[:, 0])  # the data's units, as `bayesde forecast` gives them
+    return _draws_at(pred.ts[0], draws, t_target, step), best
+
+
+def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
+    """Draws in the data's units `(n, T, D)` of a Gaussian forecast `N(mu, sd²)` of
+    `log(1 + y)`: mapped back by `expm1` and floored at 0, as `bayesde forecast` maps a
+    `--transform log1p` run's draws (the quantiles of a monotone map, scored from draws)."""
+    z = np.random.default_rng(seed).standard_normal((n,) + np.shape(mu))
+    return np.maximum(np.expm1(mu[None] + sd[None] * z), 0.0)
 
 
 def main():
@@ -108,10 +133,14 @@ def main():
         row = {"origin": origin, "n_history": int(hist.sum()), "n_scored": int(target.size),
                "sarimax": _score_gauss(mu, s, y_f, sd), "sarimax_chosen": info,
                "climatology": _score_draws(_climatology(t_h, y_h, t_f, season), y_f, sd)}
+        if (y_h >= 0).all():  # the classical model on the scale a statistician would give such data
+            log_base = _baselines(t_h, np.log1p(y_h), t_f, np.log1p(y_f), step, season, quick=False)
+            row["sarimax_log1p"] = _score_draws(_log1p_gauss_draws(*log_base["sarimax"][:2]), y_f, sd)
+            row["sarimax_log1p_chosen"] = log_base["sarimax"][2]
         for spec in args.variants:
             tic = time.perf_counter()
-            options, fit_options = _variant(spec)
-            draws, best = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options)
+            options, fit_options, transform = _variant(spec)
+            draws, best = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options, transform)
             row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best,
                                           seconds=round(time.perf_counter() - tic, 1))
             print(f"origin {origin:g} [{spec}]: CRPS {row[f'bayesde[{spec}]']['crps']:.3f} "
@@ -119,7 +148,8 @@ def main():
                   f"cov90 {row[f'bayesde[{spec}]']['coverage90']:.2f}", flush=True)
         runs.append(row)
     summary = {}
-    for key in ["sarimax", "climatology"] + [f"bayesde[{s}]" for s in args.variants]:
+    keys = ["sarimax"] + (["sarimax_log1p"] if all("sarimax_log1p" in r for r in runs) else [])
+    for key in keys + ["climatology"] + [f"bayesde[{s}]" for s in args.variants]:
         crps = np.array([r[key]["crps"] for r in runs])
         summary[key] = {
             "crps_mean": float(crps.mean()),

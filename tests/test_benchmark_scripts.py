@@ -141,14 +141,19 @@ def test_panel_spread_pairs_cells_with_the_truth_on_the_same_data_set(tmp_path):
 
 def test_real_series_origins_reads_an_ensemble_variant_apart_from_the_model_options():
     """`benchmarks/real_series_origins.py`: `members=M` in a variant is the fit's (a deep
-    ensemble of M), the other entries are the model's; `""` is one SVI fit at the defaults."""
+    ensemble of M), `transform=` the data's scale, the other entries are the model's; `""` is
+    one SVI fit at the defaults on the data as they are."""
     ro = _load("real_series_origins")
-    assert ro._variant("") == ({}, {"method": "svi"})
-    assert ro._variant("members=4,linear_drift=1") == ({"linear_drift": 1}, {"method": "ensemble", "num_members": 4})
+    assert ro._variant("") == ({}, {"method": "svi"}, "none")
+    assert ro._variant("members=4,linear_drift=1") == (
+        {"linear_drift": 1}, {"method": "ensemble", "num_members": 4}, "none")
     assert ro._variant("members=4,cross_fit=1,combine=quantiles") == (
-        {}, {"method": "ensemble", "num_members": 4, "cross_fit": True, "combine": "quantiles"})
+        {}, {"method": "ensemble", "num_members": 4, "cross_fit": True, "combine": "quantiles"}, "none")
+    assert ro._variant("transform=log1p,latent_dim=2") == ({"latent_dim": 2}, {"method": "svi"}, "log1p")
     with pytest.raises(SystemExit, match="ensemble options; add members=M"):
         ro._variant("combine=quantiles")
+    with pytest.raises(SystemExit, match="transform='sqrt'; choose none, log or log1p"):
+        ro._variant("transform=sqrt")
 
 
 def test_calibration_combines_an_ensembles_members_four_ways():
