@@ -85,7 +85,7 @@ def forecast(
             + (" and the backtest scores" if bt is not None else "") + " on the model's scale", quiet)
     else:
         for note in support_notes(df, data):
-            print(f"note: {note}")
+            say(f"note: {note}", quiet)
     with staging(out_p) as tmp:
         df.to_csv(tmp / "forecast.csv", index=False)
         if bt is not None:
