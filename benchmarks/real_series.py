@@ -15,8 +15,8 @@ through the actual command line, exactly as a user would:
 (times are decimal years; `STEP` is the sampling step: 1, 1/12 or 1/4), and the
 forecast draws at the held-out times are read from `RUN/forecast/posterior.nc`. If the
 command line fails (twice, a minute apart) the script falls back to the same calls in
-Python (`bd.fit(bd.models.LatentSDE(), data, "svi", ...)` and `post.forecast`) and
-records that it did.
+Python (`bd.fit(bd.models.LatentSDE(), data, "svi", ...)` and `post.forecast`, on the
+scale `--transform auto` chooses) and records that it did.
 
 Baselines, fitted on the same training rows (statsmodels, `baselines` extra):
 
@@ -340,18 +340,25 @@ def _bayesde_library(t_train, y_train, names, horizon, step, t_test, quick, seed
     import jax
     import bayesde as bd
 
+    from bayesde._cli._csv import forward, inverse, resolve_transform
+
     data = bd.TimeSeries(t_train, y_train[None], names=names)
+    # the scale the command line's default (`--transform auto`) would fit
+    transform = resolve_transform("auto", "latent-sde", data)[0].value
+    data = bd.TimeSeries(t_train, forward(transform, y_train)[None], names=names)
     opts = {"num_steps": 30, "num_samples": 30} if quick else {}
     post = bd.fit(bd.models.LatentSDE(), data, "svi", key=jax.random.key(seed), progress_bar=False, **opts)
     _, pred = post.forecast(horizon, every=step, key=jax.random.key(seed), return_prediction=True)
-    draws = np.asarray(pred.samples)[:, 0]
-    return _draws_at(pred.ts[0], draws, t_test, step), "bd.fit(bd.models.LatentSDE(), data, 'svi') + post.forecast"
+    draws = inverse(transform, np.asarray(pred.samples)[:, 0])
+    return _draws_at(pred.ts[0], draws, t_test, step), (
+        f"bd.fit(bd.models.LatentSDE(), data, 'svi') + post.forecast, on the {transform} scale")
 
 
 # -------------------------------------------------------------------- diagnose
 def diagnose(name, spec, seed=0):
-    """One library fit with the CLI's defaults except `spec` ("key=value,..."): the
-    learned noise, the in-sample fit and the forecast, all in training sds."""
+    """One library fit with the CLI's model defaults, on the data's own scale (the version
+    0.1 diagnosis; not `--transform auto`), except `spec` ("key=value,..."): the learned
+    noise, the in-sample fit and the forecast, all in training sds."""
     import dataclasses
 
     import jax
@@ -421,7 +428,8 @@ def run_series(name, args, workdir):
                 rec.setdefault("cli_errors", []).append(str(e)[-500:])
                 time.sleep(0 if args.quick else 60 * (attempt == 0))
     if draws is None:
-        if args.method != "svi" or args.transform is not None:  # the library fallback: SVI, the data as they are
+        # the library fallback: SVI, on the scale the command line's default chooses
+        if args.method != "svi" or args.transform is not None:
             raise RuntimeError(f"{name}: bayesde fit --method {args.method} --transform {args.transform} failed: "
                                f"{rec['cli_errors'][-1]}")
         how = "library"

@@ -1,6 +1,6 @@
 """Real series scored from several forecast origins, each a fresh fit on the history up to it.
 
-    python benchmarks/real_series_origins.py                                # sunspots, CLI defaults
+    python benchmarks/real_series_origins.py                                # sunspots, the model's defaults
     python benchmarks/real_series_origins.py --variants "" "steps_per_unit=16"
     python benchmarks/real_series_origins.py --variants "members=4"         # a deep ensemble of 4
     python benchmarks/real_series_origins.py --variants "transform=log1p"   # fitted on log(1 + y)
