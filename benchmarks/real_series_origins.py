@@ -108,10 +108,12 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
 
 def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
     """Draws in the data's units `(n, T, D)` of a Gaussian forecast `N(mu, sd²)` of
-    `log(1 + y)`: mapped back by `expm1` and floored at 0, as `bayesde forecast` maps a
-    `--transform log1p` run's draws (the quantiles of a monotone map, scored from draws)."""
+    `log(1 + y)`: mapped back by the map `bayesde forecast` applies to a `--transform log1p`
+    run's draws (`expm1`, floored at 0; the quantiles of a monotone map, scored from draws)."""
+    from bayesde._cli._csv import inverse
+
     z = np.random.default_rng(seed).standard_normal((n,) + np.shape(mu))
-    return np.maximum(np.expm1(mu[None] + sd[None] * z), 0.0)
+    return inverse("log1p", mu[None] + sd[None] * z)
 
 
 def main():
