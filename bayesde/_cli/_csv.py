@@ -64,7 +64,7 @@ _DOMAIN = {"log": (0.0, False, "not positive", "log(y)"), "log1p": (0.0, True, "
 
 def transform_formula(name: str) -> str:
     """What the model is fitted on, e.g. `log(1 + y)`."""
-    return _DOMAIN[Transform(name).value][3] if Transform(name) not in (Transform.none, Transform.auto) else "y"
+    return _DOMAIN[Transform(name).value][3] if Transform(name) is not Transform.none else "y"
 
 
 def forward(name: str, y):
