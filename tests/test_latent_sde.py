@@ -620,6 +620,63 @@ def test_a_run_saved_before_windows_existed_reads_its_series_whole():
     assert bd.models.LatentSDE.from_config(old).window is None
 
 
+def test_the_time_grid_is_the_rows_grid_on_evenly_spaced_rows_and_differs_across_gaps():
+    """`grid="time"` spends the steps of `grid="rows"` by time: on evenly spaced rows the two
+    are one grid; across gaps they differ. (A window padded at its start differs too: its
+    zero-length intervals get one step each and the real ones the rest.)"""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=3, n_times=40, irregular=False, key=jax.random.key(0))
+    gappy = bd.TimeSeries(data.ts[:, np.r_[0:10, 18:40]], data.ys[:, np.r_[0:10, 18:40]])
+
+    def run(series, grid, forecast=True):
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, grid=grid, window=None).adapt(series)
+        b = series.batch()
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, 3)).get_trace(b)
+        out = [np.asarray(tr["y"]["fn"].log_prob(tr["y"]["value"])), np.asarray(tr["kl_path"]["fn"].log_factor),
+               np.asarray(tr["forecast_score"]["fn"].log_factor)]
+        if forecast:
+            q = Query(ts=jnp.asarray(series.ts[:, -1:] + np.array([[0.1, 0.3]])))
+            out.append(np.asarray(numpyro.handlers.trace(numpyro.handlers.seed(model.program, 3))
+                                  .get_trace(b, q)["f_out"]["value"]))
+        return out
+
+    for a, b in zip(run(data, "time"), run(data, "rows")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(run(gappy, "time", False)[1], run(gappy, "rows", False)[1])
+
+
+def test_the_training_grid_steps_a_fraction_of_the_median_spacing_whatever_the_gaps():
+    """Gaps as absent rows or as empty rows: about the same number of steps over the same
+    span (`substeps` per median spacing), so about the same step length."""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=2, n_times=60, irregular=False, key=jax.random.key(0))
+    gaps = np.sort(np.random.default_rng(0).choice(np.arange(1, 59), 18, replace=False))
+    keep = np.setdiff1d(np.arange(60), gaps)
+    mask = data.mask.copy()
+    mask[:, gaps] = False
+    empty = bd.TimeSeries(data.ts, np.where(mask, data.ys, np.nan), mask)
+    absent = bd.TimeSeries(data.ts[:, keep], data.ys[:, keep])
+    a, e = (bd.models.LatentSDE(substeps=2, window=None).adapt(d) for d in (absent, empty))
+    assert e.steps_per_interval == pytest.approx(2.0)  # evenly spaced rows: substeps per interval
+    assert a.steps_per_interval > 2.5  # 42 rows over the same span
+    steps_absent, steps_empty = (len(keep) - 1) * a.steps_per_interval, 59 * e.steps_per_interval
+    assert abs(steps_absent / steps_empty - 1) < 0.05
+    # calendar months (mean spacing below the median) keep `substeps` per interval
+    months = np.concatenate([[0.0], np.cumsum([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] * 3)])[None]
+    assert bd.models.LatentSDE(substeps=2).adapt(bd.TimeSeries(months, np.zeros((1, 37, 1)))).steps_per_interval == 2.0
+    # a few very long gaps raise the cost at most 4-fold
+    ts = np.concatenate([np.arange(50.0), 50.0 + 1000.0 * np.arange(1, 6)])[None]
+    lumpy = bd.TimeSeries(ts, np.zeros((1, 55, 1)))
+    assert bd.models.LatentSDE(substeps=2).adapt(lumpy).steps_per_interval == pytest.approx(8.0)
+
+
+def test_a_run_saved_before_the_time_grid_keeps_its_rows_grid():
+    config = bd.models.LatentSDE().config()
+    assert bd.models.LatentSDE.from_config(config).grid == "time"
+    old = {k: v for k, v in config.items() if k != "grid"}
+    assert bd.models.LatentSDE.from_config(old).grid == "rows"
+    with pytest.raises(ValueError, match="LatentSDE.grid: expected 'time' or 'rows', got 'uniform'"):
+        bd.models.LatentSDE(grid="uniform")
+
+
 # ------------------------------------------------------------ calendar seasons of dated data
 def _dated(step_days, n, unit, n_series=1):
     import pandas as pd

@@ -167,6 +167,26 @@ def test_refine_grid_puts_the_knots_every_substeps_points():
         bd.solvers.refine_grid(knots, 0)
 
 
+def test_time_grid_shares_the_steps_out_by_time():
+    knots = jnp.array([0.0, 1.0, 2.0, 3.0, 15.0, 16.0, 16.0])  # one long gap, one repeated knot
+    grid, pos, seg = bd.solvers.time_grid(knots, 18)
+    assert grid.shape == (19,) and pos.shape == (7,) and seg.shape == (18,)
+    np.testing.assert_array_equal(grid[pos], knots)  # every knot on the grid, in order
+    steps = np.diff(np.asarray(pos))
+    assert steps.min() >= 1 and steps.sum() == 18
+    # one step each, the other 12 by length (cumulative rounding): the gap gets 10 of the 18
+    np.testing.assert_array_equal(steps, [2, 2, 1, 10, 2, 1])
+    assert float(jnp.max(jnp.diff(grid))) <= 16.0 / 12  # no step longer than span / free steps
+    np.testing.assert_array_equal(np.asarray(seg), np.repeat(np.arange(6), steps))  # each step's interval
+    # equal intervals: the grid of refine_grid
+    even = jnp.array([0.0, 0.5, 1.0, 1.5])
+    grid, pos, _ = bd.solvers.time_grid(even, 12)
+    np.testing.assert_allclose(grid, bd.solvers.refine_grid(even, 4), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(pos, [0, 4, 8, 12])
+    with pytest.raises(ValueError, match="time_grid: num_steps must be >= the 3 intervals, got 2"):
+        bd.solvers.time_grid(even, 2)
+
+
 def test_interp_linear_reads_the_path_between_and_clamps_outside():
     grid = jnp.array([0.0, 1.0, 1.0, 3.0])  # a zero-length interval reads its left end
     path = jnp.array([[0.0, 10.0], [1.0, 20.0], [5.0, 0.0], [7.0, 4.0]])

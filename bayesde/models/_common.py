@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._data import TIME_UNITS, TimeSeries
-from ..solvers._grid import interp_linear, refine_grid
+from ..solvers._grid import interp_linear, refine_grid, time_grid
 
 __all__ = [
     "Scaling",
@@ -35,6 +35,8 @@ __all__ = [
     "two_draw_crps",
     "sample_log_score",
     "refine_grid",
+    "spacing_ratio",
+    "time_grid",
     "interp_linear",
     "compiled",
 ]
@@ -73,13 +75,27 @@ def time_span(data: TimeSeries) -> float:
     return float(np.max(last - data.ts[:, 0]))
 
 
+def _gaps(data: TimeSeries) -> np.ndarray:
+    """The positive gaps between consecutive real (unpadded) times of every series."""
+    real = np.arange(data.n_times)[None, 1:] < data.lengths[:, None]
+    gaps = np.diff(data.ts, axis=1)[real]
+    return gaps[gaps > 0]
+
+
 def median_spacing(data: TimeSeries) -> float:
     """The median gap between consecutive real (unpadded) times of every series (0 when
     no series has two times)."""
-    real = np.arange(data.n_times)[None, 1:] < data.lengths[:, None]
-    gaps = np.diff(data.ts, axis=1)[real]
-    gaps = gaps[gaps > 0]
+    gaps = _gaps(data)
     return float(np.median(gaps)) if gaps.size else 0.0
+
+
+def spacing_ratio(data: TimeSeries) -> float:
+    """The mean gap between consecutive real (unpadded) times of every series over the
+    median gap (`median_spacing`): 1 for evenly spaced rows, about 1.4 for times drawn at
+    random, more where a few long gaps stand among short ones (1 when no series has two
+    times)."""
+    gaps = _gaps(data)
+    return float(np.mean(gaps) / np.median(gaps)) if gaps.size else 1.0
 
 
 def fit_scaling(data: TimeSeries, *, log: bool = False, dtype=np.float32,

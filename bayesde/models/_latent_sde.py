@@ -21,7 +21,8 @@ from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
                       gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear, positive_int,
-                      random_walk, refine_grid, sample_log_score, season_features, two_draw_crps, compiled)
+                      random_walk, refine_grid, sample_log_score, season_features, spacing_ratio, time_grid,
+                      two_draw_crps, compiled)
 from .encoders import AbstractEncoder, as_encoder
 from .families import AbstractFamily, as_family
 from .likelihoods import AbstractLikelihood, as_likelihood
@@ -229,11 +230,21 @@ def _no_seasons_before_they_existed(config: dict) -> dict:
     return config if "seasons" in config else dict(config, seasons=())
 
 
+def _rows_grid_before_time_grid(config: dict) -> dict:
+    """Runs saved before the time-placed grid (no `grid` in their config) stepped `substeps`
+    times between consecutive rows, and predict as they did when saved."""
+    return config if "grid" in config else dict(config, grid="rows")
+
+
 def _no_window_before_it_existed(config: dict) -> dict:
     """Runs saved before training windows existed (no `window` in their config) read every
     series whole, as they did when saved."""
     return config if "window" in config else dict(config, window=None)
 
+
+#: The most a data set's mean spacing over its median raises the training grid's steps
+#: (`LatentSDE.steps_per_interval`): a few very long gaps cost at most this factor.
+_MAX_SPACING_RATIO = 4.0
 
 #: Forecast draws per held-back tail for `forecast_score="log"` (its variance is estimated from them).
 _LOG_SCORE_DRAWS = 8
@@ -259,8 +270,8 @@ class LatentSDE(AbstractModel):
 
     (Girsanov; the integral is one more state coordinate) is estimated with
     `num_paths` Brownian paths per series, stepped on a fixed grid by `lax.scan`
-    (`bd.solvers.solve_sde_grid`): `substeps` steps between consecutive observation
-    times of each series, Brownian increments drawn from explicit keys.
+    (`bd.solvers.solve_sde_grid`): steps of about a `substeps`-th of the data's median
+    spacing, placed by time (`grid`), Brownian increments drawn from explicit keys.
 
     Diffusion families (`family`, `bd.models.families`):
 
@@ -335,7 +346,19 @@ class LatentSDE(AbstractModel):
     - `likelihood`: `bd.models.likelihoods.Normal()` / `"normal"` or `Laplace()` /
       `"laplace"`.
     - `noise`: a fixed observation noise sd (standardised units); `None` learns it.
-    - `substeps`: solver steps between consecutive observations (training grid).
+    - `substeps`: solver steps per median spacing of the training data's times (training
+      grid).
+    - `grid`: where the training grid's steps go. `"time"` (default): a window of `W` rows
+      is crossed in `(W − 1)·steps_per_interval` steps, one per interval and the rest in
+      proportion to the intervals' lengths (`bd.solvers.time_grid`), so that every step
+      is about a `substeps`-th of the median spacing: a long gap is crossed in many
+      steps, and a record with gaps as absent rows is solved on about the steps it gets
+      with the gaps as empty rows. `"rows"`: `substeps` steps in every interval whatever
+      its length (the grid of runs saved before `grid` existed, which load with it).
+    - `steps_per_interval`: set by `adapt`: `substeps` × the data's mean spacing over its
+      median (`spacing_ratio`, taken between 1 and 4), the time grid's mean steps per
+      interval (about 1.4 × `substeps` for times drawn at random, `substeps` for evenly
+      spaced rows, with or without empty ones, and for calendar months).
     - `forecast_substeps`: solver steps between consecutive query times.
     - `scheme`: the SDE solver scheme, `bd.solvers.Euler()` / `"euler"` (Itô
       Euler–Maruyama), `Milstein()` / `"milstein"` (Itô) or `Heun()` / `"heun"`
@@ -413,6 +436,8 @@ class LatentSDE(AbstractModel):
     likelihood: AbstractLikelihood = eqx.field(default="normal", converter=as_likelihood)
     noise: Optional[float] = None
     substeps: int = 2
+    grid: str = "time"
+    steps_per_interval: Optional[float] = None
     forecast_substeps: int = 4
     scheme: AbstractSDEScheme = eqx.field(default="euler", converter=_as_scheme)
     num_paths: int = 1
@@ -444,7 +469,8 @@ class LatentSDE(AbstractModel):
     _renamed = {"hidden": "width", "method": "scheme"}
     _upgrades = (_warn_old_geometric, _no_discrepancy_before_it_existed, _no_window_before_it_existed,
                  _no_seasons_before_they_existed, _no_control_bound_before_it_existed,
-                 _no_diffusion_floor_before_it_existed, _no_drift_bound_before_it_existed)
+                 _no_diffusion_floor_before_it_existed, _no_drift_bound_before_it_existed,
+                 _rows_grid_before_time_grid)
 
     def __check_init__(self):
         owner = "LatentSDE"
@@ -453,6 +479,8 @@ class LatentSDE(AbstractModel):
         check_holdout(owner, self.forecast_holdout, self.forecast_series_every, "the forecast scale")
         if self.posterior_drift not in ("shared", "own"):
             raise ValueError(f"{owner}.posterior_drift: expected 'shared' or 'own', got {self.posterior_drift!r}.")
+        if self.grid not in ("time", "rows"):
+            raise ValueError(f"{owner}.grid: expected 'time' or 'rows', got {self.grid!r}.")
         if self.forecast_score not in ("crps", "log"):
             raise ValueError(f"{owner}.forecast_score: expected 'crps' or 'log', got {self.forecast_score!r}.")
         if not isinstance(self.linear_drift, (bool, np.bool_)) and self.linear_drift not in (0, 1):
@@ -487,8 +515,10 @@ class LatentSDE(AbstractModel):
         steps = steps if self.family.many_time_units else None
         sc = fit_scaling(data, steps_per_unit=steps)
         seasons = calendar_periods(data) if self.seasons == "auto" else self.seasons
+        ratio = min(max(spacing_ratio(data), 1.0), _MAX_SPACING_RATIO)
         return dataclasses.replace(
-            self, loc=sc.loc, scale=sc.scale, t_ref=sc.t_ref, time_scale=sc.time_scale, seasons=seasons
+            self, loc=sc.loc, scale=sc.scale, t_ref=sc.t_ref, time_scale=sc.time_scale, seasons=seasons,
+            steps_per_interval=float(self.substeps * ratio),
         )
 
     # -------------------------------------------------------------- networks
@@ -630,7 +660,7 @@ class LatentSDE(AbstractModel):
             ys = jnp.where(mask, y_all, 0.0)
 
             grids, zs, kl0, kl_path, pos = compiled(self._posterior, nets, ts, ys, mask, K, k_post, segments)
-            z_obs = zs[pos]  # (T, K, B, L)
+            z_obs = jax.vmap(lambda z, p: z[p], in_axes=(2, 0), out_axes=2)(zs, pos)  # (T, K, B, L)
             mean = loc + scale * batched_linear(nets.decoder, self.family.readout(jnp.moveaxis(z_obs, 0, 2)))
 
             numpyro.factor("kl_z0", -kl_w * kl0)
@@ -651,7 +681,7 @@ class LatentSDE(AbstractModel):
                 pick = lambda x: x[rows]  # noqa: E731
                 score = compiled(
                     self._holdout_score, nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
-                    pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pos, noise, jax.random.fold_in(key, 2),
+                    pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pick(pos), noise, jax.random.fold_in(key, 2),
                 )
         if scoring:
             # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
@@ -675,7 +705,7 @@ class LatentSDE(AbstractModel):
         """The encoder, `q(z₀)` and the posterior SDE with its KL, for `K` paths per series,
         each series read in the windows `segments = (W, M, o)` of `_segments` (each window
         its own encoder pass, `z₀` and path; empty windows add no KL). Returns
-        `(grids (B, M·G), zs (M·G, K, B, L), kl_z0 (B), kl_path (K, B), pos (T,))`: the
+        `(grids (B, M·G), zs (M·G, K, B, L), kl_z0 (B), kl_path (K, B), pos (B, T))`: the
         windows' grids and paths side by side, and `pos`, the index of each row on them."""
         L, S = self.latent_dim, self.substeps
         B, T = ts.shape
@@ -692,23 +722,33 @@ class LatentSDE(AbstractModel):
         q_mean, q_std = stats[:, :L], jax.nn.softplus(stats[:, L:]) + 1e-4
         kl0 = gaussian_kl(q_mean, q_std, nets.pz0_mean, jnp.exp(nets.pz0_logstd))
         z0 = q_mean[None] + q_std[None] * jax.random.normal(k0, (K, B * M, L), q_mean.dtype)
-        grids = jax.vmap(lambda k: refine_grid(k, S))(ts_w)  # (B·M, G)
+        grids, at, seg = jax.vmap(lambda k: self._grid(k, S))(ts_w)  # (B·M, G), (B·M, W), (B·M, G-1)
         G = grids.shape[1]
-        cproj = self._context_projection(nets, ctx[:, 1:])  # (B·M, W-1, H)
-        cproj = jnp.moveaxis(jnp.repeat(cproj, S, axis=1), 1, 0)  # (G-1, B·M, H)
+        cproj = self._context_projection(nets, ctx[:, 1:])  # (B·M, W-1, H): one per interval
+        cproj = jnp.moveaxis(jnp.take_along_axis(cproj, seg[..., None], axis=1), 1, 0)  # (G-1, B·M, H)
         noise_w = jax.random.normal(kw, (G - 1, K, B * M, L), q_mean.dtype)
         zs, kl_path = posterior_sde_with_kl(
             h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint,
             posterior_drift=self._posterior_base(nets),
         )
         if M == 1:
-            return grids, zs, kl0, kl_path, jnp.arange(T) * S
+            return grids, zs, kl0, kl_path, at
         seen = jnp.any(mask_w, axis=(1, 2))  # a window of padding or gaps only is no data
         kl0 = jnp.sum(jnp.where(seen, kl0, 0.0).reshape(B, M), axis=1)
         kl_path = jnp.sum(jnp.where(seen, kl_path, 0.0).reshape(K, B, M), axis=2)
         zs = jnp.moveaxis(zs.reshape(G, K, B, M, L), 3, 0).reshape(M * G, K, B, L)
         r = jnp.arange(T) + o
-        return grids.reshape(B, M * G), zs, kl0, kl_path, (r // W) * G + (r % W) * S
+        pos = (r // W) * G + at.reshape(B, M * W)[:, r]
+        return grids.reshape(B, M * G), zs, kl0, kl_path, pos
+
+    def _grid(self, knots, S):
+        """One window's training grid through its rows' times `knots (W,)`: `(grid,
+        pos (W,), seg)`, `seg` the interval of each step (`bd.solvers.time_grid`)."""
+        W = knots.shape[0]
+        if self.grid == "time":
+            per = S if self.steps_per_interval is None else self.steps_per_interval
+            return time_grid(knots, max(W - 1, int(round((W - 1) * per))))
+        return refine_grid(knots, S), jnp.arange(W) * S, jnp.arange((W - 1) * S) // S
 
     def _is_held_back(self, index, n, fold=None):
         """Whether the series at `index` (NumPy or JAX integers) of `n` have their tails held
@@ -748,15 +788,16 @@ class LatentSDE(AbstractModel):
         last observed time through the query times `qs (B, T')` (model time, sorted per
         series), decoded, plus the discrepancy: a random walk with sd `rho (D)` per unit
         of √time started at the last observed time (zero over the history).
-        `grids (B, G)`, `zs (B, G, L)` and the rows' places on them `pos (T,)` as
-        `_posterior` gives them; returns `(B, T', D)` in standardised units."""
+        `grids (B, G)`, `zs (B, G, L)` and the rows' places on them `pos (B, T)` as
+        `_posterior` gives them (`pos (B, T)`); returns `(B, T', D)` in standardised units."""
         Sf = self.forecast_substeps
         h, _, g = self._sde(nets)
         g_kappa = lambda t, z, a: kappa * g(t, z, a)  # noqa: E731
         seen = jnp.any(mask, axis=-1)  # (B, T)
         j_last = ts.shape[1] - 1 - jnp.argmax(seen[:, ::-1], axis=1)
         t_last = jnp.take_along_axis(ts, j_last[:, None], axis=1)[:, 0]
-        z_last = jnp.take_along_axis(zs, pos[j_last][:, None, None], axis=1)[:, 0]
+        p_last = jnp.take_along_axis(pos, j_last[:, None], axis=1)  # (B, 1)
+        z_last = jnp.take_along_axis(zs, p_last[:, :, None], axis=1)[:, 0]
         B = qs.shape[0]
         knots = jnp.concatenate([t_last[:, None], jnp.maximum(qs, t_last[:, None])], axis=1)
         fgrids = jax.vmap(lambda k: refine_grid(k, Sf))(knots)  # (B, G2)
@@ -786,7 +827,7 @@ class LatentSDE(AbstractModel):
         rep = lambda x: jnp.concatenate([x] * M, axis=0)  # noqa: E731
         kf, ke = jax.random.split(key)
         f = self._forecast(
-            nets, jnp.exp(log_kappa), jnp.exp(log_rho), rep(ts), rep(head), rep(grids), rep(zs), pos, rep(ts), kf
+            nets, jnp.exp(log_kappa), jnp.exp(log_rho), rep(ts), rep(head), rep(grids), rep(zs), rep(pos), rep(ts), kf
         )
         x = self._obs_dist(f, noise).rsample(ke)
         if self.forecast_score == "crps":
