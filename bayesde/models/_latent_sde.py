@@ -789,7 +789,7 @@ class LatentSDE(AbstractModel):
         series), decoded, plus the discrepancy: a random walk with sd `rho (D)` per unit
         of √time started at the last observed time (zero over the history).
         `grids (B, G)`, `zs (B, G, L)` and the rows' places on them `pos (B, T)` as
-        `_posterior` gives them (`pos (B, T)`); returns `(B, T', D)` in standardised units."""
+        `_posterior` gives them; returns `(B, T', D)` in standardised units."""
         Sf = self.forecast_substeps
         h, _, g = self._sde(nets)
         g_kappa = lambda t, z, a: kappa * g(t, z, a)  # noqa: E731
