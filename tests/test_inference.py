@@ -155,6 +155,49 @@ def _gauss_program(batch, query=None):
     numpyro.sample("y", dist.Normal(mu, s).mask(batch.mask), obs=batch.ys)
 
 
+def _ordered_program(batch, query=None):
+    # Sites named against the alphabet (a compiled result comes back sorted), one constrained.
+    import numpyro
+
+    z = numpyro.sample("z", dist.Normal(0, 10).expand([2]).to_event(1))
+    a = numpyro.sample("a", dist.LogNormal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(z, a).mask(batch.mask), obs=batch.ys)
+
+
+def test_the_compiled_initialisation_finds_numpyros_starting_point_in_the_models_order(lv):
+    """`initialize` runs NumPyro's search for a starting point as one compiled program;
+    its values, their order (an autoguide draws its sites in that order) and its energy are
+    those of NumPyro's eager single-key call, and `compiled_initialisation` hands NumPyro's
+    callers their own function back, also after an error."""
+    import numpyro.infer.autoguide
+    import numpyro.infer.hmc
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import initialize_model
+
+    from bayesde.inference._init import compiled_initialisation, initialize
+
+    batch = lv[1].batch()
+    kw = dict(model_args=(batch,), init_strategy=init_to_median(num_samples=15))
+    eager, compiled = (fn(jax.random.key(3), _ordered_program, **kw) for fn in (initialize_model, initialize))
+    assert list(compiled.param_info.z) == list(eager.param_info.z) == ["z", "a"]
+    for part in ("z", "z_grad"):
+        for name in ("z", "a"):
+            np.testing.assert_allclose(getattr(compiled.param_info, part)[name],
+                                       getattr(eager.param_info, part)[name], rtol=1e-6)
+    np.testing.assert_allclose(compiled.param_info.potential_energy, eager.param_info.potential_energy, rtol=1e-6)
+    keys = jax.random.split(jax.random.key(3), 2)  # a batch of keys is NumPyro's own call
+    np.testing.assert_array_equal(initialize(keys, _ordered_program, **kw).param_info.z["z"],
+                                  initialize_model(keys, _ordered_program, **kw).param_info.z["z"])
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with compiled_initialisation():
+            assert numpyro.infer.autoguide.initialize_model is initialize
+            assert numpyro.infer.hmc.initialize_model is initialize
+            raise RuntimeError("inside")
+    assert numpyro.infer.autoguide.initialize_model is initialize_model
+    assert numpyro.infer.hmc.initialize_model is initialize_model
+
+
 def test_resume_equals_uninterrupted(tmp_path, lv):
     _, hist, _ = lv
     kw = dict(method="svi", key=jax.random.key(4), progress_bar=False, warn=False, chunk_size=10)

@@ -26,6 +26,7 @@ from numpyro.infer.svi import SVIState
 
 from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
                         _progress, register_engine)
+from ._init import compiled_initialisation
 from ._sites import site_kinds
 from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer
 
@@ -306,14 +307,14 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     svi = _NumPyroSVI(program, guide, numpyro.optim.optax_to_numpyro(tx),
                       loss=Trace_ELBO(num_particles=method.num_particles))
     t_start = time.perf_counter()
-    # Eager, member by member: the first builds an autoguide's prototype from concrete
-    # values, and an eager trace of the model costs less than compiling it once more
-    # for a vectorised initialisation.
+    # Member by member: the first builds the autoguide's prototype (from concrete values,
+    # its starting point found by one compiled search), the rest reuse it.
     locs = _member_locs(guide, full_program, batch, jax.random.split(k_loc, m), model.init_strategy())
     fold = getattr(model, "fold_param", None) if method.cross_fit else None
     states = []
     for i, k in enumerate(jax.random.split(k_init, m)):
-        st = svi.init(k, batch)
+        with compiled_initialisation():
+            st = svi.init(k, batch)
         params = svi.optim.get_params(st.optim_state)
         params = {**params, **{n: v[i] for n, v in locs.items() if n in params}}
         if fold in params:  # this member's fold of held-back series: a constant the model never trains

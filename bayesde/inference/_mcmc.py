@@ -14,6 +14,7 @@ import numpy as np
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as _NumPyroNUTS
 
+from ._init import compiled_initialisation
 from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_sampler, _progress, register_engine
 
 __all__ = ["NUTS", "BlackJAXNUTS", "NUTSInfo", "BlackJAXNUTSInfo", "run_nuts", "run_blackjax_nuts"]
@@ -117,7 +118,8 @@ def run_nuts(model, batch, method: NUTS, *, key, progress_bar: bool) -> EngineRe
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
-        mcmc.run(key, batch, extra_fields=("diverging", "num_steps", "accept_prob", "potential_energy"))
+        with compiled_initialisation():
+            mcmc.run(key, batch, extra_fields=("diverging", "num_steps", "accept_prob", "potential_energy"))
     seconds = time.perf_counter() - t0
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = mcmc.get_extra_fields(group_by_chain=True)
@@ -143,20 +145,16 @@ def _blackjax_start(model, batch, method: BlackJAXNUTS, key):
     from numpyro.infer.util import initialize_model
 
     program = _bind(model, None, batch)
-    init_keys = jax.random.split(key, method.num_chains)
-    positions = []
-    for i in range(method.num_chains):
-        info = initialize_model(
-            init_keys[i], program, model_args=(batch,), init_strategy=model.init_strategy()
-        )
-        positions.append(info.param_info.z)
+    # All chains' starting points in one compiled search (a batch of keys), not one
+    # eager search per chain.
+    info = initialize_model(jax.random.split(key, method.num_chains), program, model_args=(batch,),
+                            init_strategy=model.init_strategy())
     potential_fn = info.potential_fn
 
     def logdensity(z):
         return -potential_fn(z)
 
-    position = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *positions)
-    return position, logdensity, info.postprocess_fn, set(positions[0])
+    return info.param_info.z, logdensity, info.postprocess_fn, set(info.param_info.z)
 
 
 def _blackjax_chunk_fn(logdensity, method: BlackJAXNUTS, chunk: int):

@@ -26,6 +26,7 @@ from numpyro.infer import autoguide
 
 from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
                         _progress, register_engine)
+from ._init import compiled_initialisation
 from ._sites import site_kinds
 
 __all__ = ["SVI", "SVIInfo", "default_optimizer", "run_svi"]
@@ -373,7 +374,8 @@ def _setup(model, batch, method: SVI, key) -> _Setup:
     svi = _NumPyroSVI(wrap(program), wrap(guide), numpyro.optim.optax_to_numpyro(tx),
                       loss=Trace_ELBO(num_particles=method.num_particles))
     t_start = time.perf_counter()
-    state = svi.init(k_init, batch)
+    with compiled_initialisation():
+        state = svi.init(k_init, batch)
     site = getattr(model, "held_out_site", None) if method.keep_best else None
     if site not in kinds:
         site = None  # e.g. the model emits it only with some settings
