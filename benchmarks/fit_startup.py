@@ -71,17 +71,13 @@ def child(case: str, mode: str) -> dict:
     else:
         data = bd.datasets.ornstein_uhlenbeck(n_series=8, n_times=40, key=jax.random.key(1))
         model = bd.models.LatentSDE()
+    options = {"neural_ode_nuts": dict(num_warmup=20, num_samples=20, max_tree_depth=4),
+               "lv_ode_nuts": dict(num_warmup=50, num_samples=50)}
     if case.endswith("svi"):
-        post = bd.fit(model, data, "svi", num_steps=5, key=key, progress_bar=False, warn=False)
-        values = post.params
-    elif case == "neural_ode_nuts":
-        post = bd.fit(model, data, "nuts", num_warmup=20, num_samples=20, num_chains=1, max_tree_depth=4,
-                      key=key, progress_bar=False, warn=False)
-        values = post.samples
+        values = bd.fit(model, data, "svi", num_steps=5, key=key, progress_bar=False, warn=False).params
     else:
-        post = bd.fit(model, data, "nuts", num_warmup=50, num_samples=50, num_chains=1, key=key,
-                      progress_bar=False, warn=False)
-        values = post.samples
+        values = bd.fit(model, data, "nuts", num_chains=1, key=key, progress_bar=False, warn=False,
+                        **options[case]).samples
     fit_s = time.perf_counter() - t0
     return {"import_s": round(import_s, 3), "fit_s": round(fit_s, 3),
             "values": {k: np.asarray(v, np.float64).ravel().tolist() for k, v in values.items()}}

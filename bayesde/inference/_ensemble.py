@@ -312,14 +312,14 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     locs = _member_locs(guide, full_program, batch, jax.random.split(k_loc, m), model.init_strategy())
     fold = getattr(model, "fold_param", None) if method.cross_fit else None
     states = []
-    for i, k in enumerate(jax.random.split(k_init, m)):
-        with compiled_initialisation():
+    with compiled_initialisation():
+        for i, k in enumerate(jax.random.split(k_init, m)):
             st = svi.init(k, batch)
-        params = svi.optim.get_params(st.optim_state)
-        params = {**params, **{n: v[i] for n, v in locs.items() if n in params}}
-        if fold in params:  # this member's fold of held-back series: a constant the model never trains
-            params[fold] = jnp.asarray(model.member_fold(i), jnp.result_type(params[fold]))
-        states.append(SVIState(svi.optim.init(params), st.mutable_state, st.rng_key))
+            params = svi.optim.get_params(st.optim_state)
+            params = {**params, **{n: v[i] for n, v in locs.items() if n in params}}
+            if fold in params:  # this member's fold of held-back series: a constant the model never trains
+                params[fold] = jnp.asarray(model.member_fold(i), jnp.result_type(params[fold]))
+            states.append(SVIState(svi.optim.init(params), st.mutable_state, st.rng_key))
     states = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
     update = jax.vmap(svi.update, in_axes=(0, None))
     chunk = int(min(method.chunk_size, method.num_steps))
