@@ -16,7 +16,9 @@ output layers or on every layer of the fields), and a deep ensemble of the defau
 new fit). Beside the coverage, each plan's miss is split into bias and spread: the true
 outcome in units of the predictive sd on the log scale (`z`), whose mean per horizon is the
 bias and whose sd says how much too narrow the band is (1: right), and the plan's overlap share
-(`bd.effects.overlap`). The JSON is rewritten after every fit.
+(`bd.effects.overlap`). `--forecasts decoder,rollout` scores each fit with both of the
+model's forecasters (`BNCDE.forecast`: the paper's decoder, or one step at a time with the
+draws read back). The JSON is rewritten after every fit.
 
     python benchmarks/bncde_heldback.py --seeds 3      # 4-5 minutes a fit on 2 cores, 10 for the ensemble
     python benchmarks/bncde_heldback.py --quick        # smoke test (seconds)
@@ -25,6 +27,8 @@ bias and whose sd says how much too narrow the band is (1: right), and the plan'
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import time
@@ -78,7 +82,7 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
 PLANS = ("none", "chemo")
 
 
-def run_one(variant: str, seed: int, args) -> dict:
+def run_one(variant: str, seed: int, args) -> list:
     sizes = dict(n_patients=60, n_test=20, n_days=30, min_history=10) if args.quick else dict(n_patients=args.n_patients)
     data = bd.datasets.tumor_growth(gamma=args.gamma, key=jax.random.key(seed), **sizes)
     model_kw, fit_kw = VARIANTS[variant]
@@ -93,11 +97,23 @@ def run_one(variant: str, seed: int, args) -> dict:
     fit_s = time.perf_counter() - t0
     theta = post.params.get("head.forecast_widening")
     kept = getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None)  # SVI / ensemble
-    row = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=kept,
-               widening=None if theta is None else np.asarray(_widening(theta)).tolist())
+    fitted = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=kept,
+                  widening=None if theta is None else np.asarray(_widening(theta)).tolist())
     log_sd0 = post.params.get("w.log_sd0")
     if log_sd0 is not None:  # the learned spread of the initial weights: its quartiles
-        row["weight_sd0_quartiles"] = np.quantile(np.exp(np.asarray(log_sd0)), [0.25, 0.5, 0.75]).tolist()
+        fitted["weight_sd0_quartiles"] = np.quantile(np.exp(np.asarray(log_sd0)), [0.25, 0.5, 0.75]).tolist()
+    rows = []
+    for forecast in args.forecasts:  # the same fit, forecast by each of the model's forecasters
+        pred = copy.copy(post)
+        pred.model = dataclasses.replace(post.model, forecast=forecast)
+        rows.append(dict(fitted, forecast=forecast, **score(pred, data, args)))
+    return rows
+
+
+def score(post, data, args) -> dict:
+    """Each plan's 90% coverage of the test patients' true outcomes (overall and per horizon),
+    its bias and spread in predictive sds on the log scale, and its overlap share."""
+    row = {}
     eff = bd.effects.counterfactual(post, data.test, plans={p: data.plan(p) for p in PLANS}, horizon=data.horizon,
                                     key=jax.random.key(9), num_samples=args.draws)
     for p in PLANS:
@@ -127,23 +143,26 @@ def main():
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    ap.add_argument("--forecasts", default="decoder",
+                    help="comma-separated forecasters to score each fit with: decoder (the paper's), rollout")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bncde_heldback_cpu.json"))
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps, args.batch_size, args.draws = 1, 20, 32, 20
     variants = [v.strip() for v in args.variants.split(",")]
+    args.forecasts = [f.strip() for f in args.forecasts.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in variants:
-            rows.append(run_one(variant, seed, args))
-            r = rows[-1]
-            print(f"seed {seed} {variant}: 90% coverage none {r['none_coverage_0.90']:.3f}, "
-                  f"chemo {r['chemo_coverage_0.90']:.3f} (fit {r['fit_s']:.0f} s, kept step {r['best_step']})",
-                  flush=True)
+            for r in run_one(variant, seed, args):
+                rows.append(r)
+                print(f"seed {seed} {_label(r)}: 90% coverage none {r['none_coverage_0.90']:.3f}, "
+                      f"chemo {r['chemo_coverage_0.90']:.3f} (fit {r['fit_s']:.0f} s, kept step {r['best_step']})",
+                      flush=True)
             summary = write(args, variants, rows)  # after every fit: a run that is stopped keeps what it measured
     print(json.dumps(summary, indent=1))
     print("wrote", args.out)
@@ -153,21 +172,26 @@ def write(args, variants, rows):
     """Summarise `rows` (mean and worst coverage per variant over the seeds run so far), write
     the JSON and return the summary."""
     summary = {}
-    for variant in variants:
-        mine = [r for r in rows if r["variant"] == variant]
-        if not mine:
-            continue
-        summary[variant] = {f"{p}_coverage_0.90_{stat}": float(fn([r[f"{p}_coverage_0.90"] for r in mine]))
+    for label in dict.fromkeys(_label(r) for r in rows):
+        mine = [r for r in rows if _label(r) == label]
+        summary[label] = {f"{p}_coverage_0.90_{stat}": float(fn([r[f"{p}_coverage_0.90"] for r in mine]))
                             for p in PLANS for stat, fn in (("mean", np.mean), ("min", np.min))}
     out = dict(benchmark="BNCDE held-back widening on a large confounded cohort",
                command="python benchmarks/bncde_heldback.py " + " ".join(
-                   f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "quick")),
+                   f"--{k.replace('_', '-')}={','.join(v) if isinstance(v, list) else v}"
+                   for k, v in vars(args).items() if k not in ("out", "quick")),
                machine=machine(),
                summary=summary, runs=rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     return summary
+
+
+def _label(row) -> str:
+    """A run's name in the summary: its variant, and its forecaster where not the paper's decoder."""
+    forecast = row.get("forecast", "decoder")
+    return row["variant"] if forecast == "decoder" else f"{row['variant']}, {forecast}"
 
 
 if __name__ == "__main__":

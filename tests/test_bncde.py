@@ -1,6 +1,10 @@
 """BNCDE (Hess et al., ICLR 2024), the TE-CDE / MC-dropout baseline, and the CDE
 control-path tools they stand on."""
 
+import copy
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +12,7 @@ import numpyro
 import pytest
 
 import bayesde as bd
+from bayesde._data import Batch
 from bayesde.models._base import Query
 from bayesde.models._bncde import exposures, mixture_log_score, ou_kl_closed_form, weight_sde
 from bayesde.solvers._cde import (
@@ -168,16 +173,23 @@ def test_same_key_same_predictions(sim, bncde_post, effects):
 
 def test_each_series_forecast_depends_only_on_its_own_history(sim, bncde_post, effects):
     """The decoder reads each series' own weight rows (histories of different lengths):
-    a series predicted alone gets the same noise-free paths as in the whole test set."""
+    a series predicted alone gets the same noise-free paths as in the whole test set (the
+    decoder's forecast; a rollout's later steps read draws keyed by the series' place in
+    the batch, and its first step is the decoder's)."""
     plan = sim.plan("chemo")
     starts = np.asarray(effects.ts[:, 0])
     i, j = int(np.argmin(starts)), int(np.argmax(starts))
     assert starts[i] < starts[j]  # the test set mixes forecast origins
+    dec = copy.copy(bncde_post)
+    dec.model = dataclasses.replace(bncde_post.model, forecast="decoder")
+    predict = lambda post, rows: post.predict(effects.ts[rows], key=jax.random.key(2),  # noqa: E731
+                                              data=sim.test.select(rows), treatments=plan[rows], num_samples=100)
+    together = predict(dec, np.arange(sim.test.n_series)).f_samples
     for k in (i, j):
-        alone = bncde_post.predict(effects.ts[k : k + 1], key=jax.random.key(2), data=sim.test.select([k]),
-                                   treatments=plan[k : k + 1], num_samples=100)
-        together = effects.outcomes["chemo"].f_samples[:, k : k + 1]
-        np.testing.assert_allclose(np.asarray(alone.f_samples), np.asarray(together), rtol=1e-5)
+        alone = predict(dec, [k]).f_samples
+        np.testing.assert_allclose(np.asarray(alone), np.asarray(together[:, k : k + 1]), rtol=1e-5)
+    first = effects.outcomes["chemo"].f_samples[:, :, 0]
+    np.testing.assert_allclose(np.asarray(first), np.asarray(together[:, :, 0]), rtol=1e-5)
 
 
 def test_runs_saved_under_the_old_field_names_load(sim):
@@ -251,7 +263,7 @@ def test_held_back_series_reach_the_score_and_not_the_likelihood(sim):
 
 
 def test_the_widening_scales_the_forecast_sd_per_horizon(sim):
-    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, horizon=3).adapt(sim.train)
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, horizon=3, forecast="decoder").adapt(sim.train)
     batch = sim.train.select(np.arange(4)).batch()
     params = _params(model, batch)
     q = Query(ts=jnp.tile(jnp.arange(31.0, 35.0), (4, 1)), treatments=jnp.zeros((4, 4, 2)))
@@ -372,3 +384,65 @@ def test_a_plan_continues_the_exposures_of_the_history(sim):
     want = np.asarray(exposures(ts, jnp.concatenate([batch.treatments, plan], 1), (0.5, 3.0)))[:, -4:]
     np.testing.assert_allclose(got[..., :2], plan, rtol=1e-6)
     np.testing.assert_allclose(got[..., 2:], want, rtol=1e-5)
+
+
+# ------------------------------------------------------------------- rollout
+def test_a_rollout_reads_its_own_draws_as_the_data_would_show_them(sim):
+    """`forecast="rollout"` forecasts one step at a time (the g-formula): its first step is
+    the decoder's; the encoder then reads each draw as an observation at the rate the
+    series' history was observed, else as a missing row. So the second step's law is the
+    one-step forecast of the history with the first draw appended as an observed row (a
+    fully observed history), or with a missing row appended, in about the share of draws
+    its history left unobserved. (With the same key both runs draw the same weight paths:
+    a longer history with a shorter plan spans the same rows.)"""
+    with pytest.raises(ValueError, match=r"^TECDE.forecast: must be 'decoder' or 'rollout', got 'direct'.$"):
+        bd.models.TECDE(forecast="direct").adapt(sim.train)
+    kw = dict(state_dim=4, width=8, train_paths=1, exposure_halflives=(1.0,), transform="none")
+    roll = bd.models.BNCDE(**kw).adapt(sim.train)
+    dec = bd.models.BNCDE(**kw, forecast="decoder").adapt(sim.train)
+    gappy = sim.train.select(np.arange(3)).batch()
+    full = gappy._replace(ys=jnp.where(gappy.mask, gappy.ys, 2.0), mask=jnp.ones_like(gappy.mask))
+    params = dict(_params(roll, gappy), **{"head.forecast_widening": jnp.full((5,), -5.0)})  # κ = 1
+    plan = jnp.asarray(np.random.default_rng(1).integers(0, 2, (3, 3, 2)), gappy.ts.dtype)
+    q = Query(ts=gappy.ts[:, -1:] + jnp.arange(1.0, 4.0), treatments=plan)
+    rest = Query(ts=q.ts[:, 1:], treatments=plan[:, 1:])
+
+    @eqx.filter_jit
+    def forecast(model, batch, q, key, params=params):
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(
+            numpyro.handlers.substitute(model.program, data=params), key)).get_trace(batch, q)
+        return tr["y_out"]["value"], tr["f_out"]["value"]
+
+    def extended(batch, y, seen):
+        return Batch(ts=jnp.concatenate([batch.ts, q.ts[:, :1]], 1), ys=jnp.concatenate([batch.ys, y], 1),
+                     mask=jnp.concatenate([batch.mask, jnp.full_like(batch.mask[:, :1], seen)], 1),
+                     treatments=jnp.concatenate([batch.treatments, plan[:, :1]], 1), static=batch.static)
+
+    key = jax.random.key(0)
+    y, f = forecast(roll, full, q, key)
+    _, f_dec = forecast(dec, full, q, key)
+    np.testing.assert_allclose(f[:, 0], f_dec[:, 0], rtol=1e-6)
+    assert not np.allclose(f[:, 1:], f_dec[:, 1:], rtol=1e-3)  # later steps differ: they read the draws
+    _, f_next = forecast(dec, extended(full, y[:, :1], True), rest, key)
+    np.testing.assert_allclose(f_next[:, 0], f[:, 1], rtol=1e-4)
+    # κ_1 widens the first step's draw around its mean, and the encoder reads that widened draw
+    unit = np.log(np.e - 1.0) / 10.0  # κ = 1 + softplus(10 θ) = 2
+    y2, f2 = forecast(roll, full, q, key, dict(params, **{"head.forecast_widening": jnp.full((5,), unit)}))
+    np.testing.assert_allclose(f2[:, 0], f[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(y2[:, 0] - f2[:, 0], 2.0 * (y[:, 0] - f[:, 0]), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(f2[:, 1], f[:, 1], rtol=1e-3)
+
+    # a history with gaps: the first draw is read as missing in about its unobserved share of draws
+    keys = jax.random.split(jax.random.key(1), 200)
+    many = eqx.filter_vmap(forecast, in_axes=(None, None, None, 0))
+    _, f_many = many(roll, gappy, q, keys)  # (200, 3, 3, 1)
+    _, f_missing = many(dec, extended(gappy, jnp.zeros_like(gappy.ys[:, :1]), False), rest, keys)
+    read_as_missing = np.isclose(f_many[:, :, 1, 0], f_missing[:, :, 0, 0], rtol=1e-5)
+    unobserved = 1.0 - np.asarray(gappy.mask[..., 0]).mean(1)
+    assert 0.1 < unobserved.max() and unobserved.min() < 0.9
+    np.testing.assert_allclose(read_as_missing.mean(0), unobserved, atol=0.12)
+    # BNCDE forecasts by rollout, TE-CDE (a baseline) as its paper; runs saved before the option use the decoder
+    assert bd.models.BNCDE().forecast == "rollout" and bd.models.TECDE().forecast == "decoder"
+    config = roll.config()
+    del config["forecast"]
+    assert bd.models.BNCDE.from_config(config).forecast == "decoder"

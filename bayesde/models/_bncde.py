@@ -13,8 +13,10 @@ layer's initial scale (the paper's `sd0 = σ`: `BNCDE.weight_spread`). By Girsan
 is `½ ∫ |h_φ(s, w_s)|² / σ² ds`, integrated as one more coordinate of the weight SDE.
 A decoder neural CDE (the same construction, driven by the *future* treatments
 `A = (t, a)`) starts from each Monte Carlo sample's encoder state and feeds a Gaussian
-head (mean, softplus scale) at horizons `τ = 1..horizon`. The predictive is the
-equal-weight mixture over weight paths (one path per predictive draw).
+head (mean, softplus scale) at horizons `τ = 1..horizon`. BNCDE forecasts a plan one step
+at a time, each draw read back by the encoder (`forecast="rollout"`, the g-formula); the
+paper's decoder forecast is `forecast="decoder"`. The predictive is the equal-weight mixture
+over weight paths (one path per predictive draw).
 
 Training maximises the ELBO
 `(1/S) Σ_s [Σ_patients Σ_τ log N(y | head(u^s_τ)) − KL_s]`
@@ -192,6 +194,11 @@ def _fixed_spread_before_it_existed(config: dict) -> dict:
     return config if "weight_spread" in config else dict(config, weight_spread="fixed")
 
 
+def _decoder_before_rollout_existed(config: dict) -> dict:
+    """Runs saved before `forecast` existed forecast as they did when saved: with the decoder."""
+    return config if "forecast" in config else dict(config, forecast="decoder")
+
+
 def _no_holdout_before_it_existed(config: dict) -> dict:
     """Runs saved before the held-back forecast scale (`forecast_series_every`) predict as
     they did when saved: without it (their parameters have no scale)."""
@@ -244,6 +251,7 @@ class AbstractCDEForecaster(AbstractModel):
     ahead_starts: int = 16
     forecast_series_every: int = 4
     exposure_halflives: tuple = eqx.field(default=(), converter=_as_halflives)
+    forecast: str = "decoder"
 
     amortized = True
     needs_treatments = True
@@ -313,6 +321,8 @@ class AbstractCDEForecaster(AbstractModel):
             )
         if self.fill not in ("forward", "linear"):
             raise ValueError(f"{owner}.fill: must be 'forward' or 'linear', got {self.fill!r}.")
+        if self.forecast not in ("decoder", "rollout"):
+            raise ValueError(f"{owner}.forecast: must be 'decoder' or 'rollout', got {self.forecast!r}.")
         bad = [h for h in self.exposure_halflives if not (isinstance(h, float) and np.isfinite(h) and h > 0)]
         if bad:
             raise ValueError(
@@ -437,18 +447,21 @@ class AbstractCDEForecaster(AbstractModel):
         tr = jnp.concatenate([batch.treatments, self._exposures(tsc, batch.treatments)], -1)
         a_next = jnp.moveaxis(tr[:, 1:], 1, 0)  # treatment (and exposures) over step j -> j+1
         keys = jax.random.split(key, t_len - 1)
-        c = self._c_enc
 
         def field(t, z, x, e):
             rows, a, k = e
-            lay = {**lay_fixed, **rows}
-            inp = jnp.concatenate([t[:, None], z, a, st], -1)
-            out = self._mlp(lay, inp, lambda hcur: self._perturb(hcur, k))
-            return out.reshape(z.shape[0], self.state_dim, c)
+            return self._encoder_field({**lay_fixed, **rows}, t, z, a, st, k)
 
         return solve_cde_grid(
             field, z0, jnp.moveaxis(tsc, 1, 0), jnp.moveaxis(xs, 1, 0), (lay_rows, a_next, keys)
         )
+
+    def _encoder_field(self, lay, t, z, a, st, key):
+        """The encoder's field `f(t, z, a)`, a `(..., H, C_enc)` matrix for states `z (..., H)`
+        at times `t (...)`, with treatments (and exposures) `a` and static covariates `st`."""
+        inp = jnp.concatenate([t[..., None], z, a, st], -1)
+        out = self._mlp(lay, inp, lambda hcur: self._perturb(hcur, key))
+        return out.reshape(z.shape[:-1] + (self.state_dim, self._c_enc))
 
     def _decode_step(self, lay, u, t, a, dA, st, key):
         """One decoder Euler step for states `u (R, N, H)` with per-row layers."""
@@ -629,51 +642,84 @@ class AbstractCDEForecaster(AbstractModel):
         t0 = batch.ts[:, :1]
         qts = (query.ts - t0) / self.time_scale
         k_enc, k_dec, k_y = jax.random.split(key, 3)
-        enc_r = jax.tree_util.tree_map(lambda a: a[0, : t_len - 1], enc_rows)
+        enc_all = jax.tree_util.tree_map(lambda a: a[0], enc_rows)  # this draw's weight path
+        enc_r = jax.tree_util.tree_map(lambda a: a[: t_len - 1], enc_all)
         dec_r = jax.tree_util.tree_map(lambda a: a[0], dec_rows)
         zs = self._encode(p, enc_r, enc_fixed, batch, k_enc)  # (T, N, H)
+        xs, tsc = self._controls(batch)  # (N, T, C_enc)
         # Start from the last history row strictly before the first query time.
         i0 = jnp.clip(jnp.sum(batch.ts < query.ts[:, :1], axis=1) - 1, 0, t_len - 1)
-        tsc = (batch.ts - t0) / self.time_scale
         e_hist = self._exposures(tsc, batch.treatments)  # (N, T, K·H)
         halflives = jnp.asarray(self._model_halflives, tsc.dtype)
         n_tr = self.n_treatments
         n_rows = dec_r["W2"].shape[0] if dec_r else 1
+        rollout = self.forecast == "rollout"
+        # one-step widening for every step of a rollout; horizons past the training horizon keep the last
+        if kappa is None:
+            widen = jnp.ones((hq,))
+        elif rollout:
+            widen = jnp.full((hq,), kappa[0])
+        else:
+            widen = kappa[jnp.minimum(jnp.arange(hq), self.horizon - 1)]
         idx = jnp.arange(n)
+        upto = jnp.arange(t_len)[None, :, None] <= i0[:, None, None]
+        rate = jnp.sum(batch.mask & upto, 1) / jnp.sum(upto, 1)  # (N, D) each history's observed share
 
         def one_series(inp):
-            # Series n reads the decoder weights at its own rows i0[n] + 1 + k (the
-            # weight clock is the data row). One series at a time (`lax.map`), so the
-            # rows are sliced, not gathered: a gather would materialise a copy of the
-            # weights for every series and draw.
+            # Series n reads the weights at its own rows (the weight clock is the data row):
+            # the decoder's at i0[n] + 1 + k, the encoder's at i0[n] + k. One series at a time
+            # (`lax.map`), so the rows are sliced, not gathered: a gather would materialise a
+            # copy of the weights for every series and draw.
             n_i, i0_i = inp
-            u = zs[i0_i, n_i][None, None]  # (1, 1, H)
+            z = zs[i0_i, n_i]  # (H,) the encoder's state at the start row
+            u = z[None, None]  # (1, 1, H) the decoder's
+            x_prev = xs[n_i, i0_i]
             t_prev, a_prev = tsc[n_i, i0_i], batch.treatments[n_i, i0_i]
             e_prev = e_hist[n_i, i0_i].reshape(n_tr, len(self.exposure_halflives))  # (K, H)
-            st = self._static(batch, n)[n_i][None, None]
+            st = self._static(batch, n)[n_i]
             k_n = jax.random.fold_in(k_dec, n_i)
-            means, scales = [], []
+            k_draw, k_seen, k_field = jax.random.split(jax.random.fold_in(k_y, n_i), 3)
+            means, scales, draws = [], [], []
+            take = lambda a, r: jax.lax.dynamic_index_in_dim(a, r, keepdims=True)  # noqa: E731
             for k in range(hq):
                 row = jnp.minimum(i0_i + 1 + k, n_rows - 1)
-                take = lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=True)  # noqa: E731
-                lay = {**dec_fixed, **jax.tree_util.tree_map(take, dec_r)}
+                lay = {**dec_fixed, **jax.tree_util.tree_map(lambda a: take(a, row), dec_r)}
                 t_cur, a_cur = qts[n_i, k], query.treatments[n_i, k]
                 dA = jnp.concatenate([(t_cur - t_prev)[None], a_cur - a_prev])
                 e_cur = _exposure_step(e_prev, t_cur - t_prev, a_cur, halflives)
                 a_in = jnp.concatenate([a_cur, e_cur.reshape(-1)])
-                u = self._decode_step(lay, u, t_prev[None, None], a_in[None, None], dA[None, None], st,
+                if rollout:  # one step from the encoder's state, which has read the draws so far
+                    u = z[None, None]
+                u = self._decode_step(lay, u, t_prev[None, None], a_in[None, None], dA[None, None], st[None, None],
                                       jax.random.fold_in(k_n, k))
                 m, s = self._head(p, u[0, 0])
+                s = s * widen[k]
+                if rollout:
+                    # a draw of the widened one-step law (the law new patients' next step was fitted to)
+                    y = m + s * jax.random.normal(jax.random.fold_in(k_draw, k), m.shape)
+                    # the encoder reads the draw as the data would show it: observed at the rate the
+                    # series' history was (each column), else a missing row (the value carried forward)
+                    seen = jax.random.uniform(jax.random.fold_in(k_seen, k), (d,)) < rate[n_i]
+                    x_cur = jnp.concatenate([t_cur[None], jnp.where(seen, y, x_prev[1 : 1 + d]),
+                                             x_prev[1 + d : 1 + 2 * d] + seen / self.rows, a_cur])
+                    r_enc = jnp.minimum(i0_i + k, n_rows - 1)
+                    lay_e = {**enc_fixed, **jax.tree_util.tree_map(lambda a: take(a, r_enc)[0], enc_all)}
+                    g = self._encoder_field(lay_e, t_prev, z, a_in, st, jax.random.fold_in(k_field, k))
+                    z = z + g @ (x_cur - x_prev)
+                    x_prev = x_cur
+                    draws.append(y)
                 means.append(m)
                 scales.append(s)
                 t_prev, a_prev, e_prev = t_cur, a_cur, e_cur
-            return jnp.stack(means), jnp.stack(scales)  # (Hq, D)
+            return jnp.stack(means), jnp.stack(scales), (jnp.stack(draws) if rollout else None)  # (Hq, D)
 
-        m, s = jax.lax.map(one_series, (idx, i0))  # (N, Hq, D)
-        if kappa is not None:  # horizons past the training horizon keep the last widening
-            s = s * kappa[jnp.minimum(jnp.arange(hq), self.horizon - 1)][:, None]
+        m, s, y = jax.lax.map(one_series, (idx, i0))  # (N, Hq, D)
         law, mean = self._obs_dist(m, s)
         numpyro.deterministic("f_out", mean)
+        if rollout:  # each step's law is conditional on the draws before it: the draws are the predictive
+            loc, scale = jnp.asarray(self.loc), jnp.asarray(self.scale)
+            y = loc + scale * y
+            return numpyro.deterministic("y_out", jnp.exp(y) if self.log_outcome else y)
         return numpyro.sample("y_out", law)
 
 
@@ -725,6 +771,19 @@ class BNCDE(AbstractCDEForecaster):
       on into a plan. Sustained treatment is then a growing input whose effect the isolated
       treatment days in the data can teach, rather than a run of identical inputs. Off by
       default (`()`); measured in `docs/calibration.md`.
+    - `forecast`: how outcomes `τ ≥ 2` steps ahead are forecast. `"rollout"` (default):
+      one step at a time, each step's outcome drawn from the one-step forecast (widened by
+      `κ_1`) and read by the encoder before the next step, as the data would show it:
+      observed at the rate the series' history was (each column), else as a missing row
+      (the g-formula; the predictive draws are these sequences). Only the one-step
+      forecast is used, and it conditions on everything that chose the treatment.
+      `"decoder"` (the paper's; runs saved before the option load with it): the decoder
+      runs on through the plan from the encoder's state at the origin, its head trained on
+      the outcomes `τ` steps ahead. Under time-varying confounding (treatment given
+      *because* of the outcomes between the origin and `τ`) that regression learns the
+      treatments' effect mixed with the reasons they were given, and a plan the data
+      rarely show is forecast with a bias that grows with `τ`. Training is the same for
+      both: only the forecast differs. Measured in `docs/calibration.md`.
 
     **Widening fitted on held-back series.** On a small cohort the networks fit the
     training patients' outcomes more closely than they forecast new ones, and the
@@ -764,8 +823,9 @@ class BNCDE(AbstractCDEForecaster):
     sigma: float = 1e-2
     train_paths: int = 10
     weight_spread: str = "learned"
+    forecast: str = "rollout"
 
-    _upgrades = AbstractCDEForecaster._upgrades + (_fixed_spread_before_it_existed,)
+    _upgrades = AbstractCDEForecaster._upgrades + (_fixed_spread_before_it_existed, _decoder_before_rollout_existed)
 
     def _check_fields(self) -> None:
         if self.stochastic not in ("last", "all"):

@@ -26,7 +26,9 @@ class TECDE(AbstractCDEForecaster):
     is the mixture over masks. The domain-adversarial balancing of TE-CDE is left out.
 
     **Arguments:** as `BNCDE` (`state_dim`, `width`, `horizon`, `ahead_starts`, `fill`,
-    `transform`, `forecast_series_every`: the same held-back widening), plus `dropout`, the drop probability in `[0, 1)` (0.1 in the paper).
+    `transform`, `forecast_series_every`: the same held-back widening, `exposure_halflives`,
+    `forecast`, here `"decoder"` by default as in the paper), plus `dropout`, the drop
+    probability in `[0, 1)` (0.1 in the paper).
     """
 
     dropout: float = 0.1
