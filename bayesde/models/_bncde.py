@@ -783,7 +783,9 @@ class BNCDE(AbstractCDEForecaster):
       *because* of the outcomes between the origin and `τ`) that regression learns the
       treatments' effect mixed with the reasons they were given, and a plan the data
       rarely show is forecast with a bias that grows with `τ`. Training is the same for
-      both: only the forecast differs. Measured in `docs/calibration.md`.
+      both: only the forecast differs. A rollout is only as good as the one-step
+      forecast it repeats: on a small cohort whose fit stopped early its bands are wider
+      than the decoder's. Measured in `docs/calibration.md`.
 
     **Widening fitted on held-back series.** On a small cohort the networks fit the
     training patients' outcomes more closely than they forecast new ones, and the
