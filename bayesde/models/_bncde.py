@@ -662,8 +662,9 @@ class AbstractCDEForecaster(AbstractModel):
         else:
             widen = kappa[jnp.minimum(jnp.arange(hq), self.horizon - 1)]
         idx = jnp.arange(n)
-        upto = jnp.arange(t_len)[None, :, None] <= i0[:, None, None]
-        rate = jnp.sum(batch.mask & upto, 1) / jnp.sum(upto, 1)  # (N, D) each history's observed share
+        if rollout:
+            upto = jnp.arange(t_len)[None, :, None] <= i0[:, None, None]
+            rate = jnp.sum(batch.mask & upto, 1) / jnp.sum(upto, 1)  # (N, D) each history's observed share
 
         def one_series(inp):
             # Series n reads the weights at its own rows (the weight clock is the data row):
@@ -678,7 +679,8 @@ class AbstractCDEForecaster(AbstractModel):
             e_prev = e_hist[n_i, i0_i].reshape(n_tr, len(self.exposure_halflives))  # (K, H)
             st = self._static(batch, n)[n_i]
             k_n = jax.random.fold_in(k_dec, n_i)
-            k_draw, k_seen, k_field = jax.random.split(jax.random.fold_in(k_y, n_i), 3)
+            if rollout:
+                k_draw, k_seen, k_field = jax.random.split(jax.random.fold_in(k_y, n_i), 3)
             means, scales, draws = [], [], []
             take = lambda a, r: jax.lax.dynamic_index_in_dim(a, r, keepdims=True)  # noqa: E731
             for k in range(hq):
