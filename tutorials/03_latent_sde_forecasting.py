@@ -171,17 +171,24 @@ plt.show()
 #   tutorial cut the record into 17 overlapping windows by hand and had no season: its
 #   forecast was a flat band (CRPS 2.11 ppmv, width 15.5 ppmv). Check coverage on
 #   held-out data (`bd.backtest`) before trusting any band.
-# - **One fit is fragile.** A version of this tutorial stopped at 400 steps; rerun, that
-#   neural fit kept step 200 and its forecast ran about 2 ppmv low in the second year
-#   (CRPS 1.54 ppmv, coverage 0.82), where an earlier execution of the same cells and code
-#   had scored 0.47 ppmv. This run's default fit misses the same way. Do not judge a model
-#   by one fit: rerun with another key, or fit several (`method="ensemble"`).
+# - **One fit is one draw, and this one is unlucky.** Refitted with keys 0–4 and nothing
+#   else changed (`python benchmarks/co2_keys.py`, `benchmarks/results/co2_keys_cpu.json`),
+#   the neural family covers 0.99–1.00 of the held-out weeks with keys 1–4 (CRPS 0.27–0.54
+#   ppmv; the median of the five fits 0.34): this notebook's key 0 is the one fit of five
+#   that runs low. Every family has one such fit among the five keys: `langevin` with key 3
+#   (coverage 0.58, CRPS 1.19 ppmv), `geometric` with key 4 (0.35, 1.72), `linear-noise`
+#   with key 0 (0.85, 0.59). A version of this tutorial that stopped at 400 steps missed the
+#   same way (CRPS 1.54 ppmv, coverage 0.82) where an earlier execution had scored 0.47.
+#   Do not judge a model by one fit: rerun with another key, backtest (`bd.backtest`), or
+#   fit several (`method="ensemble"`).
 # - **The families differ, but this is no verdict.** In this run `langevin` scored best
 #   (CRPS 0.40 ppmv, coverage 1.00, width 3.71 ppmv), then `geometric`, solved in log
 #   coordinates with a diffusion floor and a bounded drift, 0.58 (coverage 1.00, width
 #   5.11 ppmv), `linear-noise` 0.59 (coverage 0.85, width 2.50 ppmv) and `neural` 1.08.
 #   The run before ranked them otherwise (`linear-noise` 0.27, `langevin` 0.42, `neural`
 #   0.58, `geometric` 1.19, and with keys 1 and 2 the same geometric fit 0.66 and 0.58).
+#   Over the five keys the medians are `neural` 0.34, `linear-noise` 0.37, `langevin` 0.53
+#   and `geometric` 0.64 ppmv (mean coverage 0.90, 0.92, 0.90 and 0.86).
 #   Which family wins depends on the data, the budget and the seed; rerun with another key,
 #   and backtest, before choosing. (On the project's calibration panel of simulated
 #   processes `langevin` is inside the 90% band on every process and the other families
