@@ -3,7 +3,7 @@
     python benchmarks/co2_keys.py                                   # 4 families x 5 keys
     python benchmarks/co2_keys.py --families neural --keys 0 1 2
 
-The tutorial (`tutorials/03_latent_sde_real_data.py`, full mode) fits one `LatentSDE` per
+The tutorial (`tutorials/03_latent_sde_forecasting.py`, full mode) fits one `LatentSDE` per
 diffusion family on the weekly record 1958-1967 with `jax.random.key(0)` and forecasts
 1968-1969 with `key(1)`. One fit of one record is one draw: this script refits each
 family with every key in `--keys` (the tutorial's sizes, seasons and settings; only the
@@ -36,13 +36,18 @@ SIZES = dict(latent_dim=4, context_dim=16, width=32)
 FAMILIES = ("neural", "langevin", "linear-noise", "geometric")
 
 
-def fit_and_score(family: str, key: int, steps: int = 2000) -> dict:
+def load():
+    """`(train, future)`: the tutorial's training record and the held-out two years."""
+    import bayesde as bd
+
+    return bd.datasets.load("co2", start=START, end=CUT - 1e-6), bd.datasets.load("co2", start=CUT, end=CUT + 2.0)
+
+
+def fit_and_score(train, future, family: str, key: int, steps: int = 2000) -> dict:
     import jax
 
     import bayesde as bd
 
-    train = bd.datasets.load("co2", start=START, end=CUT - 1e-6)
-    future = bd.datasets.load("co2", start=CUT, end=CUT + 2.0)
     t0 = time.perf_counter()
     model = bd.models.LatentSDE(**SIZES, encoder="gru", family=family, substeps=1, seasons=(1.0,))
     post = bd.fit(model, train, method="svi", num_steps=steps, learning_rate=1e-2, key=jax.random.key(key),
@@ -76,9 +81,10 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results" / "co2_keys_cpu.json"))
     args = ap.parse_args(argv)
     t0, runs = time.perf_counter(), []
+    train, future = load()
     for fam in args.families:
         for k in args.keys:
-            runs.append(fit_and_score(fam, k))
+            runs.append(fit_and_score(train, future, fam, k))
             r = runs[-1]
             print(f"{fam:>12s} key {k}: CRPS {r['crps_ppmv']:.3f} ppmv, 90% coverage {r['coverage_0_90']:.2f}, "
                   f"width {r['width_0_90_ppmv']:.2f} ppmv (kept step {r['best_step']}, {r['seconds']:.0f} s)", flush=True)
