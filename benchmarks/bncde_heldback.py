@@ -78,7 +78,11 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             # the two that moved the rare plan most, together: members that disagree on an
             # extrapolation, each reading the exposures
             "ensemble of 4 with exposures": (dict(exposure_halflives=(0.5, 2.0, 8.0)),
-                                             dict(method="ensemble", num_members=4))}
+                                             dict(method="ensemble", num_members=4)),
+            # every point-estimated weight under a zero-mean prior at its layer's initial scale (the
+            # default since it was measured), and without it (the default before)
+            "gaussian weight prior": (dict(weight_prior="gaussian"), {}),
+            "no weight prior": (dict(weight_prior="none"), {})}
 PLANS = ("none", "chemo")
 
 

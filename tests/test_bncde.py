@@ -308,7 +308,8 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     scale, joins the path KL (zero at the initial drift). The draws have that sd."""
     with pytest.raises(ValueError, match=r"^BNCDE.weight_spread: must be 'fixed' or 'learned', got 'wide'.$"):
         bd.models.BNCDE(weight_spread="wide").adapt(sim.train)
-    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2).adapt(sim.train)  # the default
+    # the default spread; without the weight prior, whose term for the mean μ_0 joins the same KL
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_prior="none").adapt(sim.train)
     batch = sim.train.select(np.arange(4)).batch()
     params = _params(model, batch)
     p_enc, p_dec = (model._layer_shapes(part)["W2"][1] for part in ("enc", "dec"))
@@ -317,7 +318,8 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     np.testing.assert_allclose(params["w.log_sd0"], np.log(0.01), rtol=1e-6)
     prior_sd = 0.3 / np.sqrt(8)  # both fields' output layers read the width-8 hidden layer
 
-    fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed").adapt(sim.train)
+    fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed",
+                            weight_prior="none").adapt(sim.train)
 
     @jax.jit
     def kl(log_sd0):  # the learned spread's KL at these sds, and the fixed spread's
@@ -340,6 +342,56 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     config = model.config()
     del config["weight_spread"]
     assert bd.models.BNCDE.from_config(config).weight_spread == "fixed"
+
+
+# ------------------------------------------------------------------- weight prior
+def test_the_gaussian_weight_prior_pays_for_every_point_estimated_weight(sim):
+    """`weight_prior="gaussian"`: each point-estimated weight array (embedding, head weights,
+    the fields' deterministic layers) adds `−½ Σ (w / sd)²` to the program's log density, and
+    the stochastic layers' mean `μ_0` adds `½ Σ (μ_0 / sd_p)²` to their KL; `"none"` adds
+    neither. TECDE, whose every field layer is a point estimate, pays for all of them."""
+    with pytest.raises(ValueError, match=r"^BNCDE.weight_prior: must be 'none' or 'gaussian', got 'l2'.$"):
+        bd.models.BNCDE(weight_prior="l2").adapt(sim.train)
+    batch = sim.train.select(np.arange(4)).batch()
+    kw = dict(state_dim=4, width=8, train_paths=2)
+    with_prior = bd.models.BNCDE(weight_prior="gaussian", **kw).adapt(sim.train)
+    without = bd.models.BNCDE(weight_prior="none", **kw).adapt(sim.train)
+    params = _params(with_prior, batch)
+    assert set(params) == set(_params(without, batch))  # a prior, not new parameters
+    keys = dict(zip(params, jax.random.split(jax.random.key(3), len(params))))  # off the initial (zero) biases
+    params = {k: v + 0.1 * jax.random.normal(keys[k], v.shape) for k, v in params.items()}
+
+    @jax.jit
+    def factors(params):
+        t_with, t_without = _trace(with_prior, batch, params=params), _trace(without, batch, params=params)
+        return (t_with["weight_prior"]["fn"].log_factor,
+                t_with["kl_weights"]["fn"].log_factor - t_without["kl_weights"]["fn"].log_factor,
+                "weight_prior" in t_without)
+
+    c_in = 1 + 2 * 1 + 2 + 3  # time, outcome, its count, 2 treatments; 3 static covariates
+    f_in = 1 + 4 + 2 + 3  # time, state, treatments, static covariates: the fields' first layer
+    sq = lambda name, sd: float(jnp.sum((params[name] / sd) ** 2))  # noqa: E731
+    want = -0.5 * (sq("embed.W", 1 / np.sqrt(c_in + 1)) + sq("embed.b", 1.0) + sq("head.W", 1 / np.sqrt(4))
+                   + sum(sq(f"{part}.W1", 1 / np.sqrt(f_in)) + sq(f"{part}.b1", 1 / np.sqrt(f_in))
+                         for part in ("enc", "dec")))
+    sd_p = 0.3 / np.sqrt(8)  # the output layers (stochastic) read the width-8 hidden layer
+    point, kl_gap, none_has_it = factors(params)
+    assert float(point) == pytest.approx(want, rel=1e-5) and not none_has_it
+    assert float(-kl_gap) == pytest.approx(0.5 * float(jnp.sum((params["w.mu0"] / sd_p) ** 2)), rel=1e-4)
+    # TECDE: every field layer is a point estimate and pays
+    tecde = bd.models.TECDE(state_dim=4, width=8, weight_prior="gaussian").adapt(sim.train)
+    p_t = {k: v + 0.1 for k, v in _params(tecde, batch).items()}
+    got = float(jax.jit(lambda p: _trace(tecde, batch, params=p)["weight_prior"]["fn"].log_factor)(p_t))
+    sq = lambda name, sd: float(jnp.sum((p_t[name] / sd) ** 2))  # noqa: E731
+    want = -0.5 * (sq("embed.W", 1 / np.sqrt(c_in + 1)) + sq("embed.b", 1.0) + sq("head.W", 1 / np.sqrt(4))
+                   + sum(sq(f"{part}.W1", 1 / np.sqrt(f_in)) + sq(f"{part}.b1", 1 / np.sqrt(f_in))
+                         + sq(f"{part}.W2", sd_p) + sq(f"{part}.b2", sd_p) for part in ("enc", "dec")))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert bd.models.BNCDE().weight_prior == "gaussian" and bd.models.TECDE().weight_prior == "none"
+    # runs saved before the option existed fit and forecast as they did: without it
+    config = with_prior.config()
+    del config["weight_prior"]
+    assert bd.models.BNCDE.from_config(config).weight_prior == "none"
 
 
 # ------------------------------------------------------------------- exposures

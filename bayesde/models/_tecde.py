@@ -27,8 +27,9 @@ class TECDE(AbstractCDEForecaster):
 
     **Arguments:** as `BNCDE` (`state_dim`, `width`, `horizon`, `ahead_starts`, `fill`,
     `transform`, `forecast_series_every`: the same held-back widening, `exposure_halflives`,
-    `forecast`, here `"decoder"` by default as in the paper), plus `dropout`, the drop
-    probability in `[0, 1)` (0.1 in the paper).
+    `forecast`, here `"decoder"` by default as in the paper; `weight_prior`, here `"none"`
+    by default, the paper's baseline, and `"gaussian"` puts the prior on every field layer),
+    plus `dropout`, the drop probability in `[0, 1)` (0.1 in the paper).
     """
 
     dropout: float = 0.1
