@@ -309,7 +309,8 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     with pytest.raises(ValueError, match=r"^BNCDE.weight_spread: must be 'fixed' or 'learned', got 'wide'.$"):
         bd.models.BNCDE(weight_spread="wide").adapt(sim.train)
     # the default spread; without the weight prior, whose term for the mean μ_0 joins the same KL
-    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_prior="none").adapt(sim.train)
+    model = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_prior="none",
+                            stochastic="last").adapt(sim.train)
     batch = sim.train.select(np.arange(4)).batch()
     params = _params(model, batch)
     p_enc, p_dec = (model._layer_shapes(part)["W2"][1] for part in ("enc", "dec"))
@@ -319,7 +320,7 @@ def test_learned_weight_spread_pays_its_kl_against_the_layers_initial_scale(sim)
     prior_sd = 0.3 / np.sqrt(8)  # both fields' output layers read the width-8 hidden layer
 
     fixed = bd.models.BNCDE(state_dim=4, width=8, train_paths=2, weight_spread="fixed",
-                            weight_prior="none").adapt(sim.train)
+                            weight_prior="none", stochastic="last").adapt(sim.train)
 
     @jax.jit
     def kl(log_sd0):  # the learned spread's KL at these sds, and the fixed spread's
@@ -353,7 +354,7 @@ def test_the_gaussian_weight_prior_pays_for_every_point_estimated_weight(sim):
     with pytest.raises(ValueError, match=r"^BNCDE.weight_prior: must be 'none' or 'gaussian', got 'l2'.$"):
         bd.models.BNCDE(weight_prior="l2").adapt(sim.train)
     batch = sim.train.select(np.arange(4)).batch()
-    kw = dict(state_dim=4, width=8, train_paths=2)
+    kw = dict(state_dim=4, width=8, train_paths=2, stochastic="last")  # the first layers point-estimated
     with_prior = bd.models.BNCDE(weight_prior="gaussian", **kw).adapt(sim.train)
     without = bd.models.BNCDE(weight_prior="none", **kw).adapt(sim.train)
     params = _params(with_prior, batch)
@@ -388,6 +389,7 @@ def test_the_gaussian_weight_prior_pays_for_every_point_estimated_weight(sim):
                          + sq(f"{part}.W2", sd_p) + sq(f"{part}.b2", sd_p) for part in ("enc", "dec")))
     assert got == pytest.approx(want, rel=1e-5)
     assert bd.models.BNCDE().weight_prior == "gaussian" and bd.models.TECDE().weight_prior == "none"
+    assert bd.models.BNCDE().stochastic == "all"
     # runs saved before the option existed fit and forecast as they did: without it
     config = with_prior.config()
     del config["weight_prior"]

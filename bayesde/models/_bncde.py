@@ -768,9 +768,11 @@ class BNCDE(AbstractCDEForecaster):
       name); `width`: field width (128 in the paper).
     - `horizon`: training horizon `τ = 1..horizon`; `τ = 1` is trained from every row,
       `τ ≥ 2` from `ahead_starts` random start rows per step (0: every row).
-    - `stochastic`: `"last"` (stochastic weights for the output layer of both fields;
-      default) or `"all"` (every field layer, slower to train and to predict).
-      `benchmarks/bncde_sweep.py` compares the two.
+    - `stochastic`: `"all"` (default): every layer of both fields has stochastic weights,
+      so the hidden features themselves vary and a plan whose inputs the data rarely show
+      reads weights the data left uncertain; or `"last"` (the output layer of both fields,
+      the paper's; faster to predict). Measured against each other in `docs/calibration.md`
+      (`benchmarks/bncde_sweep.py` compares them on the paper's configuration).
     - `sigma`: diffusion of the weight SDE (the authors tuned 1e-2 … 1e-4 and ran 1e-3).
       It sets how far the weight paths spread along the rows (and where the learned
       initial spread starts), so it trades sharpness for coverage: tune it on held-out
@@ -858,7 +860,7 @@ class BNCDE(AbstractCDEForecaster):
     is not rescaled by minibatching. One hidden layer per field.
     """
 
-    stochastic: str = "last"
+    stochastic: str = "all"
     sigma: float = 1e-2
     train_paths: int = 10
     weight_spread: str = "learned"
