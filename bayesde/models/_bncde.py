@@ -782,7 +782,8 @@ class BNCDE(AbstractCDEForecaster):
     - `weight_spread`: `"learned"` (default): initial weights `N(μ_0, sd0²)` with a
       learned `sd0` per weight (param `w.log_sd0`, starting at `σ`) against the prior
       `N(μ_0, sd_p²)`, `sd_p` the layer's initial scale (`0.3/√width` for the output
-      layers; the prior's mean is fitted, only the spread is Bayesian), its KL added to
+      layers; the prior's mean is `μ_0` itself, which `weight_prior` puts its own prior
+      on), its KL added to
       the path KL. The spread then scales with the width through `sd_p` and shrinks where
       the data pin a weight down, so a plan the data barely contain reads the spread of
       the weights they leave free. `"fixed"` is the paper's version, `N(μ_0, σ²)` under
@@ -913,19 +914,18 @@ class BNCDE(AbstractCDEForecaster):
         b2 = numpyro.param("h.b2", _zeros((total,)))
         dd = numpyro.param("h.d", _zeros((total,)))
         sd0, kl0 = None, 0.0
+        # sd_p, each weight's prior sd: its layer's initial scale
+        prior_sd = np.concatenate([np.full(size, self._spread_prior(pt, nm))
+                                   for (pt, nm, _), size in zip(shapes, sizes)])
         if self.weight_spread == "learned":
-            # w_0 ~ N(μ_0, sd0²) against the prior N(μ_0, sd_p²), sd_p the layer's initial scale
-            # (the prior's mean is fitted: only the spread is Bayesian); sd0 starts at σ
-            prior_sd = np.concatenate([np.full(size, self._spread_prior(pt, nm))
-                                       for (pt, nm, _), size in zip(shapes, sizes)])
+            # w_0 ~ N(μ_0, sd0²) against the prior N(μ_0, sd_p²) (its mean μ_0 itself, under the
+            # weight prior below); sd0 starts at σ
             log_sd0 = numpyro.param("w.log_sd0", _full((total,), np.log(float(self.sigma))))
             sd0 = jnp.exp(log_sd0)
             kl0 = jnp.sum(jnp.log(prior_sd) - log_sd0 + 0.5 * (sd0 / prior_sd) ** 2 - 0.5)
 
         w, kl = compiled(self._weight_paths, key, mu0, (a1, b1, A2, b2, dd), n_rows, num_paths, sd0)  # (S, G, P)
         if self.weight_prior == "gaussian":  # the initial weights' mean under N(0, sd_p²): its MAP term
-            prior_sd = np.concatenate([np.full(size, self._layer_scale(pt, nm))
-                                       for (pt, nm, _), size in zip(shapes, sizes)])
             kl0 = kl0 + 0.5 * jnp.sum((mu0 / prior_sd) ** 2)
         kl = kl + kl0
         rows = {"enc": {}, "dec": {}}
@@ -936,7 +936,8 @@ class BNCDE(AbstractCDEForecaster):
         return rows["enc"], fixed["enc"], rows["dec"], fixed["dec"], kl
 
     def _spread_prior(self, part, name):
-        """The prior sd of the learned initial spread (`weight_spread="learned"`)."""
+        """The prior sd `sd_p` of the stochastic layers' initial weights: of their learned
+        spread (`weight_spread="learned"`) and of their mean (`weight_prior="gaussian"`)."""
         return self._layer_scale(part, name)
 
     def _weight_paths(self, key, mu0, drift, n_rows, num_paths, sd0=None):
