@@ -371,23 +371,22 @@ def test_the_gaussian_weight_prior_pays_for_every_point_estimated_weight(sim):
 
     c_in = 1 + 2 * 1 + 2 + 3  # time, outcome, its count, 2 treatments; 3 static covariates
     f_in = 1 + 4 + 2 + 3  # time, state, treatments, static covariates: the fields' first layer
-    sq = lambda name, sd: float(jnp.sum((params[name] / sd) ** 2))  # noqa: E731
-    want = -0.5 * (sq("embed.W", 1 / np.sqrt(c_in + 1)) + sq("embed.b", 1.0) + sq("head.W", 1 / np.sqrt(4))
-                   + sum(sq(f"{part}.W1", 1 / np.sqrt(f_in)) + sq(f"{part}.b1", 1 / np.sqrt(f_in))
-                         for part in ("enc", "dec")))
-    sd_p = 0.3 / np.sqrt(8)  # the output layers (stochastic) read the width-8 hidden layer
+    sd_p = 0.3 / np.sqrt(8)  # the output layers read the width-8 hidden layer
+
+    def want(p, layers):  # −½ Σ (w / sd)² over the embedding, the head's weights and these field layers
+        sds = {"embed.W": 1 / np.sqrt(c_in + 1), "embed.b": 1.0, "head.W": 1 / np.sqrt(4)}
+        sds.update({f"{part}.{nm}": (1 / np.sqrt(f_in) if nm[1] == "1" else sd_p)
+                    for part in ("enc", "dec") for nm in layers})
+        return -0.5 * sum(float(jnp.sum((p[name] / sd) ** 2)) for name, sd in sds.items())
+
     point, kl_gap, none_has_it = factors(params)
-    assert float(point) == pytest.approx(want, rel=1e-5) and not none_has_it
+    assert float(point) == pytest.approx(want(params, ("W1", "b1")), rel=1e-5) and not none_has_it
     assert float(-kl_gap) == pytest.approx(0.5 * float(jnp.sum((params["w.mu0"] / sd_p) ** 2)), rel=1e-4)
     # TECDE: every field layer is a point estimate and pays
     tecde = bd.models.TECDE(state_dim=4, width=8, weight_prior="gaussian").adapt(sim.train)
     p_t = {k: v + 0.1 for k, v in _params(tecde, batch).items()}
     got = float(jax.jit(lambda p: _trace(tecde, batch, params=p)["weight_prior"]["fn"].log_factor)(p_t))
-    sq = lambda name, sd: float(jnp.sum((p_t[name] / sd) ** 2))  # noqa: E731
-    want = -0.5 * (sq("embed.W", 1 / np.sqrt(c_in + 1)) + sq("embed.b", 1.0) + sq("head.W", 1 / np.sqrt(4))
-                   + sum(sq(f"{part}.W1", 1 / np.sqrt(f_in)) + sq(f"{part}.b1", 1 / np.sqrt(f_in))
-                         + sq(f"{part}.W2", sd_p) + sq(f"{part}.b2", sd_p) for part in ("enc", "dec")))
-    assert got == pytest.approx(want, rel=1e-5)
+    assert got == pytest.approx(want(p_t, ("W1", "b1", "W2", "b2")), rel=1e-5)
     assert bd.models.BNCDE().weight_prior == "gaussian" and bd.models.TECDE().weight_prior == "none"
     assert bd.models.BNCDE().stochastic == "all"
     # runs saved before the option existed fit and forecast as they did: without it

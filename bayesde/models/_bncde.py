@@ -394,11 +394,16 @@ class AbstractCDEForecaster(AbstractModel):
     def _common_params(self):
         h, ce, dim = self.state_dim, self._c_enc, self.data_dim
         return {
-            "embed_W": numpyro.param("embed.W", _init_normal((ce + self.n_static, h), 1.0 / np.sqrt(ce + self.n_static + 1))),
+            "embed_W": numpyro.param("embed.W", _init_normal((ce + self.n_static, h), self._embed_scale)),
             "embed_b": numpyro.param("embed.b", _zeros((h,))),
             "head_W": numpyro.param("head.W", _init_normal((h, 2 * dim), 0.1 / np.sqrt(h))),
             "head_b": numpyro.param("head.b", lambda k: jnp.concatenate([jnp.zeros(dim), jnp.full(dim, -1.0)])),
         }
+
+    @property
+    def _embed_scale(self):
+        """The sd of the embedding's initial weights (and of their prior): `1/√(inputs + 1)`."""
+        return 1.0 / np.sqrt(self._c_enc + self.n_static + 1)
 
     def _point_log_prior(self, p, enc_fixed, dec_fixed):
         """`weight_prior="gaussian"`: the log density, up to a constant, of the point-estimated
@@ -407,8 +412,7 @@ class AbstractCDEForecaster(AbstractModel):
         `1/√state_dim` (ten times their initial scale: the head starts small, not the prior);
         the head's biases have none. Their fit is then a MAP estimate, and a small cohort's
         likelihood pulls them less far from small weights than a large one's."""
-        ce = self._c_enc + self.n_static
-        terms = [(p["embed_W"], 1.0 / np.sqrt(ce + 1)), (p["embed_b"], 1.0),
+        terms = [(p["embed_W"], self._embed_scale), (p["embed_b"], 1.0),
                  (p["head_W"], 1.0 / np.sqrt(self.state_dim))]
         terms += [(v, self._layer_scale(part, nm))
                   for part, lay in (("enc", enc_fixed), ("dec", dec_fixed)) for nm, v in lay.items()]
