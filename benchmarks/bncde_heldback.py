@@ -82,7 +82,10 @@ VARIANTS = {"off": (dict(forecast_series_every=0), {}), "default": ({}, {}),
             # every point-estimated weight under a zero-mean prior at its layer's initial scale (the
             # default since it was measured), and without it (the default before)
             "gaussian weight prior": (dict(weight_prior="gaussian"), {}),
-            "no weight prior": (dict(weight_prior="none"), {})}
+            "no weight prior": (dict(weight_prior="none"), {}),
+            # the held-back score may also narrow the head's sd (κ ≥ 0), or only widen it (κ ≥ 1)
+            "widening may narrow": (dict(min_widening=0.0), {}),
+            "widening only widens": (dict(min_widening=1.0), {})}
 PLANS = ("none", "chemo")
 
 
@@ -102,7 +105,7 @@ def run_one(variant: str, seed: int, args) -> list:
     theta = post.params.get("head.forecast_widening")
     kept = getattr(post.info, "best_step", None) or getattr(post.info, "member_best_step", None)  # SVI / ensemble
     fitted = dict(variant=variant, seed=seed, fit_s=fit_s, best_step=kept,
-                  widening=None if theta is None else np.asarray(_widening(theta)).tolist())
+                  widening=None if theta is None else np.asarray(_widening(theta, post.model.min_widening)).tolist())
     log_sd0 = post.params.get("w.log_sd0")
     if log_sd0 is not None:  # the learned spread of the initial weights: its quartiles
         fitted["weight_sd0_quartiles"] = np.quantile(np.exp(np.asarray(log_sd0)), [0.25, 0.5, 0.75]).tolist()

@@ -2,15 +2,17 @@
 forecasts, and the scale of the predictive each score would choose for them.
 
 Fits the default `BNCDE()` on a quick calibration-panel tumour case (the same data and
-keys as `python benchmarks/calibration.py --panel --quick --seeds 1 --models BNCDE`),
-then forecasts 5 days ahead (a) the test patients under the factual plan and two plans
+keys as the seed `--seed` of `python benchmarks/calibration.py --panel --quick --models
+BNCDE`), then forecasts 5 days ahead (a) the test patients under the factual plan and two plans
 outside the observed patterns, and (b) training patients from cut days 12, 18 and 24,
 separately for the series held back from the likelihood and for kept ones. For each set
 it reports the 90% coverage, the quantiles of `|z|` (`z` = error over the predictive sd),
 its excess kurtosis, and the factor `c` by which the predictive sd would have to be
 scaled (as `N(0, c²)` for `z`) to minimise the CRPS, to minimise the log score, and to
 cover 90%. Held-back rows are the validation set the widening `κ` is fitted on: whether
-the score's `c` there matches the `c` that 90% coverage needs is the question.
+the score's `c` there matches the `c` that 90% coverage needs is the question. The test
+patients also get their coverage by forecast day, and `--spread-scales 1,0.5` forecasts
+again from the same fit with its initial weights' learned spread times each factor.
 
     python benchmarks/bncde_tails.py --gamma 4      # about 8 minutes on 2 cores
 """
@@ -18,8 +20,10 @@ the score's `c` there matches the `c` that 90% coverage needs is the question.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -38,6 +42,15 @@ def _z(samples, y):
     return ((y - s.mean(0)) / s.std(0))[ok], float(((y >= lo) & (y <= hi))[ok].mean())
 
 
+def _by_day(samples, y):
+    """The 90% coverage on each forecast day `(T,)` (days without observations: NaN)."""
+    s, y = np.asarray(samples, float), np.asarray(y, float)
+    lo, hi = np.quantile(s, [0.05, 0.95], axis=0)
+    inside = ((y >= lo) & (y <= hi)).astype(float)
+    inside[~np.isfinite(y)] = np.nan
+    return np.nanmean(inside, axis=(0, 2)).tolist()
+
+
 def _row(z, cov):
     a = np.abs(z)
 
@@ -54,17 +67,25 @@ def _row(z, cov):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gamma", type=int, default=4, choices=(0, 4, 8))
+    ap.add_argument("--seed", type=int, default=0, help="the panel's seed (its data and keys)")
     ap.add_argument("--draws", type=int, default=400)
+    ap.add_argument("--spread-scales", default="1",
+                    help="comma-separated factors on the fitted initial weights' spread to forecast with "
+                         "beside it (1: the fit as it is)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"bncde_tails_gamma{args.gamma}_cpu.json")
+    args.spread_scales = [float(v) for v in args.spread_scales.split(",")]
+    if 1.0 not in args.spread_scales:
+        args.spread_scales.insert(0, 1.0)
+    stem = f"bncde_tails_gamma{args.gamma}" + (f"_seed{args.seed}" if args.seed else "")
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{stem}_cpu.json")
     cases = bd.datasets.panel()
     name = f"tumor_gamma{args.gamma}"
-    # the panel's keys for seed 0 and the model `BNCDE` (benchmarks/calibration.py, _panel_case)
+    # the panel's keys for this seed and the model `BNCDE` (benchmarks/calibration.py, _panel_case)
     from _machine import machine  # (benchmarks/ is the script's directory)
-    from calibration import panel_fit_keys
+    from calibration import panel_data_key, panel_fit_keys
 
-    k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), list(cases).index(name)), 0)
+    k_data = panel_data_key(jax.random.key(0), name, args.seed)
     k_fit, k_pred = panel_fit_keys(k_data, "BNCDE")
     data = cases[name].simulate(key=k_data, missing=float("nan"), quick=True)
     t0 = time.perf_counter()
@@ -72,20 +93,55 @@ def main():
         warnings.simplefilter("ignore")
         post = bd.fit(bd.models.BNCDE(), data.train, key=k_fit, progress_bar=False, warn=False)
     theta = np.asarray(post.params["head.forecast_widening"])
-    res = dict(benchmark="BNCDE forecast errors on new and held-back patients", case=name,
-               command=f"python benchmarks/bncde_tails.py --gamma {args.gamma}", fit_s=time.perf_counter() - t0,
-               best_step=post.info.best_step, widening=np.asarray(_widening(theta)).tolist(), sets={})
+    res = dict(benchmark="BNCDE forecast errors on new and held-back patients", case=name, seed=args.seed,
+               command="python benchmarks/bncde_tails.py " + " ".join(sys.argv[1:]), fit_s=time.perf_counter() - t0,
+               best_step=post.info.best_step, widening=np.asarray(_widening(theta, post.model.min_widening)).tolist())
+    for scale in args.spread_scales:
+        # the same fit, its initial weights' learned spread (`w.log_sd0`) times `scale`
+        scaled = copy.copy(post)
+        scaled.params = dict(post.params, **{"w.log_sd0": post.params["w.log_sd0"] + np.log(scale)})
+        sets = _sets(scaled, data, k_pred, args.draws, kept_too=scale == 1.0)
+        if scale == 1.0:
+            res["sets"] = sets
+        else:
+            res.setdefault("spread_scaled", {})[str(scale)] = sets
+    res["machine"] = machine()
+    for scale in args.spread_scales:
+        print(f"-- weight spread x {scale}")
+        for k, v in (res["sets"] if scale == 1.0 else res["spread_scaled"][str(scale)]).items():
+            print(f"{k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
+    print("best step", res["best_step"], "widening", np.round(res["widening"], 2))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote", out)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, list):
+        return "[" + " ".join(f"{x:.2f}" for x in v) + "]"
+    return str(v)
+
+
+def _sets(post, data, key, draws, kept_too=True):
+    """The rows of `_row` for the test patients under each plan (with the coverage by day)
+    and for training patients from cut days 12, 18, 24: held back, and (`kept_too`) kept."""
     plans = {p: data.plan(p) for p in ("factual", "none", "chemo")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
-                                        num_samples=args.draws)
+        eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=key,
+                                        num_samples=draws)
+    sets = {}
     for p in plans:
-        res["sets"][f"test patients, {p}"] = _row(*_z(eff.outcomes[p].samples, data.counterfactual(p).ys))
+        samples, truth = eff.outcomes[p].samples, data.counterfactual(p).ys
+        sets[f"test patients, {p}"] = dict(_row(*_z(samples, truth)), coverage_90_by_day=_by_day(samples, truth))
     tr, h = data.train, data.horizon
     held = np.nonzero(post.model._is_held_back(np.arange(tr.n_series)))[0]
     kept = np.setdiff1d(np.arange(tr.n_series), held)[: held.size]
-    for label, idx in (("training patients held back from the likelihood", held), ("training patients kept", kept)):
+    groups = (("training patients held back from the likelihood", held), ("training patients kept", kept))
+    for label, idx in groups[: 2 if kept_too else 1]:
         zs, covs = [], []
         for cut in (12, 18, 24):
             past = slice(0, cut + 1)
@@ -96,19 +152,12 @@ def main():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = bd.effects.counterfactual(post, hist, plans={"factual": np.asarray(tr.treatments[idx, nxt])},
-                                              horizon=h, key=jax.random.key(cut), num_samples=args.draws)
+                                              horizon=h, key=jax.random.key(cut), num_samples=draws)
             z, c = _z(e.outcomes["factual"].samples, np.where(tr.mask[idx, nxt], tr.ys[idx, nxt], np.nan))
             zs.append(z)
             covs.append(c)
-        res["sets"][label] = _row(np.concatenate(zs), float(np.mean(covs)))
-    res["machine"] = machine()
-    for k, v in res["sets"].items():
-        print(f"{k}: " + ", ".join(f"{a}={b:.2f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items()))
-    print("best step", res["best_step"], "widening", np.round(res["widening"], 2))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1)
-    print("wrote", out)
+        sets[label] = _row(np.concatenate(zs), float(np.mean(covs)))
+    return sets
 
 
 if __name__ == "__main__":

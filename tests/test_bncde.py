@@ -279,6 +279,33 @@ def test_the_widening_scales_the_forecast_sd_per_horizon(sim):
     np.testing.assert_allclose(ratio[0, :, 0], [2 / k0, 1.0, 2 / k0, 2 / k0], rtol=1e-5)
 
 
+def test_min_widening_lets_the_score_narrow_the_forecast(sim):
+    """`κ = min_widening + softplus(10 θ)`: every fit starts at the same `κ` whatever the
+    floor, and with a floor below one the held-back score can narrow the head's sd."""
+    kw = dict(state_dim=4, width=8, train_paths=2, horizon=2, forecast="decoder")
+    batch = sim.train.select(np.arange(4)).batch()
+    q = Query(ts=jnp.tile(jnp.arange(31.0, 33.0), (4, 1)), treatments=jnp.zeros((4, 2, 2)))
+
+    def sd(least, theta=None):
+        model = bd.models.BNCDE(**kw, min_widening=least).adapt(sim.train)
+        params = _params(model, batch)
+        if theta is not None:
+            params = dict(params, **{"head.forecast_widening": jnp.full((2,), theta)})
+        return np.asarray(_trace(model, batch, q, params=params)["y_out"]["fn"].scale)
+
+    start = sd(1.0)
+    np.testing.assert_allclose(sd(0.0), start, rtol=1e-5)  # the same start, κ = 1 + softplus(−5)
+    np.testing.assert_allclose(sd(0.5), start, rtol=1e-5)
+    k0 = 1.0 + np.log1p(np.exp(-5.0))
+    half = np.log(np.expm1(0.5)) / 10.0  # softplus(10 θ) = 0.5
+    np.testing.assert_allclose(sd(0.0, half) / start, 0.5 / k0, rtol=1e-5)  # narrowed to half
+    np.testing.assert_allclose(sd(1.0, half) / start, 1.5 / k0, rtol=1e-5)  # the same θ only widens
+    for bad in (-0.1, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match=r"^BNCDE.min_widening: expected a number in \[0, 1\] .* got "
+                                             + repr(bad).replace(".", r"\.") + r"\.$"):
+            bd.models.BNCDE(min_widening=bad).adapt(sim.train)
+
+
 def test_held_back_widening_settings_and_old_runs(sim):
     with pytest.raises(ValueError, match=r"BNCDE.forecast_series_every: expected 0 .* got 1"):
         bd.models.BNCDE(forecast_series_every=1).adapt(sim.train)
@@ -297,6 +324,11 @@ def test_held_back_widening_settings_and_old_runs(sim):
     config = bd.models.BNCDE(state_dim=4).adapt(sim.train).config()
     del config["forecast_series_every"]
     assert bd.models.BNCDE.from_config(config).forecast_series_every == 0
+    # runs saved before `min_widening` existed read their widening as κ ≥ 1
+    config = bd.models.BNCDE(state_dim=4, min_widening=0.0).adapt(sim.train).config()
+    assert bd.models.BNCDE.from_config(config).min_widening == 0.0
+    del config["min_widening"]
+    assert bd.models.BNCDE.from_config(config).min_widening == 1.0
 
 
 # ----------------------------------------------------------------- learned weight spread

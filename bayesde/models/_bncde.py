@@ -23,7 +23,7 @@ Training maximises the ELBO
 with `S = train_paths` weight paths (vmapped); under minibatching the likelihood sits in
 the `"series"` plate (rescaled by N/B) and the KL outside it (not rescaled). Every
 fourth series is left out of that likelihood, and the log score of its forecasts fits a
-widening `κ_τ ≥ 1` of the head's sd per horizon (see `BNCDE`).
+widening `κ_τ ≥ 1` of the head's sd per horizon (`min_widening`; see `BNCDE`).
 """
 
 from __future__ import annotations
@@ -205,6 +205,12 @@ def _no_weight_prior_before_it_existed(config: dict) -> dict:
     return config if "weight_prior" in config else dict(config, weight_prior="none")
 
 
+def _widen_only_before_min_widening_existed(config: dict) -> dict:
+    """Runs saved before `min_widening` existed could only widen (`κ ≥ 1`), and their
+    `head.forecast_widening` is read that way."""
+    return config if "min_widening" in config else dict(config, min_widening=1.0)
+
+
 def _no_holdout_before_it_existed(config: dict) -> dict:
     """Runs saved before the held-back forecast scale (`forecast_series_every`) predict as
     they did when saved: without it (their parameters have no scale)."""
@@ -218,12 +224,19 @@ def _no_holdout_before_it_existed(config: dict) -> dict:
 _MAX_HELD_BACK = 64
 
 
-def _widening(theta):
-    """The forecast's widening `κ = 1 + softplus(10 θ) ≥ 1` of the head's sd from its
-    parameter `θ` (`head.forecast_widening`). The factor 10 lets Adam move `κ` ten times
-    faster than the networks, so that it keeps up with them (`κ` has one number per
-    horizon and is fitted by a smooth score)."""
-    return 1.0 + jax.nn.softplus(10.0 * theta)
+def _widening(theta, least=1.0):
+    """The forecast's widening `κ = least + softplus(10 θ)` of the head's sd from its
+    parameter `θ` (`head.forecast_widening`); `least` is the model's `min_widening`. The
+    factor 10 lets Adam move `κ` ten times faster than the networks, so that it keeps up
+    with them (`κ` has one number per horizon and is fitted by a smooth score)."""
+    return least + jax.nn.softplus(10.0 * theta)
+
+
+def _widening_start(least=1.0):
+    """The `θ` at which every fit starts: `κ = 1 + softplus(−5)`, just above one, whatever
+    `least` is (for `least = 1` that is `θ = −0.5`)."""
+    gap = 1.0 + np.log1p(np.exp(-5.0)) - least
+    return float(np.log(np.expm1(gap)) / 10.0)
 
 
 def mixture_log_score(mu, sd, y, axis: int):
@@ -259,13 +272,15 @@ class AbstractCDEForecaster(AbstractModel):
     exposure_halflives: tuple = eqx.field(default=(), converter=_as_halflives)
     forecast: str = "decoder"
     weight_prior: str = "none"
+    min_widening: float = 1.0
 
     amortized = True
     needs_treatments = True
     held_out_site = "forecast_score"  # emitted in training when series are held back
     held_out_draws = 2  # the score is closed-form in the head's noise (and averages BNCDE's weight paths)
     _renamed = {"hidden": "state_dim"}
-    _upgrades = (_upgrade_data_fields, _no_holdout_before_it_existed, _no_weight_prior_before_it_existed)
+    _upgrades = (_upgrade_data_fields, _no_holdout_before_it_existed, _no_weight_prior_before_it_existed,
+                 _widen_only_before_min_widening_existed)
 
     # ------------------------------------------------------------ sizes
     @property
@@ -332,6 +347,12 @@ class AbstractCDEForecaster(AbstractModel):
             raise ValueError(f"{owner}.forecast: must be 'decoder' or 'rollout', got {self.forecast!r}.")
         if self.weight_prior not in ("none", "gaussian"):
             raise ValueError(f"{owner}.weight_prior: must be 'none' or 'gaussian', got {self.weight_prior!r}.")
+        m = self.min_widening
+        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not 0.0 <= m <= 1.0:
+            raise ValueError(
+                f"{owner}.min_widening: expected a number in [0, 1] (the least factor the held-back score may "
+                f"put on the head's sd; 1 only widens), got {m!r}."
+            )
         bad = [h for h in self.exposure_halflives if not (isinstance(h, float) and np.isfinite(h) and h > 0)]
         if bad:
             raise ValueError(
@@ -517,8 +538,9 @@ class AbstractCDEForecaster(AbstractModel):
             raise ValueError(f"{type(self).__name__}.program needs a PRNG key: run it under numpyro.handlers.seed.")
         k_w, k_run = jax.random.split(key)
         p = self._common_params()
-        # the forecast's widening of the head's sd per horizon, κ ≥ 1, fitted only by the held-back score
-        kappa = (_widening(numpyro.param("head.forecast_widening", jnp.full((self.horizon,), -0.5)))
+        # the forecast's scale on the head's sd per horizon, κ ≥ min_widening, fitted only by the held-back score
+        start = jnp.full((self.horizon,), _widening_start(self.min_widening))
+        kappa = (_widening(numpyro.param("head.forecast_widening", start), self.min_widening)
                  if self.forecast_series_every else None)
         enc_rows, enc_fixed, dec_rows, dec_fixed, kl = self._draw(k_w, num_paths, t_len + h_max)
         numpyro.factor("kl_weights", -jnp.mean(kl))
@@ -839,14 +861,16 @@ class BNCDE(AbstractCDEForecaster):
     encoder still reads it), and the log score (minus the log density) of its
     forecasts one to `horizon` steps ahead — the mixture over weight paths, made as
     `predict` makes them — fits a widening `κ_τ ≥ 1` of the head's sd per horizon
-    (param `head.forecast_widening`, `κ = 1 + softplus(10 θ)`; horizons past `horizon`
-    keep the last) and nothing else. The log score, not the CRPS: errors on new
+    (param `head.forecast_widening`, `κ = min_widening + softplus(10 θ)`; horizons
+    past `horizon` keep the last) and nothing else. The log score, not the CRPS: errors on new
     patients are heavier-tailed than the Gaussian head, and the CRPS's best scale for
     them leaves the outer intervals short, while the log score's matches the errors'
-    spread. `κ` only widens: on the factual outcomes of a large cohort the ELBO's sd
-    can be wider than the score's optimum, and narrowing it cost coverage of the plans
-    the data rarely show. The score is also the model's `held_out_site`, on which
-    `SVI(keep_best=True)` keeps the parameters whose held-back forecasts were best: on
+    spread. `κ` only widens (`min_widening=1`): on the factual outcomes of a large cohort
+    the ELBO's sd can be wider than the score's optimum, and narrowing it cost coverage of
+    the plans the data rarely show; `min_widening=0` lets the score narrow it too, which
+    cost coverage again with every layer's weights stochastic. The score is also the
+    model's `held_out_site`, on which `SVI(keep_best=True)` keeps the parameters whose
+    held-back forecasts were best: on
     a small cohort that early stopping is most of the gain; on a large one it can stop
     before the training that a rarely seen plan needs (both measured in
     `docs/calibration.md`; `keep_best=False` turns it off).
