@@ -860,19 +860,18 @@ class BNCDE(AbstractCDEForecaster):
     `forecast_series_every`-th series (at most 64) is left out of the likelihood (its
     encoder still reads it), and the log score (minus the log density) of its
     forecasts one to `horizon` steps ahead — the mixture over weight paths, made as
-    `predict` makes them — fits a widening `κ_τ ≥ 1` of the head's sd per horizon
-    (param `head.forecast_widening`, `κ = min_widening + softplus(10 θ)`; horizons
-    past `horizon` keep the last) and nothing else. The log score, not the CRPS: errors on new
-    patients are heavier-tailed than the Gaussian head, and the CRPS's best scale for
+    `predict` makes them — fits a widening `κ_τ ≥ min_widening` (1 by default) of the
+    head's sd per horizon (param `head.forecast_widening`, `κ = min_widening + softplus(10 θ)`;
+    horizons past `horizon` keep the last) and nothing else. The log score, not the CRPS:
+    errors on new patients are heavier-tailed than the Gaussian head, and the CRPS's best scale for
     them leaves the outer intervals short, while the log score's matches the errors'
     spread. `κ` only widens (`min_widening=1`): on the factual outcomes of a large cohort
     the ELBO's sd can be wider than the score's optimum, and narrowing it cost coverage of
     the plans the data rarely show; `min_widening=0` lets the score narrow it too, which
     cost coverage again with every layer's weights stochastic. The score is also the
     model's `held_out_site`, on which `SVI(keep_best=True)` keeps the parameters whose
-    held-back forecasts were best: on
-    a small cohort that early stopping is most of the gain; on a large one it can stop
-    before the training that a rarely seen plan needs (both measured in
+    held-back forecasts were best: on a small cohort that early stopping is most of the
+    gain; on a large one it can stop before the training that a rarely seen plan needs (both measured in
     `docs/calibration.md`; `keep_best=False` turns it off).
     Runs saved before it existed load with `forecast_series_every=0`.
 
