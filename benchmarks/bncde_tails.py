@@ -36,20 +36,24 @@ import bayesde as bd
 from bayesde.models._bncde import _widening
 
 
+def _inside(samples, y):
+    """Whether each entry of `y (N, T, D)` lies in the central 90% interval of `samples`
+    (NaN where `y` is missing)."""
+    lo, hi = np.quantile(samples, [0.05, 0.95], axis=0)
+    inside = ((y >= lo) & (y <= hi)).astype(float)
+    inside[~np.isfinite(y)] = np.nan
+    return inside
+
+
 def _z(samples, y):
     s, y = np.asarray(samples, float), np.asarray(y, float)
     ok = np.isfinite(y)
-    lo, hi = np.quantile(s, [0.05, 0.95], axis=0)
-    return ((y - s.mean(0)) / s.std(0))[ok], float(((y >= lo) & (y <= hi))[ok].mean())
+    return ((y - s.mean(0)) / s.std(0))[ok], float(np.nanmean(_inside(s, y)))
 
 
 def _by_day(samples, y):
     """The 90% coverage on each forecast day `(T,)` (days without observations: NaN)."""
-    s, y = np.asarray(samples, float), np.asarray(y, float)
-    lo, hi = np.quantile(s, [0.05, 0.95], axis=0)
-    inside = ((y >= lo) & (y <= hi)).astype(float)
-    inside[~np.isfinite(y)] = np.nan
-    return np.nanmean(inside, axis=(0, 2)).tolist()
+    return np.nanmean(_inside(np.asarray(samples, float), np.asarray(y, float)), axis=(0, 2)).tolist()
 
 
 def _row(z, cov):
@@ -104,30 +108,30 @@ def main():
         # the same fit, its initial weights' learned spread (`w.log_sd0`) times `scale`
         scaled = copy.copy(post)
         scaled.params = dict(post.params, **{"w.log_sd0": post.params["w.log_sd0"] + np.log(scale)})
-        sets = _sets(scaled, data, k_pred, args.draws, kept_too=scale == 1.0)
+        sets = _sets(scaled, data, k_pred, args.draws, groups=("held", "kept") if scale == 1.0 else ("held",))
         if scale == 1.0:
             res["sets"] = sets
         else:
             res.setdefault("spread_scaled", {})[str(scale)] = sets
+        _show(f"weight spread x {scale}", sets)
     if args.new_patients:
         # the same process and sizes, another key: only its test patients are read
         fresh = bd.datasets.tumor_growth(gamma=float(args.gamma), key=jax.random.fold_in(k_data, 1),
                                          **dict(cases[name].quick, n_test=args.new_patients))
-        res["new_patients"] = _sets(post, fresh, jax.random.fold_in(k_pred, 1), args.draws, training=False)
+        res["new_patients"] = _sets(post, fresh, jax.random.fold_in(k_pred, 1), args.draws, groups=())
+        _show(f"{args.new_patients} new patients", res["new_patients"])
     res["machine"] = machine()
-    if args.new_patients:
-        print(f"-- {args.new_patients} new patients")
-        for k, v in res["new_patients"].items():
-            print(f"{k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
-    for scale in args.spread_scales:
-        print(f"-- weight spread x {scale}")
-        for k, v in (res["sets"] if scale == 1.0 else res["spread_scaled"][str(scale)]).items():
-            print(f"{k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
     print("best step", res["best_step"], "widening", np.round(res["widening"], 2))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     print("wrote", out)
+
+
+def _show(title, sets):
+    print(f"-- {title}")
+    for k, v in sets.items():
+        print(f"{k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
 
 
 def _fmt(v):
@@ -138,10 +142,10 @@ def _fmt(v):
     return str(v)
 
 
-def _sets(post, data, key, draws, kept_too=True, training=True):
+def _sets(post, data, key, draws, groups=("held", "kept")):
     """The rows of `_row` for the test patients under each plan (with the coverage by day)
-    and (`training`) for training patients from cut days 12, 18, 24: held back, and
-    (`kept_too`) kept."""
+    and for the training patients of `groups` (`"held"`: held back from the likelihood;
+    `"kept"`: as many kept ones) from cut days 12, 18, 24."""
     plans = {p: data.plan(p) for p in ("factual", "none", "chemo")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -151,13 +155,12 @@ def _sets(post, data, key, draws, kept_too=True, training=True):
     for p in plans:
         samples, truth = eff.outcomes[p].samples, data.counterfactual(p).ys
         sets[f"test patients, {p}"] = dict(_row(*_z(samples, truth)), coverage_90_by_day=_by_day(samples, truth))
-    if not training:
-        return sets
     tr, h = data.train, data.horizon
     held = np.nonzero(post.model._is_held_back(np.arange(tr.n_series)))[0]
     kept = np.setdiff1d(np.arange(tr.n_series), held)[: held.size]
-    groups = (("training patients held back from the likelihood", held), ("training patients kept", kept))
-    for label, idx in groups[: 2 if kept_too else 1]:
+    patients = {"held": ("training patients held back from the likelihood", held),
+                "kept": ("training patients kept", kept)}
+    for label, idx in (patients[g] for g in groups):
         zs, covs = [], []
         for cut in (12, 18, 24):
             past = slice(0, cut + 1)

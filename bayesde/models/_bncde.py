@@ -539,9 +539,10 @@ class AbstractCDEForecaster(AbstractModel):
         k_w, k_run = jax.random.split(key)
         p = self._common_params()
         # the forecast's scale on the head's sd per horizon, κ ≥ min_widening, fitted only by the held-back score
-        start = jnp.full((self.horizon,), _widening_start(self.min_widening))
-        kappa = (_widening(numpyro.param("head.forecast_widening", start), self.min_widening)
-                 if self.forecast_series_every else None)
+        kappa = None
+        if self.forecast_series_every:
+            start = jnp.full((self.horizon,), _widening_start(self.min_widening))
+            kappa = _widening(numpyro.param("head.forecast_widening", start), self.min_widening)
         enc_rows, enc_fixed, dec_rows, dec_fixed, kl = self._draw(k_w, num_paths, t_len + h_max)
         numpyro.factor("kl_weights", -jnp.mean(kl))
         if self.weight_prior == "gaussian":
