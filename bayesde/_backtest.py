@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from ._checks import check_int, check_real, is_int
 from ._data import TimeSeries
 from .inference import Posterior, Prediction, fit
 from .metrics import _crps_each
@@ -219,7 +220,7 @@ def _default_origins(data: TimeSeries, count: int, horizon: int) -> np.ndarray:
 
 
 def _resolve_origins(data: TimeSeries, origins, horizon: int) -> np.ndarray:
-    if isinstance(origins, (int, np.integer)) and not isinstance(origins, bool):
+    if is_int(origins):
         if origins < 1:
             raise ValueError(f"backtest: origins must be a positive integer or a list of times, got {origins!r}.")
         return _default_origins(data, int(origins), horizon)
@@ -394,11 +395,8 @@ def backtest(
     levels = _check_levels(levels)
     if horizon is None:
         horizon = max(1, int(np.median(data.lengths)) // 4)
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"backtest: horizon must be a positive integer (future times per origin), got {horizon!r}.")
-    horizon = int(horizon)
-    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
-        raise ValueError(f"backtest: num_samples must be a positive integer, got {num_samples!r}.")
+    horizon = check_int("backtest.horizon", horizon, hint="future times per origin")
+    check_int("backtest.num_samples", num_samples, optional=True)
     times = _resolve_origins(data, origins, horizon)
 
     bar = None
@@ -481,8 +479,7 @@ def conformal_factors(bt: Backtest, level: float) -> np.ndarray:
 
 
 def _level_index(bt: Backtest, level, where: str) -> int:
-    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
-        raise ValueError(f"{where}: level must be a number in (0, 1), e.g. 0.9; got {level!r}.")
+    check_real(f"{where}.level", level, 0.0, 1.0, open_low=True, open_high=True, hint="e.g. 0.9")
     hit = np.flatnonzero(np.isclose(bt.levels, level))
     if hit.size == 0:
         raise ValueError(

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from ._checks import check_int
 from ._backtest import conformalize as conformalize
 
 __all__ = [
@@ -43,12 +44,6 @@ DEFAULT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 # ------------------------------------------------------------------ rank statistics
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def rank_uniformity(ranks, num_draws: int, *, bins: Optional[int] = None) -> dict:
     """Chi-square test that SBC ranks are uniform on `{0, ..., num_draws}`.
 
@@ -68,7 +63,7 @@ def rank_uniformity(ranks, num_draws: int, *, bins: Optional[int] = None) -> dic
     """
     from scipy import stats
 
-    num_draws = _check_int("rank_uniformity: num_draws", num_draws, 1)
+    num_draws = check_int("rank_uniformity.num_draws", num_draws, 1)
     r = np.asarray(ranks).ravel()
     if r.size < 2:
         raise ValueError(f"rank_uniformity: ranks needs at least 2 values, got {r.size}.")
@@ -78,7 +73,7 @@ def rank_uniformity(ranks, num_draws: int, *, bins: Optional[int] = None) -> dic
         )
     if bins is None:
         bins = min(num_draws + 1, max(2, r.size // 5))
-    bins = _check_int("rank_uniformity: bins", bins, 2)
+    bins = check_int("rank_uniformity.bins", bins, 2)
     bins = min(bins, num_draws + 1)
     edges = np.linspace(0, num_draws + 1, bins + 1).round().astype(int)
     observed = np.histogram(r, bins=edges)[0].astype(float)
@@ -221,8 +216,8 @@ def sbc(
 
     from .inference import fit
 
-    num_datasets = _check_int("sbc: num_datasets", num_datasets, 2)
-    thin = _check_int("sbc: thin", thin, 1)
+    num_datasets = check_int("sbc.num_datasets", num_datasets, 2)
+    thin = check_int("sbc.thin", thin, 1)
     if not callable(simulate):
         raise TypeError(f"sbc: simulate must be a function simulate(key) -> (truth, data), got {type(simulate).__name__}.")
     if fit_kwargs is not None and not isinstance(fit_kwargs, dict):
@@ -300,7 +295,7 @@ def pit_histogram(pit_values, bins: int = 10):
     """Counts of PIT values in `bins` equal bins of [0, 1] and the count a uniform PIT
     would give per bin: `(edges, counts, expected)`."""
     u = np.asarray(pit_values, dtype=float).ravel()
-    bins = _check_int("pit_histogram: bins", bins, 1)
+    bins = check_int("pit_histogram.bins", bins, 1)
     if u.size == 0 or np.any(~np.isfinite(u)) or np.any((u < 0) | (u > 1)):
         raise ValueError("pit_histogram: pit_values must be a non-empty array of values in [0, 1].")
     edges = np.linspace(0.0, 1.0, bins + 1)

@@ -26,6 +26,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from ._checks import check_int, check_real
 from ._data import TimeSeries
 from .inference import Posterior, Prediction
 
@@ -186,10 +187,8 @@ def overlap(
         raise ValueError(
             f"overlap: data has {data.treatments.shape[2]} treatment channels, train has {k}."
         )
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"overlap: horizon must be a positive integer, got {horizon!r}.")
-    if not (isinstance(tolerance, (int, float, np.floating)) and tolerance >= 0):
-        raise ValueError(f"overlap: tolerance must be a number >= 0, got {tolerance!r}.")
+    check_int("overlap.horizon", horizon)
+    check_real("overlap.tolerance", tolerance, 0.0)
     n = data.n_series
     arrays = {str(name): _plan_array(name, plan, n, horizon, k) for name, plan in plans.items()}
     u = train.treatments
@@ -286,8 +285,7 @@ def counterfactual(
             f"counterfactual: {type(model).__name__} takes no treatment inputs, so plans cannot "
             "change its predictions; fit a model with treatments (e.g. bd.models.BNCDE)."
         )
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"counterfactual: horizon must be a positive integer, got {horizon!r}.")
+    check_int("counterfactual.horizon", horizon)
     if not isinstance(plans, Mapping) or not plans:
         raise ValueError("counterfactual: plans must be a non-empty dict name -> treatments.")
     if data.treatments is None:
@@ -301,10 +299,7 @@ def counterfactual(
     ts = query_times(data, horizon, step)
     checked = None
     if overlap_threshold is not None:
-        if not (isinstance(overlap_threshold, (int, float, np.floating)) and 0 <= overlap_threshold <= 1):
-            raise ValueError(
-                f"counterfactual: overlap_threshold must be a number in [0, 1] or None, got {overlap_threshold!r}."
-            )
+        check_real("counterfactual.overlap_threshold", overlap_threshold, 0.0, 1.0, optional=True)
         train = post.data
         if train.treatments is not None and train.treatments.shape[2] == k and train.n_times > horizon:
             checked = overlap(train, data, arrays, horizon=horizon)

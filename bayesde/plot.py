@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ._checks import is_int
+
 __all__ = ["forecast", "counterfactual", "calibration", "trace"]
 
 _COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
@@ -55,7 +57,7 @@ def _index(names: Sequence[str], variable, owner: str) -> list[int]:
 
 
 def _series_index(series, n: int, ids: Sequence, owner: str) -> int:
-    if isinstance(series, (int, np.integer)) and not isinstance(series, bool):
+    if is_int(series):
         if not 0 <= int(series) < n:
             raise ValueError(f"plot.{owner}: series {series} out of range for {n} series.")
         return int(series)

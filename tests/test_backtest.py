@@ -162,7 +162,7 @@ def test_bad_origins_horizon_and_levels_name_the_field():
             bd.backtest(post, data, origins=0, **kw)
         with pytest.raises(ValueError, match=r"backtest: horizon=9 leaves no room for an origin"):
             bd.backtest(post, data, horizon=9, **kw)
-        with pytest.raises(ValueError, match=r"backtest: horizon must be a positive integer"):
+        with pytest.raises(ValueError, match=r"^backtest.horizon: expected a positive integer \(future times per origin\), got 1\.5\.$"):
             bd.backtest(post, data, horizon=1.5, **kw)
         with pytest.raises(ValueError, match=r"backtest: levels must be a list of numbers in \(0, 1\)"):
             bd.backtest(post, data, levels=(0.5, 1.0), **kw)

@@ -85,7 +85,7 @@ def test_predict_and_save_load(tmp_path, toy, toy_post):
     [
         (dict(num_chains=1), r"Chees\.num_chains: expected at least 2 chains, got 1"),
         (dict(num_warmup=0), r"Chees\.num_warmup: expected a positive integer"),
-        (dict(target_accept_prob=1.5), r"Chees\.target_accept_prob: expected a number in \(0\.0, 1\.0\)"),
+        (dict(target_accept_prob=1.5), r"Chees\.target_accept_prob: expected a number in \(0, 1\)"),
         (dict(learning_rate=-1.0), r"Chees\.learning_rate"),
         (dict(chunk_size=0), r"Chees\.chunk_size"),
         (dict(max_tree_depth=5), r"'max_tree_depth' is not an option of method 'chees'"),

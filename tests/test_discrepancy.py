@@ -107,7 +107,7 @@ def test_the_discrepancy_is_checked_and_off_by_default(owner):
     with pytest.raises(ValueError, match=rf"{owner}.discrepancy: expected 'ou' \(an Ornstein–Uhlenbeck "
                                          r"discrepancy\) or None \(none\), got 'gp'."):
         build(discrepancy="gp")
-    with pytest.raises(ValueError, match=rf"{owner}.discrepancy_scale: expected a positive number, got 0"):
+    with pytest.raises(ValueError, match=rf"{owner}.discrepancy_scale: expected a number > 0, got 0"):
         build(discrepancy_scale=0)
     assert build().discrepancy is None
     model = build(discrepancy="ou")

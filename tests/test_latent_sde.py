@@ -776,7 +776,7 @@ def test_the_linear_noise_family_bounds_its_control():
     assert np.abs(neural).max() > 100
     assert np.abs(_control_outputs(bd.models.LatentSDE(control_bound=2.0), 1e3)).max() <= 2.0
     with pytest.raises(ValueError, match=r"LatentSDE.control_bound: expected 'auto' \(the family's own bound\), "
-                                         r"None \(unbounded\) or a positive number, got 0."):
+                                         r"None \(unbounded\) or a number > 0, got 0."):
         bd.models.LatentSDE(control_bound=0)
 
 
@@ -835,7 +835,7 @@ def test_the_geometric_family_bounds_its_prior_drift():
         bd.models.LatentSDE(family="geometric", drift_bound=None, seasons=()), 1e-3), rtol=2e-3, atol=1e-6)
     assert np.abs(_drift_outputs(bd.models.LatentSDE(family="langevin", seasons=()), 1e3)).max() > 100
     with pytest.raises(ValueError, match=r"LatentSDE.drift_bound: expected 'auto' \(the family's own bound\), "
-                                         r"None \(unbounded\) or a positive number, got -1."):
+                                         r"None \(unbounded\) or a number > 0, got -1."):
         bd.models.LatentSDE(drift_bound=-1)
 
 

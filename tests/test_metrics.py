@@ -69,5 +69,5 @@ def test_shape_mismatch_is_refused(gaussian):
     pred, _ = gaussian
     with pytest.raises(ValueError, match=r"metrics: truth has shape \(2, 49, 1\) but the prediction is \(2, 50, 1\)"):
         bd.metrics.coverage(pred, np.zeros((2, 49, 1)))
-    with pytest.raises(ValueError, match="Prediction.interval: level must be a number in"):
+    with pytest.raises(ValueError, match=r"^Prediction.interval.level: expected a number in \(0, 1\) \(e.g. 0.9\), got 1.5\.$"):
         pred.interval(1.5)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_int, check_real
 from .._data import TimeSeries
 from ..solvers._sde import brownian_increments, solve_sde_grid
 from ._registry import register
@@ -17,12 +18,9 @@ __all__ = ["stochastic_lorenz", "geometric_brownian_motion", "double_well", "gbm
 
 
 def _check_sizes(owner, n_series, n_times, t_max, missing):
-    if not (isinstance(n_series, (int, np.integer)) and n_series >= 1):
-        raise ValueError(f"{owner}: n_series must be a positive integer, got {n_series!r}.")
-    if not (isinstance(n_times, (int, np.integer)) and n_times >= 2):
-        raise ValueError(f"{owner}: n_times must be an integer >= 2, got {n_times!r}.")
-    if not t_max > 0:
-        raise ValueError(f"{owner}: t_max must be positive, got {t_max!r}.")
+    check_int(f"{owner}.n_series", n_series)
+    check_int(f"{owner}.n_times", n_times, 2)
+    check_real(f"{owner}.t_max", t_max, 0.0, open_low=True)
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"{owner}: missing must be a probability in [0, 1), got {missing!r}.")
 

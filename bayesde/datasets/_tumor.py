@@ -8,6 +8,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from .._checks import check_int
 from .._data import TimeSeries
 from ._registry import register
 
@@ -297,11 +298,9 @@ def tumor_growth(
     **Returns:** a `TumorSimulation` (`.train`, `.test`, `.plan(name)`,
     `.counterfactual(plan)`, `.factual`, `.truth`).
     """
-    if not isinstance(n_patients, (int, np.integer)) or n_patients < 1:
-        raise ValueError(f"tumor_growth: n_patients must be a positive integer, got {n_patients!r}.")
+    check_int("tumor_growth.n_patients", n_patients)
     n_test = max(1, n_patients // 4) if n_test is None else n_test
-    if not isinstance(n_test, (int, np.integer)) or n_test < 1:
-        raise ValueError(f"tumor_growth: n_test must be a positive integer, got {n_test!r}.")
+    check_int("tumor_growth.n_test", n_test)
     if assignment not in ("confounded", "regimens"):
         raise ValueError(
             f"tumor_growth: assignment must be 'confounded' or 'regimens', got {assignment!r}."

@@ -17,6 +17,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from .._checks import is_int
 from ._predictive import all_draws, chunk_size, run_chunks
 
 __all__ = [
@@ -179,7 +180,7 @@ def pointwise_log_likelihood(post, *, key=None):
 # ------------------------------------------------------------------ layouts
 def _coord_values(values):
     values = list(values)
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+    if all(is_int(v) for v in values):
         return np.asarray(values, dtype=np.int64)
     return np.asarray([str(v) for v in values], dtype=object)
 

@@ -19,7 +19,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_real,
+from .._checks import check_int, check_real
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind,
                         _check_sampler, _progress, register_engine)
 
 __all__ = ["Chees", "CheesInfo", "run_chees"]
@@ -100,10 +101,10 @@ class Chees(AbstractEngine):
                 f"Chees.num_chains: expected at least 2 chains, got {self.num_chains}; the adaptation "
                 "averages over the chains (use 32 or more), or use method='nuts' for one chain."
             )
-        _check_real("Chees", "learning_rate", self.learning_rate, 0.0, np.inf)
-        _check_real("Chees", "initial_step_size", self.initial_step_size, 0.0, np.inf)
-        _check_int("Chees", "max_leapfrog_steps", self.max_leapfrog_steps, 1)
-        _check_int("Chees", "chunk_size", self.chunk_size, 1)
+        check_real("Chees.learning_rate", self.learning_rate, 0.0, open_low=True)
+        check_real("Chees.initial_step_size", self.initial_step_size, 0.0, open_low=True)
+        check_int("Chees.max_leapfrog_steps", self.max_leapfrog_steps, 1)
+        check_int("Chees.chunk_size", self.chunk_size, 1)
 
     def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:
         """Run this sampler; see `AbstractEngine.run` and `run_chees`."""

@@ -22,8 +22,6 @@ from ._registry import AbstractEngine as AbstractEngine
 from ._registry import EngineInfo as EngineInfo
 from ._registry import EngineResult as EngineResult
 from ._registry import _bind as _bind
-from ._registry import _check_int as _check_int
-from ._registry import _check_real as _check_real
 from ._registry import _check_sampler as _check_sampler
 from ._registry import _fast as _fast
 from ._registry import _progress as _progress
@@ -42,7 +40,7 @@ __all__ = [
 ]
 
 # Importable from here as before the engines moved to their own files.
-_MOVED = (run_svi, run_nuts, run_blackjax_nuts, _bind, _check_int, _check_real, _check_sampler, _fast, _progress)
+_MOVED = (run_svi, run_nuts, run_blackjax_nuts, _bind, _check_sampler, _fast, _progress)
 
 #: The built-in engines' options classes (`fit` accepts any registered engine).
 Method = Union[SVI, NUTS, BlackJAXNUTS]

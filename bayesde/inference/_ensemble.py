@@ -24,7 +24,8 @@ from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 from numpyro.infer.svi import SVIState
 
-from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
+from .._checks import check_bool, check_int, check_real
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind,
                         _progress, register_engine)
 from ._init import compiled_initialisation
 from ._sites import site_kinds
@@ -170,23 +171,23 @@ class Ensemble(AbstractEngine):
     point_estimates: ClassVar[bool] = True
 
     def __post_init__(self):
-        _check_int("Ensemble", "num_members", self.num_members, 1)
+        check_int("Ensemble.num_members", self.num_members, 1)
         if self.num_members < 2:
             raise ValueError(
                 f"Ensemble.num_members: expected at least 2 members, got {self.num_members}; "
                 "an ensemble of one is a point estimate (use method='svi'), 5 is a good default."
             )
-        _check_int("Ensemble", "num_steps", self.num_steps, 1)
-        _check_int("Ensemble", "num_samples", self.num_samples, 1)
-        _check_int("Ensemble", "num_particles", self.num_particles, 1)
-        _check_int("Ensemble", "chunk_size", self.chunk_size, 1)
-        _check_int("Ensemble", "batch_size", self.batch_size, 1, optional=True)
-        _check_int("Ensemble", "best_from", self.best_from, 0)
-        _check_bool("Ensemble", "keep_best", self.keep_best)
-        _check_bool("Ensemble", "cross_fit", self.cross_fit)
+        check_int("Ensemble.num_steps", self.num_steps, 1)
+        check_int("Ensemble.num_samples", self.num_samples, 1)
+        check_int("Ensemble.num_particles", self.num_particles, 1)
+        check_int("Ensemble.chunk_size", self.chunk_size, 1)
+        check_int("Ensemble.batch_size", self.batch_size, 1, optional=True)
+        check_int("Ensemble.best_from", self.best_from, 0)
+        check_bool("Ensemble.keep_best", self.keep_best)
+        check_bool("Ensemble.cross_fit", self.cross_fit)
         if not isinstance(self.combine, str) or self.combine not in COMBINE:
             raise ValueError(f"Ensemble.combine: expected one of {list(COMBINE)}, got {self.combine!r}.")
-        _check_real("Ensemble", "learning_rate", self.learning_rate, 0.0, np.inf)
+        check_real("Ensemble.learning_rate", self.learning_rate, 0.0, open_low=True)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
     def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._checks import check_real
 from .._data import TimeSeries
 
 __all__ = ["QUANTILES", "median_step", "last_times", "forecast_grid", "hold_treatments", "tidy", "forecast"]
@@ -89,12 +90,10 @@ def forecast(
     """The body of `Posterior.forecast` (see there)."""
     import pandas as pd  # noqa: F401 - fail early if pandas is missing
 
-    if not (isinstance(horizon, (int, float, np.integer, np.floating)) and horizon > 0 and math.isfinite(horizon)):
-        raise ValueError(f"forecast: horizon must be a positive number (in the data's time units), got {horizon!r}.")
+    check_real("forecast.horizon", horizon, 0.0, open_low=True, hint="in the data's time units")
     data = post.data
     step = median_step(data) if every is None else every
-    if not (isinstance(step, (int, float, np.integer, np.floating)) and step > 0 and math.isfinite(step)):
-        raise ValueError(f"forecast: every must be a positive number, got {every!r}.")
+    check_real("forecast.every", step, 0.0, open_low=True)
     ts, end = forecast_grid(post, float(horizon), float(step))
     if ts.shape[1] > 20000:
         raise ValueError(f"forecast: every={step:g} gives {ts.shape[1]} times per series; use a larger every.")

@@ -14,8 +14,9 @@ import numpy as np
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as _NumPyroNUTS
 
+from .._checks import check_int
 from ._init import compiled_initialisation
-from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_int, _check_sampler, _progress, register_engine
+from ._registry import AbstractEngine, EngineInfo, EngineResult, _bind, _check_sampler, _progress, register_engine
 
 __all__ = ["NUTS", "BlackJAXNUTS", "NUTSInfo", "BlackJAXNUTSInfo", "run_nuts", "run_blackjax_nuts"]
 
@@ -88,7 +89,7 @@ class BlackJAXNUTS(AbstractEngine):
 
     def __post_init__(self):
         _check_sampler("BlackJAXNUTS", self)
-        _check_int("BlackJAXNUTS", "chunk_size", self.chunk_size, 1)
+        check_int("BlackJAXNUTS.chunk_size", self.chunk_size, 1)
 
     def run(self, model, batch, *, key, progress_bar: bool) -> EngineResult:
         """Run this sampler; see `AbstractEngine.run`."""

@@ -8,6 +8,8 @@ from typing import Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_real
+
 __all__ = ["Prediction"]
 
 
@@ -85,8 +87,8 @@ class Prediction:
 
     def interval(self, level: float = 0.9):
         """The equal-tailed credible interval `(lo, hi)`, each `(N, T, D)`."""
-        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)) or not 0 < level < 1:
-            raise ValueError(f"Prediction.interval: level must be a number in (0, 1), e.g. 0.9; got {level!r}.")
+        level = check_real("Prediction.interval.level", level, 0.0, 1.0, open_low=True, open_high=True,
+                           hint="e.g. 0.9")
         a = (1 - level) / 2
         q = self.quantiles([a, 1 - a])
         return q[0], q[1]

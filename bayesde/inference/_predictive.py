@@ -22,6 +22,7 @@ import numpy as np
 import numpyro
 from numpyro.infer import Predictive
 
+from .._checks import check_int
 from .._data import TimeSeries
 from ..models._base import Query
 from ._prediction import Prediction
@@ -50,8 +51,7 @@ def select_draws(samples: dict, num_samples: Optional[int], *, default: int):
     """`(draws, n)`: `num_samples` draws taken evenly from the posterior `samples`
     (every draw when `None`), flattened over chains. With no sampled site (every
     parameter a point estimate) `draws` is empty and `n` is `num_samples`, or `default`."""
-    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
-        raise ValueError(f"predict: num_samples must be a positive integer, got {num_samples!r}.")
+    check_int("predict.num_samples", num_samples, optional=True)
     if not samples:
         return {}, int(num_samples or default)
     flat = all_draws(samples)

@@ -30,6 +30,8 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 
+from .._checks import check_int, check_real
+
 __all__ = [
     "AbstractEngine",
     "EngineInfo",
@@ -259,36 +261,11 @@ def _bind(model, subsample_size, batch):
     return program
 
 
-def _check_int(owner: str, name: str, value, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum >= 1 else "a non-negative integer"
-        raise ValueError(
-            f"{owner}.{name}: expected {what}{' or None' if optional else ''}, got {value!r}."
-        )
-
-
-def _check_bool(owner: str, name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}.{name}: expected True or False, got {value!r}.")
-
-
-def _check_real(owner: str, name: str, value, low: float, high: float, *, open_low=True, open_high=True) -> None:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = np.isfinite(v) and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
-    if not ok:
-        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise ValueError(f"{owner}.{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}.")
-
-
 def _check_sampler(owner: str, m, *, min_warmup: int = 0) -> None:
     """The options every MCMC engine shares (and `max_tree_depth` where it has one)."""
-    _check_int(owner, "num_warmup", m.num_warmup, min_warmup)
-    _check_int(owner, "num_samples", m.num_samples, 1)
-    _check_int(owner, "num_chains", m.num_chains, 1)
-    _check_real(owner, "target_accept_prob", m.target_accept_prob, 0.0, 1.0)
+    check_int(f"{owner}.num_warmup", m.num_warmup, min_warmup)
+    check_int(f"{owner}.num_samples", m.num_samples, 1)
+    check_int(f"{owner}.num_chains", m.num_chains, 1)
+    check_real(f"{owner}.target_accept_prob", m.target_accept_prob, 0.0, 1.0, open_low=True, open_high=True)
     if hasattr(m, "max_tree_depth"):
-        _check_int(owner, "max_tree_depth", m.max_tree_depth, 1)
+        check_int(f"{owner}.max_tree_depth", m.max_tree_depth, 1)

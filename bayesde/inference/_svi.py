@@ -24,7 +24,8 @@ from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer import SVI as _NumPyroSVI
 from numpyro.infer import autoguide
 
-from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind, _check_bool, _check_int, _check_real,
+from .._checks import check_bool, check_int, check_real
+from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind,
                         _progress, register_engine)
 from ._init import compiled_initialisation
 from ._sites import site_kinds
@@ -175,17 +176,17 @@ class SVI(AbstractEngine):
     point_estimates = True
 
     def __post_init__(self):
-        _check_int("SVI", "num_steps", self.num_steps, 1)
-        _check_int("SVI", "num_particles", self.num_particles, 1)
-        _check_int("SVI", "num_samples", self.num_samples, 1)
-        _check_int("SVI", "chunk_size", self.chunk_size, 1)
-        _check_int("SVI", "batch_size", self.batch_size, 1, optional=True)
-        _check_int("SVI", "checkpoint_every", self.checkpoint_every, 1, optional=True)
-        _check_int("SVI", "patience", self.patience, 1, optional=True)
-        _check_int("SVI", "min_steps", self.min_steps, 0)
-        _check_int("SVI", "best_from", self.best_from, 0)
-        _check_int("SVI", "held_out_refit", self.held_out_refit, 0)
-        _check_real("SVI", "learning_rate", self.learning_rate, 0.0, np.inf)
+        check_int("SVI.num_steps", self.num_steps, 1)
+        check_int("SVI.num_particles", self.num_particles, 1)
+        check_int("SVI.num_samples", self.num_samples, 1)
+        check_int("SVI.chunk_size", self.chunk_size, 1)
+        check_int("SVI.batch_size", self.batch_size, 1, optional=True)
+        check_int("SVI.checkpoint_every", self.checkpoint_every, 1, optional=True)
+        check_int("SVI.patience", self.patience, 1, optional=True)
+        check_int("SVI.min_steps", self.min_steps, 0)
+        check_int("SVI.best_from", self.best_from, 0)
+        check_int("SVI.held_out_refit", self.held_out_refit, 0)
+        check_real("SVI.learning_rate", self.learning_rate, 0.0, open_low=True)
         check_optimizer_and_guide("SVI", self.optimizer, self.guide)
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("SVI.checkpoint_dir: checkpoint_every needs a folder; pass checkpoint_dir=...")
@@ -216,8 +217,8 @@ class SVI(AbstractEngine):
                             f"SVI.devices[{i}]: {d!r} is not a JAX device; pass jax.devices()."
                         )
                 object.__setattr__(self, "devices", devs)
-        _check_bool("SVI", "process_local", self.process_local)
-        _check_bool("SVI", "keep_best", self.keep_best)
+        check_bool("SVI.process_local", self.process_local)
+        check_bool("SVI.keep_best", self.keep_best)
         if self.process_local and self.devices is None:
             raise ValueError("SVI.process_local: only means something with devices=...; pass devices=jax.devices().")
 

@@ -39,6 +39,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from .._checks import check_int, check_real, is_int
 from .._data import Batch, TimeSeries
 from ..solvers._cde import fill_missing, observation_counts, solve_cde_grid
 from ..solvers._sde import solve_sde_grid
@@ -332,11 +333,9 @@ class AbstractCDEForecaster(AbstractModel):
         self._check_fields()
         _check_transform(self.transform, owner)
         for name in ("state_dim", "width", "horizon"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{owner}.{name}: must be a positive integer, got {v!r}.")
+            check_int(f"{owner}.{name}", getattr(self, name))
         k = self.forecast_series_every
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0 or k == 1:
+        if not is_int(k) or k < 0 or k == 1:
             raise ValueError(
                 f"{owner}.forecast_series_every: expected 0 (no series held back) or an integer of at "
                 f"least 2 (every k-th series held back), got {k!r}."
@@ -347,12 +346,8 @@ class AbstractCDEForecaster(AbstractModel):
             raise ValueError(f"{owner}.forecast: must be 'decoder' or 'rollout', got {self.forecast!r}.")
         if self.weight_prior not in ("none", "gaussian"):
             raise ValueError(f"{owner}.weight_prior: must be 'none' or 'gaussian', got {self.weight_prior!r}.")
-        m = self.min_widening
-        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not 0.0 <= m <= 1.0:
-            raise ValueError(
-                f"{owner}.min_widening: expected a number in [0, 1] (the least factor the held-back score may "
-                f"put on the head's sd; 1 only widens), got {m!r}."
-            )
+        check_real(f"{owner}.min_widening", self.min_widening, 0.0, 1.0,
+                   hint="the least factor the held-back score may put on the head's sd; 1 only widens")
         bad = [h for h in self.exposure_halflives if not (isinstance(h, float) and np.isfinite(h) and h > 0)]
         if bad:
             raise ValueError(
@@ -903,10 +898,8 @@ class BNCDE(AbstractCDEForecaster):
             raise ValueError(f"BNCDE.stochastic: must be 'last' or 'all', got {self.stochastic!r}.")
         if self.weight_spread not in ("fixed", "learned"):
             raise ValueError(f"BNCDE.weight_spread: must be 'fixed' or 'learned', got {self.weight_spread!r}.")
-        if not self.sigma > 0:
-            raise ValueError(f"BNCDE.sigma: must be positive, got {self.sigma!r}.")
-        if not isinstance(self.train_paths, (int, np.integer)) or self.train_paths < 1:
-            raise ValueError(f"BNCDE.train_paths: must be a positive integer, got {self.train_paths!r}.")
+        check_real("BNCDE.sigma", self.sigma, 0.0, open_low=True)
+        check_int("BNCDE.train_paths", self.train_paths)
 
     def _num_paths(self, training):
         return self.train_paths if training else 1

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_int, check_real
 from .._data import TIME_UNITS, TimeSeries
 from ..solvers._grid import interp_linear, refine_grid, time_grid
 
@@ -25,7 +26,6 @@ __all__ = [
     "check_positive",
     "check_observed",
     "check_adapted",
-    "positive_int",
     "gaussian_kl",
     "held_back",
     "held_back_rows",
@@ -209,23 +209,14 @@ def check_adapted(model, *fields: str) -> None:
         )
 
 
-def positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
-    """Refuse anything but an integer `>= minimum` (booleans included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}, got {value!r}.")
-
-
 def check_holdout(owner: str, holdout, every, turns_off: str) -> None:
     """Refuse a held-back tail that is not a fraction in `[0, 1)` (`forecast_holdout`;
     0 turns off what it fits, named by `turns_off`) or a series stride that is not a
     positive integer (`forecast_series_every`): the two fields every model with
     held-back tails (`held_back`, `holdout_split`) shares."""
-    positive_int(owner, "forecast_series_every", every)
-    h = holdout
-    if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not 0.0 <= float(h) < 1.0:
-        raise ValueError(
-            f"{owner}.forecast_holdout: expected a fraction in [0, 1) (0 turns {turns_off} off), got {h!r}."
-        )
+    check_int(f"{owner}.forecast_series_every", every)
+    check_real(f"{owner}.forecast_holdout", holdout, 0.0, 1.0, open_high=True, noun="a fraction",
+               hint=f"0 turns {turns_off} off")
 
 
 def gaussian_kl(q_mean, q_std, p_mean, p_std, axis: Optional[int] = -1):

@@ -13,11 +13,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from .._checks import check_int, check_real
 from .._data import Batch, TimeSeries
 from ..networks import mlp, param_module
 from ..solvers._fbm import MarkovFBM
 from ._base import AbstractModel, Query, register_model
-from ._common import check_adapted, compiled, fit_scaling, gaussian_kl, positive_int, refine_grid, time_span
+from ._common import check_adapted, compiled, fit_scaling, gaussian_kl, refine_grid, time_span
 
 __all__ = ["FractionalSDE"]
 
@@ -224,23 +225,19 @@ class FractionalSDE(AbstractModel):
     _upgrades = (_upgrade_time_scale,)
 
     def __check_init__(self):
-        if not (isinstance(self.latent_dim, (int, np.integer)) and self.latent_dim >= 1):
-            raise ValueError(f"FractionalSDE.latent_dim: expected a positive int, got {self.latent_dim!r}.")
-        if not (isinstance(self.num_ou, (int, np.integer)) and 1 <= self.num_ou):
-            raise ValueError(f"FractionalSDE.num_ou: expected a positive int, got {self.num_ou!r}.")
-        if self.num_ou > 1 and not self.gamma_max > 1:
-            raise ValueError(f"FractionalSDE.gamma_max: must be > 1, got {self.gamma_max!r}.")
+        check_int("FractionalSDE.latent_dim", self.latent_dim)
+        check_int("FractionalSDE.num_ou", self.num_ou)
+        if self.num_ou > 1:
+            check_real("FractionalSDE.gamma_max", self.gamma_max, 1.0, open_low=True)
         if self.fbm_type not in ("I", "II"):
             raise ValueError(f"FractionalSDE.fbm_type: {self.fbm_type!r} is not 'I' or 'II'.")
-        if not 0.0 < float(self.hurst) < 1.0:
-            raise ValueError(f"FractionalSDE.hurst: {self.hurst!r} is outside (0, 1).")
+        check_real("FractionalSDE.hurst", self.hurst, 0.0, 1.0, open_low=True, open_high=True)
         if len(tuple(self.hurst_prior)) != 2 or min(self.hurst_prior) <= 0:
             raise ValueError(
                 f"FractionalSDE.hurst_prior: expected two positive Beta concentrations, got {self.hurst_prior!r}."
             )
-        positive_int("FractionalSDE", "substeps", self.substeps)
-        if not self.obs_spacing > 0:
-            raise ValueError(f"FractionalSDE.obs_spacing: must be > 0, got {self.obs_spacing!r}.")
+        check_int("FractionalSDE.substeps", self.substeps)
+        check_real("FractionalSDE.obs_spacing", self.obs_spacing, 0.0, open_low=True)
 
     # ------------------------------------------------------------------ data
     def adapt(self, data: TimeSeries) -> "FractionalSDE":

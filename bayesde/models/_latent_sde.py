@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 
+from .._checks import check_int, check_real
 from .._data import Batch, TimeSeries
 from ..networks import param_module
 from ..networks._sde_nets import batched_linear, batched_mlp
@@ -20,7 +21,7 @@ from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
-                      gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear, positive_int,
+                      gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear,
                       random_walk, refine_grid, sample_log_score, season_features, spacing_ratio, time_grid,
                       two_draw_crps, compiled)
 from .encoders import AbstractEncoder, as_encoder
@@ -475,7 +476,7 @@ class LatentSDE(AbstractModel):
     def __check_init__(self):
         owner = "LatentSDE"
         for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths"):
-            positive_int(owner, name, getattr(self, name))
+            check_int(f"{owner}.{name}", getattr(self, name))
         check_holdout(owner, self.forecast_holdout, self.forecast_series_every, "the forecast scale")
         if self.posterior_drift not in ("shared", "own"):
             raise ValueError(f"{owner}.posterior_drift: expected 'shared' or 'own', got {self.posterior_drift!r}.")
@@ -485,28 +486,21 @@ class LatentSDE(AbstractModel):
             raise ValueError(f"{owner}.forecast_score: expected 'crps' or 'log', got {self.forecast_score!r}.")
         if not isinstance(self.linear_drift, (bool, np.bool_)) and self.linear_drift not in (0, 1):
             raise ValueError(f"{owner}.linear_drift: expected True or False, got {self.linear_drift!r}.")
-        positive_int(owner, "kl_anneal_steps", self.kl_anneal_steps, minimum=0)
+        check_int(f"{owner}.kl_anneal_steps", self.kl_anneal_steps, 0)
         if self.window is not None:
-            positive_int(owner, "window", self.window, minimum=2)
-        if self.noise is not None and not (float(self.noise) > 0):
-            raise ValueError(f"{owner}.noise: expected a positive sd or None (learned), got {self.noise!r}.")
-        if not float(self.kl_weight) >= 0:
-            raise ValueError(f"{owner}.kl_weight: expected a weight >= 0, got {self.kl_weight!r}.")
+            check_int(f"{owner}.window", self.window, 2)
+        check_real(f"{owner}.noise", self.noise, 0.0, open_low=True, optional=True, noun="an sd",
+                   hint="None: learned")
+        check_real(f"{owner}.kl_weight", self.kl_weight, 0.0, noun="a weight")
         for name in ("control_bound", "drift_bound"):
             c = getattr(self, name)
-            if not (c is None or (isinstance(c, str) and c == "auto")
-                    or (isinstance(c, (int, float, np.number)) and not isinstance(c, bool) and float(c) > 0)):
-                raise ValueError(
-                    f"{owner}.{name}: expected 'auto' (the family's own bound), None (unbounded) or a "
-                    f"positive number, got {c!r}."
-                )
+            if not (c is None or (isinstance(c, str) and c == "auto")):
+                check_real(f"{owner}.{name}", c, 0.0, open_low=True,
+                           noun="'auto' (the family's own bound), None (unbounded) or a number")
         f = self.diffusion_floor
-        if not (f is None or (isinstance(f, str) and f == "auto")
-                or (isinstance(f, (int, float, np.number)) and not isinstance(f, bool) and 0 <= float(f) < 1)):
-            raise ValueError(
-                f"{owner}.diffusion_floor: expected 'auto' (the family's own floor), None (none) or a "
-                f"number in [0, 1), got {f!r}."
-            )
+        if not (f is None or (isinstance(f, str) and f == "auto")):
+            check_real(f"{owner}.diffusion_floor", f, 0.0, 1.0, open_high=True,
+                       noun="'auto' (the family's own floor), None (none) or a number")
 
     # ------------------------------------------------------------------ data
     def adapt(self, data: TimeSeries) -> "LatentSDE":

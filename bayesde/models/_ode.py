@@ -14,6 +14,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from .._checks import check_real
 from .._data import Batch, TimeSeries
 from ..networks import mlp, sample_module
 from ..solvers import solve_ode
@@ -62,8 +63,7 @@ def _check_discrepancy(owner: str, discrepancy, scale) -> None:
             f"{owner}.discrepancy: expected 'ou' (an Ornstein–Uhlenbeck discrepancy) or None (none), "
             f"got {discrepancy!r}."
         )
-    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
-        raise ValueError(f"{owner}.discrepancy_scale: expected a positive number, got {scale!r}.")
+    check_real(f"{owner}.discrepancy_scale", scale, 0.0, open_low=True)
 
 
 def _no_walk_before_it_existed(config: dict) -> dict:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammainc, gammaincc, gammaln
 
+from .._checks import check_int, check_real
 from ._sde import brownian_increments, solve_sde_grid
 
 __all__ = [
@@ -71,10 +72,8 @@ def fbm_speeds(num_ou: int = 5, gamma_max: float = 20.0, dtype=None):
 
     **Returns:** an array of shape `(K,)`, increasing.
     """
-    if not (isinstance(num_ou, (int, np.integer)) and num_ou >= 1):
-        raise ValueError(f"fbm_speeds: num_ou must be a positive int, got {num_ou!r}.")
-    if not gamma_max > 1.0:
-        raise ValueError(f"fbm_speeds: gamma_max must be > 1, got {gamma_max!r}.")
+    check_int("fbm_speeds.num_ou", num_ou)
+    check_real("fbm_speeds.gamma_max", gamma_max, 1.0, open_low=True)
     dtype = dtype or jnp.zeros(()).dtype
     if num_ou == 1:
         return jnp.ones((1,), dtype)
