@@ -16,15 +16,28 @@ from typing import Optional
 import numpy as np
 
 
+def _kind(value) -> str:
+    """The NumPy dtype kind of a scalar (`"i"`, `"u"`, `"f"`, ...; `""` for anything else):
+    Python and NumPy numbers, and 0-d arrays (NumPy or JAX), booleans of every sort `"b"`."""
+    if isinstance(value, (bool, np.bool_)):
+        return "b"
+    if isinstance(value, (int, np.integer)):
+        return "i"
+    if isinstance(value, (float, np.floating)):
+        return "f"
+    dtype = getattr(value, "dtype", None)
+    return np.dtype(dtype).kind if dtype is not None and getattr(value, "ndim", None) == 0 else ""
+
+
 def is_int(value) -> bool:
-    """Whether `value` is an integer (Python or NumPy), booleans not counted."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    """Whether `value` is an integer (Python, NumPy or a 0-d array), booleans not counted."""
+    return _kind(value) in ("i", "u")
 
 
 def is_real(value) -> bool:
-    """Whether `value` is a finite real number (Python or NumPy), booleans not counted."""
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    """Whether `value` is a finite real number (Python, NumPy or a 0-d array), booleans
+    not counted."""
+    return _kind(value) in ("i", "u", "f") and math.isfinite(float(value))
 
 
 def _refuse(where: str, what: str, optional: bool, hint: Optional[str], value) -> ValueError:

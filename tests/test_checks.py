@@ -4,6 +4,7 @@ accepted types for every model, engine and function."""
 import re
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -41,6 +42,9 @@ def test_reals_are_refused_outside_their_range_and_as_booleans_nan_and_strings()
         with pytest.raises(ValueError, match=re.escape(f"X.a: expected {what}, got {bad!r}.")):
             check_real("X.a", bad, **kw)
     assert is_real(np.int8(3)) and not is_real(np.bool_(True)) and not is_int(np.bool_(True)) and is_int(np.uint8(1))
+    # 0-d arrays (a value a user computed with NumPy or JAX) count; arrays of more and booleans do not
+    assert check_real("X.a", jnp.float32(0.25), 0.0, 1.0) == 0.25 and check_int("X.n", np.array(4)) == 4
+    assert not is_real(jnp.array(True)) and not is_real(np.zeros(2)) and not is_real(1j)
 
 
 def test_booleans_are_true_or_false_only():
