@@ -93,6 +93,43 @@ def test_sample_crps_matches_the_gaussian_closed_form():
     np.testing.assert_allclose(rs._crps_draws(draws, obs), rs._crps_gauss(1.0, 2.0, obs), rtol=0.03)
 
 
+def test_library_path_reads_a_monthly_series_as_dates_like_the_command_line():
+    """The benchmarks' library fits (`real_series_origins.py`, the command line's fallback)
+    must know the time of year, as `bayesde fit` does from the CSV's dates."""
+    rs = _benchmark_module()
+    t, y, names = rs.record("elnino")
+    data, years_per_unit = rs.library_series(t[:120], y[:120], names, dated=True, transform="log1p")
+    assert data.time_unit == "days" and str(data.time_origin)[:10] == "1950-01-01"
+    np.testing.assert_allclose(data.ts[0, 12], 365.0)  # 1951-01-01
+    np.testing.assert_allclose(data.ys[0, :, 0], np.log1p(y[:120, 0]))
+    assert bd.models.LatentSDE().adapt(data).seasons == (365.25,)
+    np.testing.assert_allclose(years_per_unit, 1 / 365.25)
+    plain, one = rs.library_series(t[:120], y[:120], names, dated=False)
+    assert plain.time_unit is None and one == 1.0 and bd.models.LatentSDE().adapt(plain).seasons == ()
+
+
+def test_sarimax_search_skips_a_fit_whose_forecast_is_not_finite(monkeypatch):
+    """A candidate whose forecast variance is NaN (it happens: El Niño up to 1995) is no
+    forecast; the search takes the best AIC among the usable ones and says which it skipped."""
+    import statsmodels.tsa.statespace.sarimax as sm
+
+    rs = _benchmark_module()
+    real_fit = sm.SARIMAX.fit
+
+    def fit(self, *a, **k):
+        res = real_fit(self, *a, **k)
+        if self.order == (1, 0, 0):  # pretend this order forecasts NaN, with the best AIC
+            res = type("Broken", (), {"aic": -1e9, "get_forecast": lambda _, n: type(
+                "F", (), {"predicted_mean": np.full(n, np.nan), "var_pred_mean": np.full(n, np.nan)})()})()
+        return res
+
+    monkeypatch.setattr(sm.SARIMAX, "fit", fit)
+    y = np.sin(np.arange(60) / 3.0) + np.random.default_rng(0).normal(0, 0.1, 60)
+    mu, sd, info = rs._sarimax(y, 5, None, quick=True)
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(sd)) and info["order"] != [1, 0, 0]
+    assert info["skipped_non_finite_forecast"] == [[1, 0, 0, 0, 0, 0, 0]]
+
+
 def test_benchmark_dry_run_splits_every_series(tmp_path):
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "real_series.py"), "--dry-run", "--workdir", str(tmp_path)],
