@@ -98,20 +98,24 @@ def test_library_path_reads_a_monthly_series_as_dates_like_the_command_line():
     must know the time of year, as `bayesde fit` does from the CSV's dates."""
     rs = _benchmark_module()
     t, y, names = rs.record("elnino")
-    data, years_per_unit = rs.library_series(t[:120], y[:120], names, dated=True, transform="log1p")
+    data = rs.library_series(t[:120], y[:120], names, dated=True, transform="log1p")
     assert data.time_unit == "days" and str(data.time_origin)[:10] == "1950-01-01"
     np.testing.assert_allclose(data.ts[0, 12], 365.0)  # 1951-01-01
     np.testing.assert_allclose(data.ys[0, :, 0], np.log1p(y[:120, 0]))
     assert bd.models.LatentSDE().adapt(data).seasons == (365.25,)
-    np.testing.assert_allclose(years_per_unit, 1 / 365.25)
-    plain, one = rs.library_series(t[:120], y[:120], names, dated=False)
-    assert plain.time_unit is None and one == 1.0 and bd.models.LatentSDE().adapt(plain).seasons == ()
+    plain = rs.library_series(t[:120], y[:120], names, dated=False)
+    assert plain.time_unit is None and bd.models.LatentSDE().adapt(plain).seasons == ()
+    # asked in days, as the command line asks: the last month's first day is inside the horizon
+    horizon, every = rs._model_horizon(1.0, 1 / 12, dated=True)
+    np.testing.assert_allclose([horizon, every], [365.25 + 365.25 / 24, 365.25 / 12])
+    years, tolerance = rs._model_times_in_years(np.array([0.0, 31.0, 59.0]), 1950.0, dated=True)
+    assert tolerance == 0.5 and np.all(np.abs(years - (1950 + np.arange(3) / 12)) < 0.5 / 12)
 
 
 def test_sarimax_search_skips_a_fit_whose_forecast_is_not_finite(monkeypatch):
     """A candidate whose forecast variance is NaN (it happens: El Niño up to 1995) is no
     forecast; the search takes the best AIC among the usable ones and says which it skipped."""
-    import statsmodels.tsa.statespace.sarimax as sm
+    sm = pytest.importorskip("statsmodels.tsa.statespace.sarimax")
 
     rs = _benchmark_module()
     real_fit = sm.SARIMAX.fit
