@@ -106,7 +106,7 @@ def markdown_table(results: dict) -> str:
             for o in r["sarimax_chosen"])
         sar = f"{s['sarimax']['crps']:.3f} {orders}"
         all_values = ("" if "crps_ratio_vs_climatology_all_values" not in r
-                      else f" ({r['crps_ratio_vs_climatology_all_values']:.2f} of all values')")
+                      else f" ({r['crps_ratio_vs_climatology_all_values']:.2f} to all values)")
         rows.append(
             f"| `{name}` | {r['n_train']} / {r['n_test']} | {s['bayesde']['crps']:.3f} | {sar} "
             f"| {s['ets']['crps']:.3f} | {s['climatology']['crps']:.3f} | {r['crps_ratio_vs_sarimax']:.2f} "
@@ -298,9 +298,23 @@ def _bayesde_exe():
     return str(exe) if exe.exists() else shutil.which("bayesde")
 
 
+def _model_horizon(horizon, step, dated):
+    """`(horizon, every)` in the model's time unit for a forecast `horizon` years ahead every `step`
+    years: a date column is read in days, and then the horizon reaches half a step past the last
+    held-out month's first day (months are 28-31 days long)."""
+    if not dated:
+        return horizon, step
+    return horizon * DAYS_PER_YEAR + step * DAYS_PER_YEAR / 2, step * DAYS_PER_YEAR
+
+
+def _model_times_in_years(times, t0, dated):
+    """`(decimal years, tolerance in steps for _draws_at)` of model times: days since the first
+    month `t0` for a dated series (a month is not 1/12 year to the day), years otherwise."""
+    return (t0 + np.asarray(times) / DAYS_PER_YEAR, 0.5) if dated else (np.asarray(times), 0.01)
+
+
 def _cli_commands(csv, run, horizon, step, quick, seed, dated=False, method="svi", transform=None):
-    if dated:  # a date column is read in days: the horizon reaches the last held-out month's first day
-        horizon, step = horizon * DAYS_PER_YEAR + step * DAYS_PER_YEAR / 2, step * DAYS_PER_YEAR
+    horizon, step = _model_horizon(horizon, step, dated)
     fit = [_bayesde_exe(), "fit", "--data", str(csv), "--time-col", "time", "--model", "latent-sde",
            "--method", method, "--out", str(run), "--seed", str(seed), "--force", "--quiet"]
     fc = [_bayesde_exe(), "forecast", "--run", str(run), "--horizon", f"{horizon:.6f}", "--every",
@@ -340,19 +354,16 @@ def _bayesde_cli(csv, run, horizon, step, t_test, quick, seed, t0=None, method="
     draws = pred["y"].values  # (chain, draw, series, time, variable)
     draws = draws.reshape(-1, *draws.shape[2:])[:, 0]
     draws = inverse(json.loads((run / "cli.json").read_text()).get("transform") or "none", draws)
-    times, tolerance = pred["time"].values, 0.01
-    if t0 is not None:  # days since the first month -> decimal years; months are 28-31 days long
-        times, tolerance = t0 + times / DAYS_PER_YEAR, 0.5
+    times, tolerance = _model_times_in_years(pred["time"].values, t0, t0 is not None)
     return _draws_at(times, draws, t_test, step, tolerance=tolerance), " && ".join(
         " ".join(c[1:]) for c in (fit, fc))
 
 
 def library_series(t, y, names, dated, transform="none"):
-    """`(data, years_per_unit)`: the `TimeSeries` that `bayesde fit` reads from the training
-    CSV, its values on the `transform` scale. A dated (monthly) series goes through
-    `TimeSeries.from_pandas` with its month dates, as the command line reads them: times in days
-    since the first month, so that the model knows the time of year. `years_per_unit` turns the
-    model's times back into decimal years (`1/365.25` for dates, 1 for plain years)."""
+    """The `TimeSeries` that `bayesde fit` reads from the training CSV, its values on the
+    `transform` scale. A dated (monthly) series goes through `TimeSeries.from_pandas` with its
+    month dates, as the command line reads them: times in days since the first month, so that
+    the model knows the time of year."""
     import pandas as pd
 
     import bayesde as bd
@@ -360,26 +371,18 @@ def library_series(t, y, names, dated, transform="none"):
 
     y = forward(transform, y)
     if not dated:
-        return bd.TimeSeries(t, y[None], names=names), 1.0
+        return bd.TimeSeries(t, y[None], names=names)
     frame = pd.DataFrame({"time": _month_dates(t), **{n: y[:, j] for j, n in enumerate(names)}})
-    return bd.TimeSeries.from_pandas(frame, time="time", series=None, values=names, time_unit="days"), \
-        1.0 / DAYS_PER_YEAR
+    return bd.TimeSeries.from_pandas(frame, time="time", series=None, values=names, time_unit="days")
 
 
-def library_forecast(post, t_train, t_test, step, years_per_unit, key):
-    """`(times in decimal years, draws (S, T, D) on the model's scale)` of `post.forecast` from
-    the end of `t_train` past the last of `t_test`, every `step` years; dated models are asked
-    in days, as `bayesde forecast` is (the horizon reaches half a step past the last month, whose
-    length varies)."""
-    horizon = float(t_test[-1] - t_train[-1])
-    if years_per_unit != 1.0:
-        horizon += step / 2
-    _, pred = post.forecast(horizon / years_per_unit, every=step / years_per_unit, key=key,
-                            return_prediction=True)
-    times = np.asarray(pred.ts[0])
-    if years_per_unit != 1.0:  # days since the first month -> decimal years
-        times = float(t_train[0]) + times * years_per_unit
-    return times, np.asarray(pred.samples)[:, 0]
+def library_forecast(post, t_train, t_test, step, dated, key):
+    """Draws `(S, T_test, D)` on the model's scale at the times `t_test` (decimal years) from
+    `post.forecast` after the end of `t_train`, asked as `bayesde forecast` is asked."""
+    horizon, every = _model_horizon(float(t_test[-1] - t_train[-1]), step, dated)
+    _, pred = post.forecast(horizon, every=every, key=key, return_prediction=True)
+    times, tolerance = _model_times_in_years(pred.ts[0], float(t_train[0]), dated)
+    return _draws_at(times, np.asarray(pred.samples)[:, 0], t_test, step, tolerance=tolerance)
 
 
 def _bayesde_library(t_train, y_train, names, step, t_test, quick, seed, dated=False):
@@ -389,12 +392,12 @@ def _bayesde_library(t_train, y_train, names, step, t_test, quick, seed, dated=F
     from bayesde._cli._csv import inverse, resolve_transform
 
     # the scale the command line's default (`--transform auto`) would fit
-    transform = resolve_transform("auto", "latent-sde", library_series(t_train, y_train, names, dated)[0])[0].value
-    data, unit = library_series(t_train, y_train, names, dated, transform)
+    transform = resolve_transform("auto", "latent-sde", library_series(t_train, y_train, names, dated))[0].value
+    data = library_series(t_train, y_train, names, dated, transform)
     opts = {"num_steps": 30, "num_samples": 30} if quick else {}
     post = bd.fit(bd.models.LatentSDE(), data, "svi", key=jax.random.key(seed), progress_bar=False, **opts)
-    times, draws = library_forecast(post, t_train, t_test, step, unit, jax.random.key(seed))
-    return _draws_at(times, inverse(transform, draws), t_test, step, tolerance=0.5 if dated else 0.01), (
+    draws = inverse(transform, library_forecast(post, t_train, t_test, step, dated, jax.random.key(seed)))
+    return draws, (
         f"bd.fit(bd.models.LatentSDE(), data, 'svi') + post.forecast, on the {transform} scale")
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 from _machine import machine  # noqa: E402
 from calibration import _model_options  # noqa: E402
-from real_series import (PANEL, _baselines, _climatology, _draws_at, _score_draws, _score_gauss,  # noqa: E402
+from real_series import (PANEL, _baselines, _climatology, _score_draws, _score_gauss,  # noqa: E402
                          library_forecast, library_series, record)
 
 
@@ -99,13 +99,12 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
     import bayesde as bd
     from bayesde._cli._csv import inverse
 
-    data, unit = library_series(t_hist, y_hist, names, dated, transform)
+    data = library_series(t_hist, y_hist, names, dated, transform)
     post = bd.fit(bd.models.LatentSDE(**options), data, key=jax.random.key(seed), progress_bar=False,
                   num_steps=steps, **(fit_options or dict(method="svi")))
-    times, draws = library_forecast(post, t_hist, t_target, step, unit, jax.random.key(seed))
+    draws = library_forecast(post, t_hist, t_target, step, dated, jax.random.key(seed))
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
-    # the data's units, as `bayesde forecast` gives them
-    return _draws_at(times, inverse(transform, draws), t_target, step, tolerance=0.5 if dated else 0.01), best
+    return inverse(transform, draws), best  # the data's units, as `bayesde forecast` gives them
 
 
 def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
