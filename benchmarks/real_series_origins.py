@@ -104,7 +104,10 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
                   num_steps=steps, **(fit_options or dict(method="svi")))
     draws = library_forecast(post, t_hist, t_target, step, dated, jax.random.key(seed))
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
-    return inverse(transform, draws), best  # the data's units, as `bayesde forecast` gives them
+    scales = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
+              for name, key in (("kappa", "latent_sde.forecast_log_scale"), ("rho", "latent_sde.forecast_log_discrepancy"))
+              if key in post.params}
+    return inverse(transform, draws), best, scales  # the data's units, as `bayesde forecast` gives them
 
 
 def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
@@ -145,9 +148,9 @@ def main():
         for spec in args.variants:
             tic = time.perf_counter()
             options, fit_options, transform = _variant(spec)
-            draws, best = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options, transform,
-                                   dated=season is not None)
-            row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best,
+            draws, best, scales = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options,
+                                           transform, dated=season is not None)
+            row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best, **scales,
                                           seconds=round(time.perf_counter() - tic, 1))
             print(f"origin {origin:g} [{spec}]: CRPS {row[f'bayesde[{spec}]']['crps']:.3f} "
                   f"(SARIMAX {row['sarimax']['crps']:.3f}, climatology {row['climatology']['crps']:.3f}), "

@@ -214,6 +214,51 @@ def test_the_scored_series_tails_are_hidden_from_the_elbo_so_kappa_is_fitted_out
         assert y1 == y0 and s1 != s0
 
 
+def test_a_single_record_holds_back_earlier_stretches_cut_into_equal_blocks():
+    from bayesde.models._common import holdout_stretches
+    # 708 monthly rows: blocks of 177, each holding back its last 45 rows (a 16th of the record, as the tail)
+    assert holdout_stretches(708, 0.25, 4, 4, 64) == (64, 45, (132, 309, 486))
+    assert holdout_stretches(708, 0.25, 4, 4, None) == (132, 45, (132, 309, 486))  # no window: all before the first
+    assert holdout_stretches(100, 0.25, 4, 2, 64) == (43, 7, (43,))
+    assert holdout_stretches(30, 0.25, 4, 4, 64) == (13, 2, (13, 20))  # the first block is too short
+    assert holdout_stretches(20, 0.25, 4, 4, 64) == (8, 2, (8, 13))
+    assert holdout_stretches(10, 0.25, 4, 4, 64) == (0, 0, ())  # no block has 8 rows before its stretch
+    assert holdout_stretches(708, 0.25, 4, 1, 64) == (0, 0, ())  # the tail alone
+    assert holdout_stretches(708, 0.0, 4, 4, 64) == (0, 0, ())
+    with pytest.raises(ValueError, match=r"LatentSDE\.forecast_stretches: expected a positive integer, got 0\."):
+        bd.models.LatentSDE(forecast_stretches=0)
+
+
+def test_a_single_records_stretches_are_hidden_from_the_elbo_and_forecast_from_before_them_only():
+    """One record of 80 rows, windows of 10: blocks of 20 rows hold back rows 15-19, 35-39 and
+    55-59, each forecast from the 10 rows before it. A value inside a stretch moves the score
+    and not the ELBO; a value just after a stretch moves the ELBO and not the score (nothing
+    after a stretch's start informs its forecast, and the tail's forecast starts from another
+    window); a value in a stretch's head moves both."""
+    data = bd.datasets.ornstein_uhlenbeck(n_series=1, n_times=80, irregular=False, key=jax.random.key(0))
+
+    def scores(row, stretches=4):
+        model = bd.models.LatentSDE(latent_dim=2, context_dim=4, width=8, window=10,
+                                    forecast_stretches=stretches).adapt(data)
+        out = []
+        for bump in (0.0, 5.0):
+            batch = data.batch()
+            batch = batch._replace(ys=batch.ys.at[0, row].add(bump))
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(model.program, 0)).get_trace(batch)
+            out.append((float(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum()),
+                        float(tr["forecast_score"]["fn"].log_factor)))
+        return out
+
+    (y0, s0), (y1, s1) = scores(17)  # inside the first stretch
+    assert y1 == y0 and s1 != s0
+    (y0, s0), (y1, s1) = scores(21)  # after it, before the second stretch's head (rows 25-34)
+    assert y1 != y0 and s1 == s0
+    (y0, s0), (y1, s1) = scores(12)  # in the first stretch's head
+    assert y1 != y0 and s1 != s0
+    (y0, s0), (y1, s1) = scores(17, stretches=1)  # the tail alone (the default): row 17 trains like any other
+    assert y1 != y0 and s1 == s0
+
+
 def test_keep_best_keeps_the_parameters_where_the_held_out_forecasts_scored_best(tmp_path):
     """SVI(keep_best=True) only chooses which parameters to return: the loss trajectory is
     the plain run's, the kept parameters are exactly those of a run stopped at

@@ -30,6 +30,7 @@ __all__ = [
     "held_back",
     "held_back_rows",
     "holdout_split",
+    "holdout_stretches",
     "last_observed_time",
     "random_walk",
     "two_draw_crps",
@@ -267,6 +268,33 @@ def holdout_split(ts, mask, holdout, n: int, every: int):
     head = mask & (ts <= t_cut[:, None])[..., None]
     tail = mask & (ts > t_cut[:, None])[..., None] & jnp.any(head, axis=(1, 2))[:, None, None]
     return head, tail
+
+
+_MIN_STRETCH_HEAD = 8  # rows of history an earlier stretch's forecast starts from, at least
+
+
+def holdout_stretches(T: int, holdout: float, every: int, stretches: int, window: Optional[int]):
+    """The earlier stretches a single record (fewer than `every` series) holds back beside its
+    tail, as static row ranges of its `T` rows: `(head, length, starts)`, each stretch the
+    `length` rows from `start` on, forecast from the `head` rows before it. The record is cut
+    into `stretches` equal blocks of rows; every block but the last (whose end is the tail
+    `holdout_split` holds back) holds back its last `length = ⌈T·holdout/every⌉` rows, the
+    rows a tail of that share of the span has when the rows are evenly spaced. `head` is the
+    `window` (all the rows before the first stretch without one), and at most the rows
+    before the first stretch, so that every stretch reads as many. A block whose stretch
+    would have fewer than 8 rows before it holds nothing back. `(0, 0, ())` when there is
+    nothing to hold back."""
+    if stretches <= 1 or holdout <= 0:
+        return 0, 0, ()
+    length = int(np.ceil(T * holdout / every))
+    if length < 1:
+        return 0, 0, ()
+    starts = [int(round((s + 1) * T / stretches)) - length for s in range(stretches - 1)]
+    starts = tuple(b for b in starts if b >= _MIN_STRETCH_HEAD)
+    if not starts:
+        return 0, 0, ()
+    head = starts[0] if window is None else min(window, starts[0])
+    return head, length, starts
 
 
 def last_observed_time(ts, mask):

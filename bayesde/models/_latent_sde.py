@@ -21,7 +21,7 @@ from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
-                      gaussian_kl, held_back, held_back_rows, holdout_split, interp_linear,
+                      gaussian_kl, held_back, held_back_rows, holdout_split, holdout_stretches, interp_linear,
                       random_walk, refine_grid, sample_log_score, season_features, spacing_ratio, time_grid,
                       two_draw_crps, compiled)
 from .encoders import AbstractEncoder, as_encoder
@@ -321,7 +321,16 @@ class LatentSDE(AbstractModel):
     series' tail is held back, a shorter one: the last `forecast_holdout /
     forecast_series_every` of its span, the same share of the data as with many
     series, so that the networks still train on the record's recent past (a trending
-    record's level); the forecast conditions on all of it. The score is also the
+    record's level); the forecast conditions on all of it. One tail is one draw of
+    what the record does next (a tail that holds an El Niño fits a wide spread, a calm
+    one a narrow spread), so with `forecast_stretches = S > 1` a single record also
+    holds back `S − 1` earlier stretches, each as many rows as its tail: the record is
+    cut into `S` equal blocks of rows and every block but the last holds back its last
+    rows (`holdout_stretches`). Each stretch is hidden from the ELBO and
+    forecast from a posterior over the `window` rows just before it, read as a window
+    of its own, so that nothing after the stretch's start informs the state its
+    forecast starts from; the score is the mean over the tail's and the stretches'
+    entries. The score is also the
     model's `held_out_site`, on which `SVI(keep_best=True)` stops early. It costs a
     forecast solve of the held-back series per step (`docs/calibration.md` has the
     measured cost); `forecast_holdout=0` turns it off (`κ = 1`, no discrepancy).
@@ -378,6 +387,12 @@ class LatentSDE(AbstractModel):
       `κ` and `ρ` (above); `0` keeps `κ = 1` and adds no discrepancy.
     - `forecast_series_every`: every this-many-th series is held back that way (the
       others train on their whole span); `1` holds back every series' tail.
+    - `forecast_stretches`: the number of stretches of a single record (fewer series than
+      `forecast_series_every`) whose forecasts fit `κ` and `ρ`: its tail and
+      `forecast_stretches − 1` earlier ones (above). `1` (default): the tail alone. Worth
+      trying (and backtesting) on a long stationary record with rare large episodes,
+      where one tail is a poor sample of the spread; not on a trending record, whose
+      fits it made worse (`docs/real-series.md`). Series of a panel are not affected.
     - `forecast_discrepancy`: whether forecasts carry the discrepancy `ρ` (runs saved
       before it existed load with `False`).
     - `window`: rows per training window of a long series (above); `None` reads every
@@ -449,6 +464,7 @@ class LatentSDE(AbstractModel):
     steps_per_unit: Optional[float] = None
     forecast_holdout: float = 0.25
     forecast_series_every: int = 4
+    forecast_stretches: int = 1
     forecast_discrepancy: bool = True
     window: Optional[int] = 64
     seasons: object = eqx.field(default="auto", converter=_as_seasons)
@@ -475,7 +491,8 @@ class LatentSDE(AbstractModel):
 
     def __check_init__(self):
         owner = "LatentSDE"
-        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths"):
+        for name in ("latent_dim", "context_dim", "width", "substeps", "forecast_substeps", "num_paths",
+                     "forecast_stretches"):
             check_int(f"{owner}.{name}", getattr(self, name))
         check_holdout(owner, self.forecast_holdout, self.forecast_series_every, "the forecast scale")
         if self.posterior_drift not in ("shared", "own"):
@@ -645,12 +662,14 @@ class LatentSDE(AbstractModel):
             key = numpyro.prng_key()
             k_post, kf = jax.random.split(key)
             segments = self._segments(T, query is None, jax.random.fold_in(key, 3))
+            observed = mask
+            stretches = self._stretches(n, T) if scoring else (0, 0, ())
             if scoring:
                 head, tail = self._holdout_split(ts, mask, n)
                 scored = self._is_held_back(idx, n, fold)
             y_all = jnp.where(mask, (batch.ys[idx] - loc) / scale, 0.0)
-            if scoring:  # the scored series' held-back tails are hidden from the ELBO as well
-                mask = jnp.where(scored[:, None, None], head, mask)
+            if scoring:  # the scored series' held-back tails (and stretches) are hidden from the ELBO as well
+                mask = jnp.where(scored[:, None, None], head & ~self._stretch_rows(T, stretches)[:, None], mask)
             ys = jnp.where(mask, y_all, 0.0)
 
             grids, zs, kl0, kl_path, pos = compiled(self._posterior, nets, ts, ys, mask, K, k_post, segments)
@@ -677,6 +696,13 @@ class LatentSDE(AbstractModel):
                     self._holdout_score, nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
                     pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pick(pos), noise, jax.random.fold_in(key, 2),
                 )
+                if stretches[2]:  # a single record: its earlier stretches too, weighted by their entries
+                    count = jnp.sum(pick(tail & scored[:, None, None]))
+                    more, more_count = compiled(
+                        self._stretch_score, nets, (log_scale, log_rho), ts, y_all, observed, stretches, noise,
+                        jax.random.fold_in(key, 4),
+                    )
+                    score = (score * count + more * more_count) / jnp.maximum(count + more_count, 1)
         if scoring:
             # outside the plate: a mean score, so κ's gradient stays O(1) beside the ELBO's
             numpyro.factor("forecast_score", -score)
@@ -763,6 +789,47 @@ class LatentSDE(AbstractModel):
         `forecast_holdout` of a series' span, a shorter one with fewer than
         `forecast_series_every` series)."""
         return holdout_split(ts, mask, self.forecast_holdout, n, self.forecast_series_every)
+
+    def _stretches(self, n, T):
+        """The earlier stretches a single record (fewer than `forecast_series_every` series)
+        holds back beside its tail: `(head, length, starts)` (`holdout_stretches`), static."""
+        if n >= self.forecast_series_every:
+            return 0, 0, ()
+        return holdout_stretches(T, self.forecast_holdout, self.forecast_series_every, self.forecast_stretches,
+                                 self.window)
+
+    @staticmethod
+    def _stretch_rows(T, stretches):
+        """`(T,)` booleans: the rows of the held-back stretches."""
+        _, length, starts = stretches
+        rows = np.zeros(T, bool)
+        for b in starts:
+            rows[b:b + length] = True
+        return jnp.asarray(rows)
+
+    def _stretch_score(self, nets, log_scales, ts, ys, mask, stretches, noise, key):
+        """The forecast score of a single record's earlier held-back stretches (`_stretches`)
+        and its number of entries: each stretch is forecast from a posterior over the `head`
+        rows just before it, read as one window of its own (so that nothing after the
+        stretch's start informs the state it starts from), exactly as `_holdout_score`
+        forecasts a tail. `ts (B, T)`, `ys`, `mask (B, T, D)` (every observed entry: the
+        conditioning may read earlier stretches, as a forecast reads the whole history)."""
+        head, length, starts = stretches
+        rows = np.stack([np.arange(b - head, b + length) for b in starts])  # (S, head + length)
+        cut = lambda x: x[:, rows].reshape((-1, head + length) + x.shape[2:])  # noqa: E731 (B·S, …)
+        ts_s, ys_s, mask_s = cut(ts), cut(ys), cut(mask)
+        in_head = jnp.asarray(np.arange(head + length) < head)[None, :, None]
+        head_s = mask_s & in_head
+        tail_s = mask_s & ~in_head & jnp.any(head_s, axis=(1, 2))[:, None, None]
+        frozen = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, nets)
+        k_post, k_score = jax.random.split(key)
+        grids, zs, _, _, pos = self._posterior(
+            frozen, ts_s, jnp.where(head_s, ys_s, 0.0), head_s, 1, k_post, (head + length, 1, 0)
+        )
+        score = self._holdout_score(
+            nets, log_scales, ts_s, ys_s, head_s, tail_s, grids, jnp.moveaxis(zs[:, 0], 0, 1), pos, noise, k_score
+        )
+        return score, jnp.sum(tail_s)
 
     def _obs_dist(self, mean, sd):
         return self.likelihood.dist(mean, sd)
