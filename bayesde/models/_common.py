@@ -286,9 +286,7 @@ def holdout_stretches(T: int, holdout: float, every: int, stretches: int, window
     nothing to hold back."""
     if stretches <= 1 or holdout <= 0:
         return 0, 0, ()
-    length = int(np.ceil(T * holdout / every))
-    if length < 1:
-        return 0, 0, ()
+    length = int(np.ceil(T * holdout / every))  # at least 1: holdout > 0
     starts = [int(round((s + 1) * T / stretches)) - length for s in range(stretches - 1)]
     starts = tuple(b for b in starts if b >= _MIN_STRETCH_HEAD)
     if not starts:

@@ -169,6 +169,11 @@ def _warn_old_geometric(config: dict) -> dict:
     return config
 
 
+def _frozen(tree):
+    """`tree` with a stop-gradient on every array: constants of a score that fits only `κ`, `ρ`."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
+
+
 def _soft_bound(x, bound):
     """`x` squashed smoothly into `(−bound, bound)` (`bound·tanh(x / bound)`, the identity
     near 0), or `x` itself when `bound` is `None`."""
@@ -821,7 +826,7 @@ class LatentSDE(AbstractModel):
         in_head = jnp.asarray(np.arange(head + length) < head)[None, :, None]
         head_s = mask_s & in_head
         tail_s = mask_s & ~in_head & jnp.any(head_s, axis=(1, 2))[:, None, None]
-        frozen = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, nets)
+        frozen = _frozen(nets)
         k_post, k_score = jax.random.split(key)
         grids, zs, _, _, pos = self._posterior(
             frozen, ts_s, jnp.where(head_s, ys_s, 0.0), head_s, 1, k_post, (head + length, 1, 0)
@@ -880,8 +885,7 @@ class LatentSDE(AbstractModel):
         `½(|x₁ − y| + |x₂ − y|) − ½|x₁ − x₂|`, or eight and `sample_log_score`. Only κ
         and ρ receive its gradient: networks, path and noise are constants here, fitted by
         the ELBO alone. Returns the mean score over the tail entries (standardised units)."""
-        const = lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x  # noqa: E731
-        nets, zs, noise = jax.tree_util.tree_map(const, (nets, zs, noise))
+        nets, zs, noise = _frozen((nets, zs, noise))
         B = ts.shape[0]
         log_kappa, log_rho = log_scales
         M = 2 if self.forecast_score == "crps" else _LOG_SCORE_DRAWS
