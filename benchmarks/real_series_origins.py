@@ -5,6 +5,7 @@
     python benchmarks/real_series_origins.py --variants "members=4"         # a deep ensemble of 4
     python benchmarks/real_series_origins.py --variants "transform=log1p"   # fitted on log(1 + y)
     python benchmarks/real_series_origins.py --series sunspots_gappy --origins 1900 1940 1977
+    python benchmarks/real_series_origins.py --variants "transform=log1p" --scales   # also with κ = 1, with ρ = 0
 
 `benchmarks/real_series.py` scores one split per series: the last 10% of the rows. For a
 quasi-periodic record that is one draw of a phase and an amplitude (sunspots: the two
@@ -57,6 +58,9 @@ def _parse():
                        'averages its members\' quantiles; "transform=log1p" fits log(1 + y), as bayesde fit --transform log1p)')
     p.add_argument("--steps", type=int, default=2000, help="SVI steps (the command line's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scales", action="store_true",
+                   help="also forecast each single fit again with kappa = 1 and with rho = 0 (its forecast scales "
+                        "switched off one at a time; same fit, same key), as benchmarks/forecast_scales.py does on the panel")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/real_series_origins_<series>_cpu.json)")
     return p.parse_args()
 
@@ -92,8 +96,23 @@ def _variant(spec):
     return _model_options([s for s in tokens if s.split("=", 1)[0] not in _ENSEMBLE_KEYS]), fit, transform
 
 
+#: The forecast scales' parameters, and what `--scales` sets each to in turn (log κ = 0: κ = 1; log ρ = −∞: ρ = 0).
+_SCALES = {"kappa=1": ("latent_sde.forecast_log_scale", 0.0), "rho=0": ("latent_sde.forecast_log_discrepancy", -np.inf)}
+
+
+def _switched_off(params: dict) -> dict:
+    """`{"kappa=1": params, "rho=0": params}`: `params` with one forecast scale switched off
+    in each (a fit without the scales, `forecast_holdout=0`, gives `{}`)."""
+    return {name: dict(params, **{key: np.full(np.shape(params[key]), value, np.float32)})
+            for name, (key, value) in _SCALES.items() if key in params}
+
+
 def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None, transform="none",
-             dated=False):
+             dated=False, switch_off=False):
+    """`(draws, kept step, κ and ρ, draws with each scale switched off)`: the last is `{}` unless
+    `switch_off` (single fits only), else `{"kappa=1": draws, "rho=0": draws}` from the same fit and key."""
+    import copy
+
     import jax
 
     import bayesde as bd
@@ -107,7 +126,12 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
     scales = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
               for name, key in (("kappa", "latent_sde.forecast_log_scale"), ("rho", "latent_sde.forecast_log_discrepancy"))
               if key in post.params}
-    return inverse(transform, draws), best, scales  # the data's units, as `bayesde forecast` gives them
+    off = {}
+    for name, params in (_switched_off(post.params) if switch_off else {}).items():
+        other = copy.copy(post)  # a new posterior: its predictive is compiled with these parameters
+        other.params = params
+        off[name] = inverse(transform, library_forecast(other, t_hist, t_target, step, dated, jax.random.key(seed)))
+    return inverse(transform, draws), best, scales, off  # the data's units, as `bayesde forecast` gives them
 
 
 def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
@@ -122,6 +146,9 @@ def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
 
 def main():
     args = _parse()
+    for spec in args.variants if args.scales else ():
+        if _variant(spec)[1]["method"] != "svi":
+            raise SystemExit(f"--scales: variant {spec!r} fits an ensemble; --scales switches off one SVI fit's scales")
     step, season, _ = PANEL[args.series]
     t, y, names = record(args.series)
     out_path = Path(args.out or HERE / "results" / f"real_series_origins_{args.series}_cpu.json")
@@ -148,10 +175,12 @@ def main():
         for spec in args.variants:
             tic = time.perf_counter()
             options, fit_options, transform = _variant(spec)
-            draws, best, scales = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options,
-                                           transform, dated=season is not None)
+            draws, best, scales, off = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options,
+                                                transform, dated=season is not None, switch_off=args.scales)
             row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best, **scales,
                                           seconds=round(time.perf_counter() - tic, 1))
+            for name, d in off.items():
+                row[f"bayesde[{spec}] {name}"] = _score_draws(d, y_f, sd)
             print(f"origin {origin:g} [{spec}]: CRPS {row[f'bayesde[{spec}]']['crps']:.3f} "
                   f"(SARIMAX {row['sarimax']['crps']:.3f}, climatology {row['climatology']['crps']:.3f}), "
                   f"cov90 {row[f'bayesde[{spec}]']['coverage90']:.2f}", flush=True)
@@ -159,7 +188,8 @@ def main():
     summary = {}
     keys = ["sarimax"] + (["sarimax_log1p"] if all("sarimax_log1p" in r for r in runs) else [])
     keys += ["climatology"] + (["climatology_all_values"] if season else [])
-    for key in keys + [f"bayesde[{s}]" for s in args.variants]:
+    keys += [k for k in runs[0] if k.startswith("bayesde[")]
+    for key in keys:
         crps = np.array([r[key]["crps"] for r in runs])
         summary[key] = {
             "crps_mean": float(crps.mean()),

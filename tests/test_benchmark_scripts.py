@@ -156,6 +156,26 @@ def test_real_series_origins_reads_an_ensemble_variant_apart_from_the_model_opti
         ro._variant("transform=sqrt")
 
 
+def test_real_series_origins_switches_off_one_forecast_scale_at_a_time(monkeypatch):
+    """`--scales`: each fit forecast again with κ = 1 (log κ = 0) and with ρ = 0 (log ρ = −∞),
+    the other parameters as fitted; a fit without the scales has none to switch off, and an
+    ensemble variant is refused before anything is fitted."""
+    ro = _load("real_series_origins")
+    params = {"latent_sde.forecast_log_scale": np.float32(0.7), "latent_sde.forecast_log_discrepancy": np.full(2, -1.2),
+              "latent_sde$params": np.ones(3)}
+    off = ro._switched_off(params)
+    assert sorted(off) == ["kappa=1", "rho=0"]
+    assert off["kappa=1"]["latent_sde.forecast_log_scale"] == 0.0
+    np.testing.assert_array_equal(off["kappa=1"]["latent_sde.forecast_log_discrepancy"], np.full(2, -1.2))
+    np.testing.assert_array_equal(off["rho=0"]["latent_sde.forecast_log_discrepancy"], np.full(2, -np.inf))
+    assert off["rho=0"]["latent_sde.forecast_log_scale"] == np.float32(0.7)
+    assert all(o["latent_sde$params"] is params["latent_sde$params"] for o in off.values())
+    assert ro._switched_off({"latent_sde$params": np.ones(3)}) == {}
+    monkeypatch.setattr(sys, "argv", ["real_series_origins.py", "--variants", "", "members=4", "--scales"])
+    with pytest.raises(SystemExit, match="variant 'members=4' fits an ensemble"):
+        ro.main()
+
+
 def test_calibration_combines_an_ensembles_members_four_ways():
     """`benchmarks/calibration.py --combine`: the members' draws pooled as they are, their
     quantiles averaged (the library's `Ensemble(combine="quantiles")`) or their median
