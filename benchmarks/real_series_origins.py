@@ -96,8 +96,9 @@ def _variant(spec):
     return _model_options([s for s in tokens if s.split("=", 1)[0] not in _ENSEMBLE_KEYS]), fit, transform
 
 
-#: The forecast scales' parameters, and what `--scales` sets each to in turn (log κ = 0: κ = 1; log ρ = −∞: ρ = 0).
-_SCALES = {"kappa=1": ("latent_sde.forecast_log_scale", 0.0), "rho=0": ("latent_sde.forecast_log_discrepancy", -np.inf)}
+#: The forecast scales' parameters (log κ, log ρ), and what `--scales` sets each to in turn (κ = 1, ρ = 0).
+_KAPPA, _RHO = "latent_sde.forecast_log_scale", "latent_sde.forecast_log_discrepancy"
+_SCALES = {"kappa=1": (_KAPPA, 0.0), "rho=0": (_RHO, -np.inf)}
 
 
 def _switched_off(params: dict) -> dict:
@@ -124,8 +125,7 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
     draws = library_forecast(post, t_hist, t_target, step, dated, jax.random.key(seed))
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
     scales = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
-              for name, key in (("kappa", "latent_sde.forecast_log_scale"), ("rho", "latent_sde.forecast_log_discrepancy"))
-              if key in post.params}
+              for name, key in (("kappa", _KAPPA), ("rho", _RHO)) if key in post.params}
     off = {}
     for name, params in (_switched_off(post.params) if switch_off else {}).items():
         other = copy.copy(post)  # a new posterior: its predictive is compiled with these parameters
