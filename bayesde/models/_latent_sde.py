@@ -697,12 +697,13 @@ class LatentSDE(AbstractModel):
                 if subsample_size is None:  # the scored series are known: forecast only those
                     rows = held_back_rows(n, self.forecast_series_every, fold)
                 pick = lambda x: x[rows]  # noqa: E731
+                scored_tail = pick(tail & scored[:, None, None])
                 score = compiled(
-                    self._holdout_score, nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), pick(tail & scored[:, None, None]),
+                    self._holdout_score, nets, (log_scale, log_rho), pick(ts), pick(y_all), pick(head), scored_tail,
                     pick(grids), pick(jnp.moveaxis(zs[:, 0], 0, 1)), pick(pos), noise, jax.random.fold_in(key, 2),
                 )
                 if stretches[2]:  # a single record: its earlier stretches too, weighted by their entries
-                    count = jnp.sum(pick(tail & scored[:, None, None]))
+                    count = jnp.sum(scored_tail)
                     more, more_count = compiled(
                         self._stretch_score, nets, (log_scale, log_rho), ts, y_all, observed, stretches, noise,
                         jax.random.fold_in(key, 4),
