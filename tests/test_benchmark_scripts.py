@@ -193,3 +193,26 @@ def test_calibration_combines_an_ensembles_members_four_ways():
     wide = np.r_[draws[:, 0], 100 * (np.arange(4.0) - 1.5)][:, None]  # member 2: far wider, centred at 0
     m = cal.combine_members(wide, 3, "median-quantiles")
     assert np.ptp(m) < 0.5 * np.ptp(cal.combine_members(wide, 3, "quantiles"))
+
+
+def test_restart_selection_picks_the_fit_with_the_lowest_held_back_score():
+    """`benchmarks/restart_selection.py`: at each origin the selected fit is the one whose
+    held-back score is lowest, scored beside the quietest fit and the fits' mean and best;
+    an origin with one fit selects nothing; a dated record is refused before anything is
+    fitted."""
+    rs = _load("restart_selection")
+    rows = [dict(origin=1900, seed=s, held_out=h, noise=[n], crps=c)
+            for s, h, n, c in ((0, 0.5, 0.3, 0.9), (1, 0.2, 0.5, 0.4), (2, 0.3, 0.4, 0.6))]
+    rows += [dict(origin=1940, seed=s, held_out=h, noise=[n], crps=c) for s, h, n, c in ((0, 0.1, 0.6, 0.8), (1, 0.4, 0.2, 0.5))]
+    rows += [dict(origin=1960, seed=0, held_out=0.3, noise=[0.1], crps=0.7)]
+    per_origin, summary = rs.select(rows)
+    assert [o["origin"] for o in per_origin] == [1900, 1940]
+    first, second = per_origin
+    assert (first["selected_seed"], first["selected"], first["best"], first["worst"]) == (1, 0.4, 0.4, 0.9)
+    assert first["mean"] == pytest.approx(19 / 30) and first["spearman"] == pytest.approx(1.0)
+    assert (second["selected_seed"], second["selected"]) == (0, 0.8) and np.isnan(second["spearman"])
+    assert (first["lowest_noise"], second["lowest_noise"]) == (0.9, 0.5)  # the quietest fit, whatever its score
+    assert summary["crps_selected"] == pytest.approx(0.6) and summary["crps_mean"] == pytest.approx((19 / 30 + 0.65) / 2)
+    assert summary["origins_selected_at_least_as_good_as_mean"] == 1 and summary["origins"] == 2
+    with pytest.raises(SystemExit, match="dated"):
+        rs.main(["--series", "elnino"])
