@@ -144,6 +144,18 @@ def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
     return inverse("log1p", mu[None] + sd[None] * z)
 
 
+def origin_split(t, origin, horizon):
+    """`(hist, target)`: which rows of the times `t` are the history at `origin` (those at or
+    before it) and the indices of the next `horizon` rows, which are scored; `SystemExit` names
+    an origin that leaves fewer than 20 rows of history or nothing to score."""
+    hist = t <= origin
+    target = np.flatnonzero(~hist)[:horizon]
+    if hist.sum() < 20 or target.size == 0:
+        raise SystemExit(f"--origins: {origin} leaves {hist.sum()} rows of history and {target.size} to score; "
+                         "choose an origin inside the record.")
+    return hist, target
+
+
 def main():
     args = _parse()
     for spec in args.variants if args.scales else ():
@@ -154,11 +166,7 @@ def main():
     out_path = Path(args.out or HERE / "results" / f"real_series_origins_{args.series}_cpu.json")
     runs, t0 = [], time.perf_counter()
     for origin in args.origins:
-        hist = t <= origin
-        target = np.flatnonzero(~hist)[: args.horizon]
-        if hist.sum() < 20 or target.size == 0:
-            raise SystemExit(f"--origins: {origin} leaves {hist.sum()} rows of history and {target.size} to score; "
-                             "choose an origin inside the record.")
+        hist, target = origin_split(t, origin, args.horizon)
         t_h, y_h, t_f, y_f = t[hist], y[hist], t[target], y[target]
         sd = y_h.std(0)
         base = _baselines(t_h, y_h, t_f, y_f, step, season, quick=False)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 from calibration import _model_options  # noqa: E402
 from real_series import PANEL, _score_draws, library_forecast, library_series, record  # noqa: E402
+from real_series_origins import origin_split  # noqa: E402
 
 
 def _parse(argv=None):
@@ -123,11 +124,7 @@ def main(argv=None):
     out_path = Path(args.out or HERE / "results" / f"restart_selection_{args.series}_cpu.json")
     rows, t0 = [], time.perf_counter()
     for origin in args.origins:
-        hist = t <= origin
-        target = np.flatnonzero(~hist)[: args.horizon]
-        if hist.sum() < 20 or target.size == 0:
-            raise SystemExit(f"--origins: {origin} leaves {hist.sum()} rows of history and {target.size} to score; "
-                             "choose an origin inside the record.")
+        hist, target = origin_split(t, origin, args.horizon)
         for seed in args.seeds:
             tic = time.perf_counter()
             row = dict(origin=origin, seed=seed, **_fit_once(t[hist], y[hist], names, t[target], y[target], seed, args,
