@@ -52,7 +52,8 @@ def _parse(argv=None):
     p.add_argument("--origins", nargs="*", type=float, default=[1900, 1920, 1940, 1960, 1977, 1990])
     p.add_argument("--horizon", type=int, default=15, help="rows scored after each origin")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--draws", type=int, default=256, help="keys the held-back score is averaged over")
+    p.add_argument("--draws", type=int, default=256,
+                   help="draws the held-back score is averaged over (up to 64, or in rounds of 64 above it)")
     p.add_argument("--transform", default="log1p", choices=["none", "log", "log1p"],
                    help="the scale the model is fitted on (log1p: the command line's default for this data)")
     p.add_argument("--model-args", default="", help='LatentSDE options, "name=value,name=value"')
@@ -94,7 +95,7 @@ def select(rows):
     return per_origin, summary
 
 
-def _fit_once(t_h, y_h, names, t_f, y_f, seed, args, options):
+def _fit_once(t_h, y_h, names, t_f, y_f, step, seed, args, options):
     import jax
 
     import bayesde as bd
@@ -109,15 +110,17 @@ def _fit_once(t_h, y_h, names, t_f, y_f, seed, args, options):
     params = {k: jax.numpy.asarray(v) for k, v in post.params.items()}
     rounds = max(1, args.draws // 64)
     held = float(np.mean([float(score(params, jax.random.key(100 + i))) for i in range(rounds)]))
-    draws = inverse(args.transform, library_forecast(post, t_h, t_f, 1.0, False, jax.random.key(seed)))
-    return dict(held_out=held, best_step=post.info.best_step,
-                noise=np.exp(np.asarray(post.params["latent_sde.log_noise"])).round(4).tolist(),
+    draws = inverse(args.transform, library_forecast(post, t_h, t_f, step, False, jax.random.key(seed)))
+    log_noise = post.params.get("latent_sde.log_noise")  # absent when the model's noise is fixed
+    noise = np.full(y_h.shape[-1], model.noise) if log_noise is None else np.exp(np.asarray(log_noise))
+    return dict(held_out=held, best_step=post.info.best_step, noise=noise.round(4).tolist(),
                 **_score_draws(draws, y_f, y_h.std(0)))
 
 
 def main(argv=None):
     args = _parse(argv)
-    if PANEL[args.series][1] is not None:
+    step, season, _ = PANEL[args.series]
+    if season is not None:
         raise SystemExit(f"--series {args.series}: a dated (seasonal) record; this script reads yearly records")
     options = _model_options([s for s in args.model_args.split(",") if s])
     t, y, names = record(args.series)
@@ -127,8 +130,8 @@ def main(argv=None):
         hist, target = origin_split(t, origin, args.horizon)
         for seed in args.seeds:
             tic = time.perf_counter()
-            row = dict(origin=origin, seed=seed, **_fit_once(t[hist], y[hist], names, t[target], y[target], seed, args,
-                                                              options))
+            row = dict(origin=origin, seed=seed, **_fit_once(t[hist], y[hist], names, t[target], y[target], step, seed,
+                                                              args, options))
             row["seconds"] = round(time.perf_counter() - tic, 1)
             rows.append(row)
             print(f"origin {origin:g} seed {seed}: held-back {row['held_out']:.3f}, CRPS {row['crps']:.3f}, "
