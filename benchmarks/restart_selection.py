@@ -16,12 +16,16 @@ seed, so seed `s` is `real_series_origins.py --seed s`'s fit), and each fit reco
   own held-back tail (`LatentSDE`'s `forecast_score` site, the score `keep_best` stops on),
   averaged over `--draws` keys, in standardised units: seen by the user, not the future;
 - its learned observation noise (standardised units);
+- its ELBO at the parameters it kept (the training program's log density without the
+  held-back score, averaged over the same draws): the usual criterion for variational
+  restarts, in-sample;
 - its forecast of the next `--horizon` rows scored as `real_series_origins.py` scores it
   (CRPS, 90% coverage and width in units of the history's standard deviation).
 
 The summary compares, over the origins, the CRPS of the fit with the lowest held-back
-score (the selected restart) and of the fit with the lowest observation noise (the one that
-explains the most of the record as dynamics; an in-sample criterion) with the fits' mean
+score (the selected restart), of the fit with the lowest observation noise (the one that
+explains the most of the record as dynamics; an in-sample criterion) and of the fit with the
+highest ELBO with the fits' mean
 (one fit at random) and their best (an oracle that sees the future), and gives the rank
 correlation between held-back score and CRPS at each origin. Writes JSON.
 """
@@ -68,8 +72,9 @@ def _ranks(x):
 def select(rows):
     """`(per_origin, summary)` of fit rows `{"origin", "seed", "held_out", "noise", "crps", ...}`:
     at every origin with at least two fits, the CRPS of the fit with the lowest held-back
-    score (`selected`) and of the one with the lowest observation noise (`lowest_noise`,
-    summed over the columns; the first of a tie), the fits' mean, best and worst CRPS, and the
+    score (`selected`), of the one with the lowest observation noise (`lowest_noise`, summed
+    over the columns; the first of a tie) and, where the rows have an `"elbo"`, of the one with
+    the highest ELBO (`highest_elbo`), the fits' mean, best and worst CRPS, and the
     rank correlation of held-back score and CRPS (Spearman's, no ties expected); the summary
     averages them over the origins."""
     per_origin = []
@@ -82,17 +87,41 @@ def select(rows):
         chosen = int(np.argmin(held))
         quiet = int(np.argmin([np.sum(r["noise"]) for r in fits]))
         rho = float(np.corrcoef(_ranks(held), _ranks(crps))[0, 1]) if len(fits) > 2 else float("nan")
+        more = {}
+        if all("elbo" in r for r in fits):
+            more["highest_elbo"] = float(crps[int(np.argmax([r["elbo"] for r in fits]))])
         per_origin.append({"origin": origin, "selected_seed": fits[chosen]["seed"], "selected": float(crps[chosen]),
-                           "lowest_noise": float(crps[quiet]),
+                           "lowest_noise": float(crps[quiet]), **more,
                            "mean": float(crps.mean()), "best": float(crps.min()), "worst": float(crps.max()),
                            "spearman": rho})
     keys = ("selected", "lowest_noise", "mean", "best", "worst")
+    keys += ("highest_elbo",) if per_origin and all("highest_elbo" in o for o in per_origin) else ()
     summary = {f"crps_{k}": float(np.mean([o[k] for o in per_origin])) for k in keys} if per_origin else {}
     if per_origin:
         summary["selected_over_mean"] = summary["crps_selected"] / summary["crps_mean"]
         summary["origins_selected_at_least_as_good_as_mean"] = int(sum(o["selected"] <= o["mean"] for o in per_origin))
         summary["origins"] = len(per_origin)
     return per_origin, summary
+
+
+def _elbo_fn(model, batch, num_draws):
+    """`fn(params, key)`: the training program's log density at `params` (its likelihood and
+    KL terms, the ELBO of a model whose only unknowns are parameters) without the held-back
+    score, averaged over `num_draws` keys."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from numpyro.infer.util import log_density
+
+    def program(batch):
+        return model.program(batch)
+
+    def one(params, key):
+        seeded = numpyro.handlers.seed(program, key)
+        total, trace = log_density(seeded, (batch,), {}, params)
+        return total - trace[model.held_out_site]["fn"].log_factor
+
+    return jax.jit(lambda params, key: jnp.mean(jax.vmap(lambda k: one(params, k))(jax.random.split(key, num_draws))))
 
 
 def _fit_once(t_h, y_h, names, t_f, y_f, step, seed, args, options):
@@ -110,10 +139,12 @@ def _fit_once(t_h, y_h, names, t_f, y_f, step, seed, args, options):
     params = {k: jax.numpy.asarray(v) for k, v in post.params.items()}
     rounds = max(1, args.draws // 64)
     held = float(np.mean([float(score(params, jax.random.key(100 + i))) for i in range(rounds)]))
+    elbo_of = _elbo_fn(model, data.batch(), min(args.draws, 64))
+    elbo = float(np.mean([float(elbo_of(params, jax.random.key(100 + i))) for i in range(rounds)]))
     draws = inverse(args.transform, library_forecast(post, t_h, t_f, step, False, jax.random.key(seed)))
     log_noise = post.params.get("latent_sde.log_noise")  # absent when the model's noise is fixed
     noise = np.full(y_h.shape[-1], model.noise) if log_noise is None else np.exp(np.asarray(log_noise))
-    return dict(held_out=held, best_step=post.info.best_step, noise=noise.round(4).tolist(),
+    return dict(held_out=held, elbo=elbo, best_step=post.info.best_step, noise=noise.round(4).tolist(),
                 **_score_draws(draws, y_f, y_h.std(0)))
 
 
@@ -134,7 +165,8 @@ def main(argv=None):
                                                               args, options))
             row["seconds"] = round(time.perf_counter() - tic, 1)
             rows.append(row)
-            print(f"origin {origin:g} seed {seed}: held-back {row['held_out']:.3f}, CRPS {row['crps']:.3f}, "
+            print(f"origin {origin:g} seed {seed}: held-back {row['held_out']:.3f}, ELBO {row['elbo']:.1f}, "
+                  f"CRPS {row['crps']:.3f}, "
                   f"noise {row['noise'][0]:.2f}", flush=True)
     per_origin, summary = select(rows)
     result = {
@@ -155,6 +187,7 @@ def main(argv=None):
               f"best {o['best']:.3f}, rank correlation {o['spearman']:.2f}")
     if summary:
         print(f"selected {summary['crps_selected']:.3f}, lowest noise {summary['crps_lowest_noise']:.3f}, "
+              f"highest ELBO {summary.get('crps_highest_elbo', float('nan')):.3f}, "
               f"mean of fits {summary['crps_mean']:.3f}, "
               f"best {summary['crps_best']:.3f} (selected / mean {summary['selected_over_mean']:.3f})")
     print("wrote", out_path)

@@ -197,7 +197,8 @@ def test_calibration_combines_an_ensembles_members_four_ways():
 
 def test_restart_selection_picks_the_fit_with_the_lowest_held_back_score():
     """`benchmarks/restart_selection.py`: at each origin the selected fit is the one whose
-    held-back score is lowest, scored beside the quietest fit and the fits' mean and best;
+    held-back score is lowest, scored beside the quietest fit, the fit of the highest ELBO
+    (when the rows have one) and the fits' mean and best;
     an origin with one fit selects nothing; a dated record is refused before anything is
     fitted."""
     rs = _load("restart_selection")
@@ -214,5 +215,11 @@ def test_restart_selection_picks_the_fit_with_the_lowest_held_back_score():
     assert (first["lowest_noise"], second["lowest_noise"]) == (0.9, 0.5)  # the quietest fit, whatever its score
     assert summary["crps_selected"] == pytest.approx(0.6) and summary["crps_mean"] == pytest.approx((19 / 30 + 0.65) / 2)
     assert summary["origins_selected_at_least_as_good_as_mean"] == 1 and summary["origins"] == 2
+    assert "highest_elbo" not in first and "crps_highest_elbo" not in summary  # rows without an ELBO
+    for row, elbo in zip(rows, (-5.0, -9.0, -7.0, -3.0, -4.0, -1.0)):
+        row["elbo"] = elbo
+    per_origin, summary = rs.select(rows)
+    assert [o["highest_elbo"] for o in per_origin] == [0.9, 0.8]  # the fit of the highest ELBO
+    assert summary["crps_highest_elbo"] == pytest.approx(0.85)
     with pytest.raises(SystemExit, match="dated"):
         rs.main(["--series", "elnino"])
