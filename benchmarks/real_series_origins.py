@@ -3,6 +3,7 @@
     python benchmarks/real_series_origins.py                                # sunspots, the model's defaults
     python benchmarks/real_series_origins.py --variants "" "steps_per_unit=16"
     python benchmarks/real_series_origins.py --variants "members=4"         # a deep ensemble of 4
+    python benchmarks/real_series_origins.py --variants "transform=log1p,members=4,combine=best-elbo"  # --restarts 4
     python benchmarks/real_series_origins.py --variants "transform=log1p"   # fitted on log(1 + y)
     python benchmarks/real_series_origins.py --series sunspots_gappy --origins 1900 1940 1977
     python benchmarks/real_series_origins.py --variants "transform=log1p" --scales   # also with κ = 1, with ρ = 0
@@ -55,7 +56,8 @@ def _parse():
     p.add_argument("--variants", nargs="*", default=[""],
                    help='LatentSDE options per variant, "name=value,name=value" ("" = the defaults; '
                        '"members=4" fits a deep ensemble of 4 instead of one SVI fit, "members=4,combine=quantiles" '
-                       'averages its members\' quantiles; "transform=log1p" fits log(1 + y), as bayesde fit --transform log1p)')
+                       'averages its members\' quantiles, "members=4,combine=best-elbo" keeps the member with the highest ELBO, as '
+                       'bayesde fit --restarts 4; "transform=log1p" fits log(1 + y), as bayesde fit --transform log1p)')
     p.add_argument("--steps", type=int, default=2000, help="SVI steps (the command line's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scales", action="store_true",

@@ -17,8 +17,9 @@ seed, so seed `s` is `real_series_origins.py --seed s`'s fit), and each fit reco
   averaged over `--draws` keys, in standardised units: seen by the user, not the future;
 - its learned observation noise (standardised units);
 - its ELBO at the parameters it kept (the training program's log density without the
-  held-back score, averaged over the same draws): the usual criterion for variational
-  restarts, in-sample;
+  held-back score, `bd.Ensemble(combine="best-elbo")`'s criterion, averaged over as many
+  particles as the held-back score's draws): the usual criterion for variational restarts,
+  in-sample;
 - its forecast of the next `--horizon` rows scored as `real_series_origins.py` scores it
   (CRPS, 90% coverage and width in units of the history's standard deviation).
 
@@ -104,32 +105,13 @@ def select(rows):
     return per_origin, summary
 
 
-def _elbo_fn(model, batch, num_draws):
-    """`fn(params, key)`: the training program's log density at `params` (its likelihood and
-    KL terms, the ELBO of a model whose only unknowns are parameters) without the held-back
-    score, averaged over `num_draws` keys."""
-    import jax
-    import jax.numpy as jnp
-    import numpyro
-    from numpyro.infer.util import log_density
-
-    def program(batch):
-        return model.program(batch)
-
-    def one(params, key):
-        seeded = numpyro.handlers.seed(program, key)
-        total, trace = log_density(seeded, (batch,), {}, params)
-        return total - trace[model.held_out_site]["fn"].log_factor
-
-    return jax.jit(lambda params, key: jnp.mean(jax.vmap(lambda k: one(params, k))(jax.random.split(key, num_draws))))
-
-
 def _fit_once(t_h, y_h, names, t_f, y_f, step, seed, args, options):
     import jax
 
     import bayesde as bd
     from bayesde._cli._csv import inverse
-    from bayesde.inference._svi import _held_out_fn
+    from bayesde.inference._registry import _bind
+    from bayesde.inference._svi import _empty_guide, _held_out_fn, elbo_fn
 
     data = library_series(t_h, y_h, names, False, args.transform)
     post = bd.fit(bd.models.LatentSDE(**options), data, key=jax.random.key(seed), progress_bar=False,
@@ -139,8 +121,9 @@ def _fit_once(t_h, y_h, names, t_f, y_f, step, seed, args, options):
     params = {k: jax.numpy.asarray(v) for k, v in post.params.items()}
     rounds = max(1, args.draws // 64)
     held = float(np.mean([float(score(params, jax.random.key(100 + i))) for i in range(rounds)]))
-    elbo_of = _elbo_fn(model, data.batch(), min(args.draws, 64))
-    elbo = float(np.mean([float(elbo_of(params, jax.random.key(100 + i))) for i in range(rounds)]))
+    batch = data.batch()
+    elbo_of = jax.jit(elbo_fn(_bind(model, None, batch), _empty_guide, model.held_out_site, min(args.draws, 64)))
+    elbo = float(np.mean([float(elbo_of(params, jax.random.key(100 + i), batch)) for i in range(rounds)]))
     draws = inverse(args.transform, library_forecast(post, t_h, t_f, step, False, jax.random.key(seed)))
     log_noise = post.params.get("latent_sde.log_noise")  # absent when the model's noise is fixed
     noise = np.full(y_h.shape[-1], model.noise) if log_noise is None else np.exp(np.asarray(log_noise))

@@ -250,7 +250,7 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     ens = ["fit", "--data", "nope.csv", "--out", "r", "--method", "ensemble", "--method-args"]
     r = runner.invoke(app, ens + ['{"combine": "median"}'])
     assert_user_error(r, "--method-args for --method ensemble: Ensemble.combine: expected one of "
-                         "['mixture', 'quantiles', 'median-quantiles'], got 'median'")
+                         "['mixture', 'quantiles', 'median-quantiles', 'best-elbo'], got 'median'")
     r = runner.invoke(app, ens + ['{"members": 4}'])
     assert_user_error(r, "--method-args: 'members' is not an option of --method ensemble", "'num_members'")
     r = runner.invoke(app, ens + ['{"num_steps": 4}', "--num-steps", "5"])
@@ -266,6 +266,16 @@ def test_bad_options_exit_2(tmp_path, monkeypatch):
     assert_user_error(r, "--conformal must be a level in (0, 1)")
     r = runner.invoke(app, ["fit", "--data", "pelts.csv", *FIT_ARGS[:4], "--out", "r", "--devices", "64"])
     assert_user_error(r, "--devices 64: this machine has 1 local device(s)")
+    # --restarts: SVI fits side by side, the best kept; refused where it cannot apply, before any data is read.
+    fit = ["fit", "--data", "nope.csv", "--out", "r", "--restarts"]
+    r = runner.invoke(app, fit + ["0"])
+    assert_user_error(r, "--restarts must be a positive integer, got 0")
+    r = runner.invoke(app, fit + ["2", "--method", "nuts"])
+    assert_user_error(r, "--restarts applies to --method svi only; got --method nuts", "best-elbo")
+    r = runner.invoke(app, fit + ["2", "--devices", "1"])
+    assert_user_error(r, "--restarts trains the restarts side by side on one device")
+    r = runner.invoke(app, fit + ["2", "--method-args", '{"patience": 10}'])
+    assert_user_error(r, "--restarts with --method-args")
 
 
 @pytest.mark.parametrize("command", ["fit", "forecast", "effects", "datasets", "info", "demo"])
@@ -726,3 +736,32 @@ def test_explains_little_judges_the_dynamics_without_the_model_discrepancy():
     assert msg.startswith("the fit explains little of 'x': in-sample R² ")
     assert "the model discrepancy carries the data's movement" in msg
     assert post.model.discrepancy == "ou"  # the user's posterior is left as it was
+
+
+def test_restarts_keep_the_fit_with_the_highest_elbo_and_forecast_as_one_fit(tmp_path):
+    """`bayesde fit --restarts 3` fits the model three times side by side and keeps the fit
+    with the highest ELBO: it says so, the run is `bd.Ensemble(combine="best-elbo")` with one
+    chain of as many draws as one fit, cli.json records it, and the run forecasts as any
+    other."""
+    import bayesde as bd
+
+    t = np.arange(30.0)
+    y = 50 + 40 * np.sin(2 * np.pi * t / 11) + np.random.default_rng(0).normal(0, 5, 30)
+    pd.DataFrame({"year": 1900 + t, "count": np.abs(y)}).to_csv(tmp_path / "one.csv", index=False)
+    fit = cli("fit", "--data", "one.csv", "--time-col", "year", "--model", "latent-sde", "--num-steps", "20",
+              "--num-samples", "30", "--model-args", '{"latent_dim": 2, "context_dim": 4, "width": 8}',
+              "--restarts", "3", "--out", "run", cwd=tmp_path)
+    assert_ok(fit)
+    assert "SVI: 3 restarts side by side, keeping the one with the highest ELBO" in fit.stdout
+    post = bd.load(tmp_path / "run")
+    kept = post.info.selected_member
+    assert isinstance(post.method, bd.Ensemble) and post.method.combine == "best-elbo"
+    assert post.method.num_members == 3 and post.num_chains == 1 and post.num_draws == 30
+    assert kept == int(np.argmax(post.info.member_elbo))
+    assert f"SVI, 3 restarts: 20 steps, kept restart {kept} (highest ELBO" in fit.stdout
+    rec = json.loads((tmp_path / "run" / "cli.json").read_text())
+    assert rec["restarts"] == 3 and rec["method"] == "ensemble"
+    fc = cli("forecast", "--run", "run", "--horizon", "3", "--out", "fc", "--quiet", cwd=tmp_path)
+    assert_ok(fc)
+    table = pd.read_csv(tmp_path / "fc" / "forecast.csv")
+    assert (table["part"] == "forecast").sum() == 3 and (table["q05"] >= 0).all()

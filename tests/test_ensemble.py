@@ -287,3 +287,67 @@ def test_combine_quantiles_predicts_the_members_averaged_quantiles(ou, sde_post)
     med = np.asarray(post.predict(fut.ts, key=jax.random.key(2), num_samples=29).samples)
     np.testing.assert_allclose(med, average_quantiles(mix, member, statistic="median"), rtol=1e-6, atol=1e-6)
     assert not np.allclose(med, avg)
+
+
+def test_best_elbo_keeps_the_one_member_whose_elbo_is_highest(tmp_path, toy, ou, sde_post):
+    """`Ensemble(combine="best-elbo")`: restarts. The members train as the mixture's do
+    (same key, same runs); the fit keeps the member with the highest ELBO at its kept
+    parameters, held-out score left out, and drops the rest: one chain, that member's
+    networks. With MAP members (`guide="delta"`) the ELBO is the log joint at the member's
+    point, so each `member_elbo` is checked against NumPyro's `log_density`."""
+    from numpyro.infer.util import log_density
+
+    hist, fut = ou
+    opts = {k: v for k, v in SDE.items() if k not in ("progress_bar", "warn")}
+    model = bd.models.LatentSDE(latent_dim=1, context_dim=4, width=8, substeps=1)
+    best = bd.fit(model, hist, method=bd.Ensemble(**opts, combine="best-elbo"), key=jax.random.key(1),
+                  progress_bar=False, warn=False)
+    elbo, kept = best.info.member_elbo, best.info.selected_member
+    assert len(elbo) == 3 and kept == int(np.argmax(elbo)) and len(set(elbo)) == 3
+    assert best.num_chains == 1 and best.info.num_members == 3
+    for k, v in sde_post.samples.items():
+        np.testing.assert_array_equal(best.samples[k][0], v[kept])
+    np.testing.assert_array_equal(best.loss, sde_post.loss)  # the members' runs are the mixture's
+    pred = best.predict(fut.ts, key=jax.random.key(2))
+    assert np.asarray(pred.samples).shape[0] == 16 and best.to_arviz().posterior.sizes["chain"] == 1
+    best.save(tmp_path / "run")
+    back = bd.load(tmp_path / "run")
+    assert back.method == best.method and back.info.selected_member == kept
+    np.testing.assert_array_equal(np.asarray(back.predict(fut.ts, key=jax.random.key(2)).samples),
+                                  np.asarray(pred.samples))
+
+    toy_best = bd.fit(param_mean, toy, method="ensemble", key=jax.random.key(0), guide="delta",
+                      combine="best-elbo", **TOY)
+    toy_mix = bd.fit(param_mean, toy, method="ensemble", key=jax.random.key(0), guide="delta", **TOY)
+    for m, value in enumerate(toy_best.info.member_elbo):
+        point = {"mu": toy_mix.samples["mu"][m, 0], "sigma": toy_mix.samples["sigma"][m, 0]}
+        joint, _ = log_density(param_mean, (toy.batch(),), {}, point)
+        np.testing.assert_allclose(value, float(joint), rtol=1e-5)
+    assert toy_best.info.selected_member == int(np.argmax(toy_best.info.member_elbo))
+    np.testing.assert_array_equal(toy_best.samples["mu"][0], toy_mix.samples["mu"][toy_best.info.selected_member])
+    with pytest.raises(ValueError, match="Ensemble.combine: 'best-elbo' ranks the members by their ELBOs, which "
+                                         "with cross_fit=True are sums over different series"):
+        Ensemble(combine="best-elbo", cross_fit=True)
+
+
+def test_best_elbo_never_keeps_a_failed_member_and_says_when_none_is_finite():
+    """Members whose loss turned NaN keep parameters whose ELBO is NaN: `best-elbo` keeps a
+    member that trained. When no member's ELBO is finite it keeps member 0 and warns."""
+    data = bd.TimeSeries(np.linspace(0.0, 1.0, 5)[None], np.ones((1, 5, 1)))
+    kw = dict(method="ensemble", num_members=6, num_steps=20, num_samples=2, key=jax.random.key(0),
+              progress_bar=False, warn=False)
+    with pytest.warns(RuntimeWarning, match="ensemble members became NaN/inf"):
+        post = bd.fit(nan_below_zero, data, combine="best-elbo", **kw)
+    elbo = np.array(post.info.member_elbo)
+    assert np.isnan(elbo[list(post.info.failed_members)]).all() and post.samples["w"][0, 0] > 0
+    assert post.info.selected_member == int(np.nanargmax(elbo))
+
+    def always_nan(batch, query=None):
+        w = numpyro.param("w", lambda k: jax.random.normal(k, ()))
+        numpyro.factor("guard", jnp.nan * w)
+        numpyro.sample("y", dist.Normal(w, 1.0).mask(batch.mask), obs=batch.ys)
+
+    with pytest.warns(RuntimeWarning, match="found no member with a finite ELBO at its kept parameters, so it "
+                                            "kept member 0"):
+        post = bd.fit(always_nan, data, combine="best-elbo", **dict(kw, num_members=2, num_steps=5))
+    assert post.info.selected_member == 0 and post.num_chains == 1

@@ -52,6 +52,10 @@ def fit(
                                               help="Further options of the engine as JSON, e.g. with --method ensemble "
                                                    '\'{"num_members": 4, "cross_fit": true, "combine": "quantiles"}\'.'),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", show_default=False, help="SVI Adam step size (default: 0.01)."),
+    restarts: int = typer.Option(1, "--restarts", metavar="N",
+                                 help="SVI only: fit N times from different starting points, side by side in one "
+                                      "program, and keep the fit with the highest ELBO (bd.Ensemble(num_members=N, "
+                                      "combine='best-elbo')); up to N fits' compute."),
     devices: Optional[str] = typer.Option(None, "--devices", show_default=False, metavar="all|N",
                                           help="SVI only: train data-parallel, the series split over all local "
                                                "devices or the first N (gradients averaged by JAX)."),
@@ -76,6 +80,7 @@ def fit(
     options.update(method_options(bd, method, method_args, options))
     kwargs = parse_model_args(model_args)
     n_devices = _parse_devices(devices, method)
+    _check_restarts(restarts, method, method_args, n_devices)
     out_p = Path(out)
     claim_out(out_p, force, "--out", run_ok=True)
     chains_note = None
@@ -95,13 +100,17 @@ def fit(
     if ts.time_unit is not None:
         say(f"time: {time_col!r} holds dates; the model sees {ts.time_unit} since {ts.time_origin}", quiet)
     m = build_model(factory, bd, ts, model, kwargs)
+    if restarts > 1:
+        method, options = "ensemble", restart_options(bd, restarts, options)
+        say(f"SVI: {restarts} restarts side by side, keeping the one with the highest ELBO (--restarts 1: one fit).",
+            quiet)
     if ts.treatments is not None and not getattr(m, "needs_treatments", False):
         say(f"note: --model {model} ignores the treatment columns {ts.treatment_names}.", quiet)
     if chains_note:
         say(f"{method.upper()}: {chains_note}.", quiet)
     extra = _devices(n_devices, quiet)
     rec = {"kind": "fit", "seed": seed, "model": model, "model_args": kwargs, "method": method, "options": options,
-           "devices": devices, "transform": transform.value, "data": meta}
+           "restarts": restarts, "devices": devices, "transform": transform.value, "data": meta}
     _fit_and_save(bd, m, ts, method, out_p, rec, seed=seed, quiet=quiet, options={**options, **extra})
 
 
@@ -170,6 +179,29 @@ def explains_little(post, *, threshold: float = 0.1, num_samples: int = 32) -> l
                 f"{other} or add the variables that drive it."
             )
     return out
+
+
+def _check_restarts(restarts: int, method: str, method_args: Optional[str], n_devices) -> None:
+    """`--restarts`: a positive count; above 1 with --method svi, without --devices or --method-args."""
+    if restarts < 1:
+        raise UserError(f"--restarts must be a positive integer, got {restarts}.")
+    if restarts > 1 and method != "svi":
+        raise UserError(f"--restarts applies to --method svi only; got --method {method}. With --method ensemble "
+                        "pass --method-args '{\"combine\": \"best-elbo\"}'.")
+    if restarts > 1 and n_devices is not None:
+        raise UserError("--restarts trains the restarts side by side on one device; drop --devices or pass "
+                        "--restarts 1.")
+    if restarts > 1 and method_args is not None:
+        raise UserError("--restarts with --method-args: the restarts are --method ensemble with "
+                        "'{\"combine\": \"best-elbo\"}'; pass that with its options instead of --restarts.")
+
+
+def restart_options(bd, restarts: int, options: dict) -> dict:
+    """`bd.fit`'s options for `restarts` SVI fits, the best kept: an `Ensemble` of that many
+    members with `combine="best-elbo"`, the command line's size options, and as many draws
+    as one SVI fit keeps (an ensemble's `num_samples` is per member)."""
+    svi = bd.inference.SVI()
+    return {"num_members": restarts, "combine": "best-elbo", "num_samples": svi.num_samples, **options}
 
 
 def _parse_devices(text: Optional[str], method: str):
@@ -275,6 +307,11 @@ def health_line(post) -> str:
     if post.loss is not None:
         name = "SVI" if post.method_name == "svi" else post.method_name
         line = f"{name}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        kept = getattr(post.info, "selected_member", None)
+        if kept is not None:
+            line = (f"SVI, {post.info.num_members} restarts: {d.get('num_steps', '?')} steps, kept restart {kept} "
+                    f"(highest ELBO, {post.info.member_elbo[kept]:.4g}; the others "
+                    f"{', '.join(f'{v:.4g}' for i, v in enumerate(post.info.member_elbo) if i != kept)})")
         if d.get("stopped_at_nan") is not None:
             line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")

@@ -29,13 +29,19 @@ from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind,
                         _progress, register_engine)
 from ._init import compiled_initialisation
 from ._sites import site_kinds
-from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer
+from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer, elbo_fn
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble", "average_quantiles"]
 
 #: The ways `Ensemble.combine` makes one predictive of the members': the draws pooled
 #: (`None`), or the statistic `average_quantiles` takes of their quantile functions.
-COMBINE = {"mixture": None, "quantiles": "mean", "median-quantiles": "median"}
+#: `"best-elbo"` keeps one member (`run_ensemble` drops the others), so its draws are used
+#: as they are.
+COMBINE = {"mixture": None, "quantiles": "mean", "median-quantiles": "median", "best-elbo": None}
+
+#: Particles of the ELBO that `combine="best-elbo"` ranks the members by (one estimate per
+#: member, so its Monte Carlo error should be well below the spread between members').
+SELECTION_PARTICLES = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,10 @@ class EnsembleInfo(EngineInfo):
     - `member_best_step`: with `keep_best` and a model with a held-out score, per member
       the step whose parameters it kept (`None` for a member never scored finite); else
       `None`.
+    - `member_elbo`: with `combine="best-elbo"`, per member the ELBO at the parameters it
+      kept (without the held-out score; `SELECTION_PARTICLES` particles); else `None`.
+    - `selected_member`: with `combine="best-elbo"`, the member kept (the highest finite
+      `member_elbo`); else `None`.
     """
 
     seconds_per_step: Optional[float] = None
@@ -67,6 +77,8 @@ class EnsembleInfo(EngineInfo):
     member_final_loss: Sequence[float] = ()
     guide: Optional[str] = None
     member_best_step: Optional[Sequence[Optional[int]]] = None
+    member_elbo: Optional[Sequence[float]] = None
+    selected_member: Optional[int] = None
 
     @property
     def stopped_early(self) -> bool:
@@ -138,9 +150,17 @@ class Ensemble(AbstractEngine):
       (`average_quantiles(..., statistic="median")`), for cross-fitted members whose
       spreads differ a lot from fold to fold: a member whose fold happened to hold an
       unusual stretch (a jump, a change of level) moves the median no more than any other
-      member, where it pulls the mean towards its own width.
+      member, where it pulls the mean towards its own width. `"best-elbo"`: restarts, not
+      an ensemble: the fit keeps the one member whose ELBO at the parameters it kept is
+      highest (the data's likelihood less the KL terms, without the held-out score, so
+      the future is not consulted; `info.member_elbo`, `info.selected_member`) and drops
+      the others, so the posterior has one chain. For a model whose fits of one data set
+      land in different optima (a latent SDE on one record: some fits learn its cycle,
+      some explain it as noise around a level), the best of a few initialisations by the
+      quantity each was trained on; it adds no epistemic spread.
 
-    The `Posterior` lays the members out as chains: every site, including the
+    The `Posterior` lays the members out as chains (one, the kept member, with
+    `combine="best-elbo"`): every site, including the
     `numpyro.param` sites of the model (repeated over a member's draws), has draws
     `(member, draw, ...)`, so `post.predict` draws from the mixture (then combined as
     `combine` says) and `post.to_arviz()`
@@ -187,6 +207,12 @@ class Ensemble(AbstractEngine):
         check_bool("Ensemble.cross_fit", self.cross_fit)
         if not isinstance(self.combine, str) or self.combine not in COMBINE:
             raise ValueError(f"Ensemble.combine: expected one of {list(COMBINE)}, got {self.combine!r}.")
+        if self.combine == "best-elbo" and self.cross_fit:
+            raise ValueError(
+                "Ensemble.combine: 'best-elbo' ranks the members by their ELBOs, which with cross_fit=True "
+                "are sums over different series (each member holds back its own fold); drop cross_fit, or "
+                "combine with 'quantiles'."
+            )
         check_real("Ensemble.learning_rate", self.learning_rate, 0.0, open_low=True)
         check_optimizer_and_guide("Ensemble", self.optimizer, self.guide)
 
@@ -405,15 +431,22 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     params = params_of(states)
     if best_params is not None:  # members never scored finite keep their last parameters
         params = _where(jnp.asarray([s is not None for s in best_step]), best_params, params)
+    member_elbo, selected = None, None
+    if method.combine == "best-elbo":
+        member_elbo, selected = _select_by_elbo(program, guide, getattr(model, "held_out_site", None), params,
+                                                batch, jax.random.fold_in(key, 11))
+        params = jax.tree_util.tree_map(lambda a: a[selected:selected + 1], params)
+        k_post = jax.random.split(k_post, m)[selected][None]
     seconds = time.perf_counter() - t_start
 
     s = method.num_samples
+    kept = m if selected is None else 1
     samples = {
-        k: np.broadcast_to(np.asarray(params[k])[:, None], (m, s) + np.shape(params[k])[1:]).copy()
+        k: np.broadcast_to(np.asarray(params[k])[:, None], (kept, s) + np.shape(params[k])[1:]).copy()
         for k in own
     }
     if latent:
-        keys = jax.random.split(k_post, m)
+        keys = jax.random.split(k_post, m) if selected is None else k_post
         if isinstance(guide, autoguide.AutoGuide):
             draw = lambda k, p: guide.sample_posterior(k, p, sample_shape=(s,))  # noqa: E731
         else:
@@ -443,8 +476,28 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
             member_final_loss=tuple(final),
             guide="none" if not latent else getattr(guide, "__name__", type(guide).__name__),
             member_best_step=tuple(best_step) if held_out is not None else None,
+            member_elbo=member_elbo,
+            selected_member=selected,
         ),
     )
+
+
+def _select_by_elbo(program, guide, site, params, batch, key):
+    """`(member ELBOs, the member with the highest finite one)`: every member's ELBO at its
+    `params` (`(member, ...)`), the held-out factor `site` left out, the same keys for all
+    members (so that their difference is not Monte Carlo noise of different draws). With no
+    finite ELBO, member 0 is kept and a warning says so."""
+    elbo = elbo_fn(program, guide, site, SELECTION_PARTICLES)
+    values = np.asarray(jax.jit(jax.vmap(elbo, in_axes=(0, None, None)))(params, key, batch), dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        warnings.warn(
+            "fit: combine='best-elbo' found no member with a finite ELBO at its kept parameters, so it kept "
+            "member 0, which is not a fit to trust; refit with a smaller learning_rate, or with "
+            "combine='mixture' to see every member.",
+            RuntimeWarning, stacklevel=5,  # _select_by_elbo, run_ensemble, Ensemble.run, the runner, fit
+        )
+    return tuple(float(v) for v in values), int(np.argmax(np.where(finite, values, -np.inf)))
 
 
 register_engine(Ensemble)

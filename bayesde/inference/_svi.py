@@ -397,6 +397,18 @@ def _held_out_fn(model, batch, site: str, num_draws: int = 8):
     return jax.jit(lambda params, key: jnp.mean(jax.vmap(lambda k: one(params, k))(jax.random.split(key, num_draws))))
 
 
+def elbo_fn(program, guide, site: Optional[str], num_particles: int):
+    """`fn(params, key, batch)`: the ELBO of `program` and `guide` at `params` (NumPyro's
+    `Trace_ELBO` with `num_particles` particles, sign flipped: higher is better), without
+    the factor `site` (the held-out score, which the training loss adds but which is not
+    part of the data's likelihood; `None`: nothing left out). For a model whose only
+    unknowns are `numpyro.param` sites this is the training program's log density at
+    `params`."""
+    scored = program if site is None else numpyro.handlers.block(program, hide=[site])
+    elbo = Trace_ELBO(num_particles=num_particles)
+    return lambda params, key, batch: -elbo.loss(key, params, scored, guide, batch)
+
+
 def _chunk_length(method: SVI) -> int:
     """Steps per compiled chunk: `chunk_size`, cut so that checkpoints fall on chunk ends."""
     chunk = int(min(method.chunk_size, method.num_steps))
