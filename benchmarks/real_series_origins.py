@@ -112,8 +112,10 @@ def _switched_off(params: dict) -> dict:
 
 def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_options=None, transform="none",
              dated=False, switch_off=False):
-    """`(draws, kept step, κ and ρ, draws with each scale switched off)`: the last is `{}` unless
-    `switch_off` (single fits only), else `{"kappa=1": draws, "rho=0": draws}` from the same fit and key."""
+    """`(draws, kept step, fitted values, draws with each scale switched off)`: the fitted values
+    are κ and ρ and, for restarts (`combine=best-elbo`), every member's ELBO and the member kept;
+    the last is `{}` unless `switch_off` (single fits only), else `{"kappa=1": draws, "rho=0":
+    draws}` from the same fit and key."""
     import copy
 
     import jax
@@ -128,6 +130,8 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
     scales = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
               for name, key in (("kappa", _KAPPA), ("rho", _RHO)) if key in post.params}
+    if getattr(post.info, "selected_member", None) is not None:  # restarts: what the choice saw
+        scales.update(member_elbo=[round(v, 2) for v in post.info.member_elbo], selected_member=post.info.selected_member)
     off = {}
     for name, params in (_switched_off(post.params) if switch_off else {}).items():
         other = copy.copy(post)  # a new posterior: its predictive is compiled with these parameters
