@@ -351,3 +351,30 @@ def test_best_elbo_never_keeps_a_failed_member_and_says_when_none_is_finite():
                                             "kept member 0"):
         post = bd.fit(always_nan, data, combine="best-elbo", **dict(kw, num_members=2, num_steps=5))
     assert post.info.selected_member == 0 and post.num_chains == 1
+
+
+def test_patience_ends_the_run_once_every_member_stopped_improving(ou):
+    """`Ensemble(patience=P)` stops at the first chunk where every member has gone P steps
+    without its held-out score improving: the step after the last member's best plus P.
+    A run asked for five times the steps stops there with the same members; `min_steps`
+    keeps it going."""
+    hist, _ = ou
+    model = bd.models.LatentSDE(latent_dim=1, context_dim=4, width=8, substeps=1)
+    opts = dict(num_members=2, num_samples=4, chunk_size=10, learning_rate=3e-2, patience=20, min_steps=0)
+    kw = dict(key=jax.random.key(1), progress_bar=False, warn=False)
+    short = bd.fit(model, hist, method=bd.Ensemble(num_steps=100, **opts), **kw)
+    stop, best = short.info.patience_stop, short.info.member_best_step
+    assert stop is not None and stop == max(best) + 20 and len(short.loss) == stop == short.info.num_steps_run
+    long = bd.fit(model, hist, method=bd.Ensemble(num_steps=500, **opts), **kw)
+    assert (long.info.patience_stop, long.info.member_best_step) == (stop, best)
+    np.testing.assert_array_equal(long.loss, short.loss)
+    for k, v in short.samples.items():
+        np.testing.assert_array_equal(long.samples[k], v)
+    from bayesde._cli._fit import health_line
+
+    assert (f"(stopped early at step {stop}: no fit's forecasts of the held-back data had scored better for 20 "
+            f"steps; each kept its best step, {best[0]}, {best[1]};") in health_line(short)
+    every = bd.fit(model, hist, method=bd.Ensemble(num_steps=100, **dict(opts, min_steps=100)), **kw)
+    assert every.info.patience_stop is None and every.info.num_steps_run == 100
+    with pytest.raises(ValueError, match="Ensemble.patience"):
+        Ensemble(patience=0)

@@ -315,6 +315,10 @@ def health_line(post) -> str:
         if d.get("stopped_at_nan") is not None:
             line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")
+        elif d.get("patience_stop") is not None and d.get("best_step") is None:  # several fits (an ensemble)
+            line += (f" (stopped early at step {d['patience_stop']}: no fit's forecasts of the held-back data had "
+                     f"scored better for {post.method.patience} steps; each kept its best step, "
+                     f"{', '.join(map(str, post.info.member_best_step))}; more steps would not change them)")
         elif d.get("patience_stop") is not None:
             line += (f" (stopped early: the forecasts of the held-back data had not scored better since step "
                      f"{d['best_step']}, whose parameters it kept; more steps would not change them)")

@@ -42,7 +42,7 @@ def diagnose(post) -> dict:
     (`az.summary(post.to_arviz(), round_to="none")`), NaN with fewer than 4 draws.
     SVI: `num_steps` (steps run), `final_loss`, `stopped_at_nan`, `still_improving`,
     `best_step` (the step whose parameters `keep_best` kept, or None) and
-    `patience_stop` (the step where `SVI.patience` ended the run, or None).
+    `patience_stop` (the step where `SVI.patience` or `Ensemble.patience` ended the run, or None).
     """
     out: dict = {"method": post.method_name}
     if post.loss is not None:

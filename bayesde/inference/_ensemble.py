@@ -62,6 +62,8 @@ class EnsembleInfo(EngineInfo):
     - `member_best_step`: with `keep_best` and a model with a held-out score, per member
       the step whose parameters it kept (`None` for a member never scored finite); else
       `None`.
+    - `patience_stop`: the step where `patience` ended the run (every member past its
+      patience), else `None`.
     - `member_elbo`: with `combine="best-elbo"`, per member the ELBO at the parameters it
       kept (without the held-out score; `SELECTION_PARTICLES` particles); else `None`.
     - `selected_member`: with `combine="best-elbo"`, the member kept (the highest finite
@@ -77,6 +79,7 @@ class EnsembleInfo(EngineInfo):
     member_final_loss: Sequence[float] = ()
     guide: Optional[str] = None
     member_best_step: Optional[Sequence[Optional[int]]] = None
+    patience_stop: Optional[int] = None
     member_elbo: Optional[Sequence[float]] = None
     selected_member: Optional[int] = None
 
@@ -133,6 +136,12 @@ class Ensemble(AbstractEngine):
       member keeps the parameters of the chunk end where that score was lowest, not its
       last step (`info.member_best_step` says which). No effect on other models.
     - `best_from`: `keep_best` chooses among the steps from this one on.
+    - `patience`, `min_steps`: as in `SVI`, for all members together: with `keep_best`
+      and a held-out score, the run ends once every member has gone `patience` steps
+      without its score improving, never before step `min_steps` (`info.patience_stop`);
+      `None` runs all `num_steps`. With the defaults (as `SVI`'s) a run of up to 2000
+      steps runs every step; a longer one stops where its members stopped improving, so
+      ten times the steps do not mean ten times the time.
     - `cross_fit`: for a model that holds back some series to fit its forecast spread
       (one with a `fold_param`, e.g. `LatentSDE`), member `m` holds back its own fold
       of them (`model.member_fold(m)`), so that the members' spreads are fitted on
@@ -182,6 +191,8 @@ class Ensemble(AbstractEngine):
     chunk_size: int = 100
     keep_best: bool = True
     best_from: int = 0
+    patience: Optional[int] = 1000
+    min_steps: int = 2000
     cross_fit: bool = False
     combine: str = "mixture"
 
@@ -203,6 +214,8 @@ class Ensemble(AbstractEngine):
         check_int("Ensemble.chunk_size", self.chunk_size, 1)
         check_int("Ensemble.batch_size", self.batch_size, 1, optional=True)
         check_int("Ensemble.best_from", self.best_from, 0)
+        check_int("Ensemble.patience", self.patience, 1, optional=True)
+        check_int("Ensemble.min_steps", self.min_steps, 0)
         check_bool("Ensemble.keep_best", self.keep_best)
         check_bool("Ensemble.cross_fit", self.cross_fit)
         if not isinstance(self.combine, str) or self.combine not in COMBINE:
@@ -381,8 +394,13 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
 
     bar = _progress(progress_bar, method.num_steps, "ensemble")
     verified, bad = states, jnp.zeros((m,), bool)
-    losses, chunk_seconds = [], []
+    losses, chunk_seconds, patience_stop = [], [], None
     for c in range(n_chunks):
+        # As in SVI, checked before the chunk: every member scored, none improved for `patience` steps.
+        if (held_out is not None and method.patience is not None and c * chunk >= method.min_steps
+                and all(b is not None and c * chunk - b >= method.patience for b in best_step)):
+            patience_stop = c * chunk
+            break
         t_chunk = time.perf_counter()
         states, verified, bad, ls = run_chunk(states, verified, bad, c * chunk, method.num_steps, batch)
         ls = np.asarray(ls)  # (step, member)
@@ -476,6 +494,7 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
             member_final_loss=tuple(final),
             guide="none" if not latent else getattr(guide, "__name__", type(guide).__name__),
             member_best_step=tuple(best_step) if held_out is not None else None,
+            patience_stop=patience_stop,
             member_elbo=member_elbo,
             selected_member=selected,
         ),
