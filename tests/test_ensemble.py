@@ -341,6 +341,12 @@ def test_best_elbo_never_keeps_a_failed_member_and_says_when_none_is_finite():
     elbo = np.array(post.info.member_elbo)
     assert np.isnan(elbo[list(post.info.failed_members)]).all() and post.samples["w"][0, 0] > 0
     assert post.info.selected_member == int(np.nanargmax(elbo))
+    from bayesde._cli._fit import health_line
+
+    failed = post.info.failed_members
+    which = ", ".join(f"fit {i} at step 0" for i in failed)
+    assert (f"({len(failed)} of 6 fits stopped on a NaN loss ({which}) and kept their last finite parameters; "
+            "the kept fit is not one of them: refit with a smaller --learning-rate, e.g. half)") in health_line(post)
 
     def always_nan(batch, query=None):
         w = numpyro.param("w", lambda k: jax.random.normal(k, ()))

@@ -312,8 +312,16 @@ def health_line(post) -> str:
             line = (f"SVI, {post.info.num_members} restarts: {d.get('num_steps', '?')} steps, kept restart {kept} "
                     f"(highest ELBO, {post.info.member_elbo[kept]:.4g}; the others "
                     f"{', '.join(f'{v:.4g}' for i, v in enumerate(post.info.member_elbo) if i != kept)})")
-        if d.get("stopped_at_nan") is not None:
-            line += (f" (stopped at step {d['stopped_at_nan']} on a NaN loss and kept the last finite "
+        stopped = d.get("stopped_at_nan")
+        if stopped is not None and not isinstance(stopped, int):  # several fits (an ensemble): per fit
+            failed = [(i, at) for i, at in enumerate(stopped) if at is not None]
+            which = ", ".join(f"fit {i} at step {at}" for i, at in failed)
+            line += (f" ({len(failed)} of {len(stopped)} fits stopped on a NaN loss ({which}) and kept their last "
+                     "finite parameters" + ("" if kept is None else "; the kept fit is " + (
+                         "one of them" if kept in dict(failed) else "not one of them")) +
+                     ": refit with a smaller --learning-rate, e.g. half)")
+        elif stopped is not None:
+            line += (f" (stopped at step {stopped} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")
         elif d.get("patience_stop") is not None and d.get("best_step") is None:  # several fits (an ensemble)
             line += (f" (stopped early at step {d['patience_stop']}: no fit's forecasts of the held-back data had "
