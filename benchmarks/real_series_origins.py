@@ -128,16 +128,16 @@ def _bayesde(t_hist, y_hist, names, t_target, step, options, steps, seed, fit_op
                   num_steps=steps, **(fit_options or dict(method="svi")))
     draws = library_forecast(post, t_hist, t_target, step, dated, jax.random.key(seed))
     best = getattr(post.info, "member_best_step", None) or post.info.best_step
-    scales = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
+    fitted = {name: np.exp(np.asarray(post.params[key])).round(3).tolist()  # κ and ρ (per member of an ensemble)
               for name, key in (("kappa", _KAPPA), ("rho", _RHO)) if key in post.params}
     if getattr(post.info, "selected_member", None) is not None:  # restarts: what the choice saw
-        scales.update(member_elbo=[round(v, 2) for v in post.info.member_elbo], selected_member=post.info.selected_member)
+        fitted.update(member_elbo=[round(v, 2) for v in post.info.member_elbo], selected_member=post.info.selected_member)
     off = {}
     for name, params in (_switched_off(post.params) if switch_off else {}).items():
         other = copy.copy(post)  # a new posterior: its predictive is compiled with these parameters
         other.params = params
         off[name] = inverse(transform, library_forecast(other, t_hist, t_target, step, dated, jax.random.key(seed)))
-    return inverse(transform, draws), best, scales, off  # the data's units, as `bayesde forecast` gives them
+    return inverse(transform, draws), best, fitted, off  # the data's units, as `bayesde forecast` gives them
 
 
 def _log1p_gauss_draws(mu, sd, n=2000, seed=0):
@@ -189,9 +189,9 @@ def main():
         for spec in args.variants:
             tic = time.perf_counter()
             options, fit_options, transform = _variant(spec)
-            draws, best, scales, off = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options,
+            draws, best, fitted, off = _bayesde(t_h, y_h, names, t_f, step, options, args.steps, args.seed, fit_options,
                                                 transform, dated=season is not None, switch_off=args.scales)
-            row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best, **scales,
+            row[f"bayesde[{spec}]"] = dict(_score_draws(draws, y_f, sd), best_step=best, **fitted,
                                           seconds=round(time.perf_counter() - tic, 1))
             for name, d in off.items():
                 row[f"bayesde[{spec}] {name}"] = _score_draws(d, y_f, sd)

@@ -185,13 +185,15 @@ def _check_restarts(restarts: int, method: str, method_args: Optional[str], n_de
     """`--restarts`: a positive count; above 1 with --method svi, without --devices or --method-args."""
     if restarts < 1:
         raise UserError(f"--restarts must be a positive integer, got {restarts}.")
-    if restarts > 1 and method != "svi":
+    if restarts == 1:
+        return
+    if method != "svi":
         raise UserError(f"--restarts applies to --method svi only; got --method {method}. With --method ensemble "
                         "pass --method-args '{\"combine\": \"best-elbo\"}'.")
-    if restarts > 1 and n_devices is not None:
+    if n_devices is not None:
         raise UserError("--restarts trains the restarts side by side on one device; drop --devices or pass "
                         "--restarts 1.")
-    if restarts > 1 and method_args is not None:
+    if method_args is not None:
         raise UserError("--restarts with --method-args: the restarts are --method ensemble with "
                         "'{\"combine\": \"best-elbo\"}'; pass that with its options instead of --restarts.")
 
@@ -305,15 +307,17 @@ def health_line(post) -> str:
     """One line on the fit's health: SVI's final loss, or R-hat, ESS and divergences."""
     d = post.diagnostics()
     if post.loss is not None:
-        name = "SVI" if post.method_name == "svi" else post.method_name
-        line = f"{name}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        several = getattr(post.info, "num_members", None) is not None  # an ensemble (or restarts): per fit
         kept = getattr(post.info, "selected_member", None)
-        if kept is not None:
+        if kept is None:
+            name = "SVI" if post.method_name == "svi" else post.method_name
+            line = f"{name}: {d.get('num_steps', '?')} steps, final loss {d.get('final_loss', float('nan')):.4g}"
+        else:
             line = (f"SVI, {post.info.num_members} restarts: {d.get('num_steps', '?')} steps, kept restart {kept} "
                     f"(highest ELBO, {post.info.member_elbo[kept]:.4g}; the others "
                     f"{', '.join(f'{v:.4g}' for i, v in enumerate(post.info.member_elbo) if i != kept)})")
         stopped = d.get("stopped_at_nan")
-        if stopped is not None and not isinstance(stopped, int):  # several fits (an ensemble): per fit
+        if stopped is not None and several:
             failed = [(i, at) for i, at in enumerate(stopped) if at is not None]
             which = ", ".join(f"fit {i} at step {at}" for i, at in failed)
             line += (f" ({len(failed)} of {len(stopped)} fits stopped on a NaN loss ({which}) and kept their last "
@@ -323,7 +327,7 @@ def health_line(post) -> str:
         elif stopped is not None:
             line += (f" (stopped at step {stopped} on a NaN loss and kept the last finite "
                      "parameters: refit with a smaller --learning-rate, e.g. half)")
-        elif d.get("patience_stop") is not None and d.get("best_step") is None:  # several fits (an ensemble)
+        elif d.get("patience_stop") is not None and several:
             line += (f" (stopped early at step {d['patience_stop']}: no fit's forecasts of the held-back data had "
                      f"scored better for {post.method.patience} steps; each kept its best step, "
                      f"{', '.join(map(str, post.info.member_best_step))}; more steps would not change them)")

@@ -29,7 +29,8 @@ from ._registry import (AbstractEngine, EngineInfo, EngineResult, _bind,
                         _progress, register_engine)
 from ._init import compiled_initialisation
 from ._sites import site_kinds
-from ._svi import _held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer, elbo_fn
+from ._svi import (_held_out_fn, _make_guide, check_optimizer_and_guide, default_optimizer, elbo_fn,
+                   patience_ended)
 
 __all__ = ["Ensemble", "EnsembleInfo", "run_ensemble", "average_quantiles"]
 
@@ -396,9 +397,8 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
     verified, bad = states, jnp.zeros((m,), bool)
     losses, chunk_seconds, patience_stop = [], [], None
     for c in range(n_chunks):
-        # As in SVI, checked before the chunk: every member scored, none improved for `patience` steps.
-        if (held_out is not None and method.patience is not None and c * chunk >= method.min_steps
-                and all(b is not None and c * chunk - b >= method.patience for b in best_step)):
+        # SVI's rule, checked before the chunk, for every member: none improved for `patience` steps.
+        if held_out is not None and all(patience_ended(method, c * chunk, b) for b in best_step):
             patience_stop = c * chunk
             break
         t_chunk = time.perf_counter()
@@ -454,7 +454,6 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
         member_elbo, selected = _select_by_elbo(program, guide, getattr(model, "held_out_site", None), params,
                                                 batch, jax.random.fold_in(key, 11))
         params = jax.tree_util.tree_map(lambda a: a[selected:selected + 1], params)
-        k_post = jax.random.split(k_post, m)[selected][None]
     seconds = time.perf_counter() - t_start
 
     s = method.num_samples
@@ -464,7 +463,8 @@ def run_ensemble(model, batch, method: Ensemble, *, key, progress_bar: bool) -> 
         for k in own
     }
     if latent:
-        keys = jax.random.split(k_post, m) if selected is None else k_post
+        keys = jax.random.split(k_post, m)  # a member's draws come from its own key, kept or pooled
+        keys = keys if selected is None else keys[selected:selected + 1]
         if isinstance(guide, autoguide.AutoGuide):
             draw = lambda k, p: guide.sample_posterior(k, p, sample_shape=(s,))  # noqa: E731
         else:

@@ -469,6 +469,14 @@ def _checkpoint_due(method: SVI, done: int) -> bool:
     )
 
 
+def patience_ended(method, step: int, best_step: Optional[int]) -> bool:
+    """Whether `method.patience` ends a run before the chunk starting at `step`: the
+    held-out score last improved at `best_step` (None: not scored yet, so it goes on),
+    at least `patience` steps ago, and `min_steps` have run."""
+    return (method.patience is not None and best_step is not None and step >= method.min_steps
+            and step - best_step >= method.patience)
+
+
 def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     """Run the chunks; returns `(state, losses, stopped, chunk_seconds, best, patience_stop)`,
     `stopped` the step of the first non-finite loss (then `state` is the last verified one)
@@ -487,8 +495,7 @@ def _optimise(s: _Setup, method: SVI, *, progress_bar: bool):
     for c in range(first_chunk, -(-method.num_steps // chunk)):
         # Checked before the chunk, so that a run resumed from a checkpoint stops where
         # the uninterrupted run did.
-        if (method.patience is not None and best is not None and c * chunk >= method.min_steps
-                and c * chunk - best[1] >= method.patience):
+        if patience_ended(method, c * chunk, None if best is None else best[1]):
             patience_stop = c * chunk
             break
         t_chunk = time.perf_counter()
