@@ -88,14 +88,15 @@ def test_step_inputs_reach_the_vector_fields():
 
 
 def test_time_changed_solve_equals_the_real_grid_solve(getkey):
-    """Per-path grids through one scan: the same Euler/Milstein steps as on each grid."""
+    """Per-path grids through one scan: the same Euler, Milstein and Heun steps as on each
+    grid (Heun's second stage at the step's end time: the drift here depends on time)."""
     grids = jnp.stack([jnp.linspace(0.0, 1.0, 9), jnp.sort(jax.random.uniform(getkey(), (9,)))])
     noise = jax.random.normal(getkey(), (8, 2, 1))
     y0 = jnp.array([[0.5], [-0.4]])
     def batched_drift(t, y, a):  # t has the batch shape (here (2,)); y is (2, 1)
         return drift(t[..., None], y, a)
 
-    for method in ("euler", "milstein"):
+    for method in ("euler", "milstein", "heun"):
         batched = time_changed_solve(batched_drift, diffusion, y0, grids, noise, scheme=method)
         for i in range(2):
             dW = noise[:, i] * jnp.sqrt(jnp.diff(grids[i]))[:, None]

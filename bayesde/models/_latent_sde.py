@@ -17,7 +17,7 @@ from .._checks import check_int, check_real
 from .._data import Batch, TimeSeries
 from ..networks import param_module
 from ..networks._sde_nets import batched_linear, batched_mlp
-from ..solvers._schemes import AbstractSDEScheme, as_sde_scheme, renamed_keyword
+from ..solvers._schemes import AbstractSDEScheme, Euler, Heun, as_sde_scheme, renamed_keyword
 from ..solvers._sde import solve_sde_grid
 from ._base import AbstractModel, Query, register_model
 from ._common import (calendar_periods, check_adapted, check_holdout, check_observed, fit_scaling,
@@ -54,7 +54,8 @@ def time_changed_solve(
     In the step time `s` (step `n` spans `s ∈ [n, n + 1]`, real length `r_n`) the SDE
     reads `dy = r_n f ds + √r_n g dB_s`, so one solver loop with a shared unit grid
     steps every path on its own grid; the increments `dB_s` are the standard normals
-    `noise`. Euler and Milstein steps are exactly those on the real grid.
+    `noise`. Euler, Milstein and Heun steps are exactly those on the real grid (each
+    stage reads the real time it is evaluated at).
 
     **Arguments:**
 
@@ -64,8 +65,7 @@ def time_changed_solve(
     - `y0`: `(*batch, L)`; `ts`: real grids broadcastable to `(*batch, n)`.
     - `noise`: standard normal increments `(n − 1, *batch, L)`.
     - `scheme`: a `bd.solvers.AbstractSDEScheme` or its name: `"euler"`, `"milstein"` or
-      `"heun"` (Heun evaluates its second stage at the step's start time). (`method` is
-      its deprecated name.)
+      `"heun"`. (`method` is its deprecated name.)
 
     **Returns:** the states at every grid time, `(n, *batch, L)`.
     """
@@ -76,8 +76,9 @@ def time_changed_solve(
     r = jnp.moveaxis(jnp.diff(ts, axis=-1), -1, 0)
     s = jnp.arange(n, dtype=y0.dtype)
 
-    def terms(_, y, a):
-        t, rr, extra = a[1]
+    def terms(s_stage, y, a):
+        t_start, rr, s_start, extra = a[1]
+        t = t_start + rr * (s_stage - s_start)  # the stage's real time (a step's start, or its end for Heun)
         if diffusion is None:
             f, g = drift(t, y, extra)
         else:
@@ -88,7 +89,7 @@ def time_changed_solve(
     if step_inputs is None:
         step_inputs = jnp.zeros((n - 1,), y0.dtype)
     return solve_sde_grid(
-        terms, None, y0, s, noise, scheme=scheme, step_inputs=(t_steps, r, step_inputs), checkpoint=checkpoint
+        terms, None, y0, s, noise, scheme=scheme, step_inputs=(t_steps, r, s[:-1], step_inputs), checkpoint=checkpoint
     )
 
 
@@ -150,7 +151,10 @@ def posterior_sde_with_kl(
     return ys[..., :L], ys[-1, ..., L]
 
 
-def _as_scheme(value) -> AbstractSDEScheme:
+def _as_scheme(value):
+    """`"auto"`, or the scheme object `value` names."""
+    if isinstance(value, str) and value == "auto":
+        return value
     return as_sde_scheme(value, "LatentSDE.scheme")
 
 
@@ -299,7 +303,7 @@ class LatentSDE(AbstractModel):
     **Forecasts** (`Posterior.predict(ts)`): the posterior SDE runs over each series'
     history (the encoder reads the `batch`), then the *prior* SDE continues from the
     state at the series' last observed time through the query times (each query
-    interval split into `forecast_substeps` Euler steps) with diffusion `κ·g`; the
+    interval split into `forecast_substeps` solver steps) with diffusion `κ·g`; the
     decoded path gains a discrepancy `ρ·W(t − t_last)`, a random walk per data
     dimension started at the last observed time (`ρ` in standardised units per √unit
     of model time). Query times inside the history read the posterior path (linear
@@ -375,10 +379,19 @@ class LatentSDE(AbstractModel):
       interval (about 1.4 × `substeps` for times drawn at random, `substeps` for evenly
       spaced rows, with or without empty ones, and for calendar months).
     - `forecast_substeps`: solver steps between consecutive query times.
-    - `scheme`: the SDE solver scheme, `bd.solvers.Euler()` / `"euler"` (Itô
-      Euler–Maruyama), `Milstein()` / `"milstein"` (Itô) or `Heun()` / `"heun"`
-      (Stratonovich). (`method` is its deprecated name; `method` is the inference
-      engine of `bd.fit`.)
+    - `scheme`: the SDE solver scheme, `bd.solvers.Heun()` / `"heun"` (Stratonovich),
+      `Euler()` / `"euler"` (Itô Euler–Maruyama), `Milstein()` / `"milstein"` (Itô), or
+      `"auto"` (default; `solver_scheme` says which): Heun for a model without
+      seasons, Euler for one with them. Without seasons any cycle must be a rotation
+      of the state, and an Euler step turns a rotation into a spiral outwards by a
+      factor that depends on the step's length: on a grid whose steps vary (irregular
+      times, gaps) no one drift is right at every step, and a fit can explain the cycle
+      as noise. Heun's second stage removes that first-order error, for two drift
+      evaluations a step. With seasons the calendar gives the cycle's phase, and on
+      the seasonal records measured Heun gained nothing or lost (`docs/real-series.md`).
+      The networks are learned under whichever scheme fits them, so Itô or
+      Stratonovich changes what they mean, not what the model can express. (`method`
+      is its deprecated name; `method` is the inference engine of `bd.fit`.)
     - `num_paths`: Brownian paths per series in each ELBO estimate (vmapped).
     - `kl_weight`: weight of both KL terms (1 = the ELBO).
     - `kl_anneal_steps`: if > 0, the KL weight rises linearly from `kl_anneal_start`
@@ -460,7 +473,7 @@ class LatentSDE(AbstractModel):
     grid: str = "time"
     steps_per_interval: Optional[float] = None
     forecast_substeps: int = 4
-    scheme: AbstractSDEScheme = eqx.field(default="euler", converter=_as_scheme)
+    scheme: object = eqx.field(default="auto", converter=_as_scheme)
     num_paths: int = 1
     kl_weight: float = 1.0
     kl_anneal_steps: int = 0
@@ -525,6 +538,14 @@ class LatentSDE(AbstractModel):
                        noun="'auto' (the family's own floor), None (none) or a number")
 
     # ------------------------------------------------------------------ data
+    @property
+    def solver_scheme(self) -> AbstractSDEScheme:
+        """The scheme the SDEs are solved with: `scheme`, or for `"auto"` Heun without
+        seasons and Euler with them (read from the adapted `seasons`)."""
+        if self.scheme != "auto":
+            return self.scheme
+        return Euler() if self.seasons else Heun()
+
     def adapt(self, data: TimeSeries) -> "LatentSDE":
         check_observed(data, "LatentSDE")
         steps = self.steps_per_unit if self.steps_per_unit is not None else self.window
@@ -754,7 +775,7 @@ class LatentSDE(AbstractModel):
         cproj = jnp.moveaxis(jnp.take_along_axis(cproj, seg[..., None], axis=1), 1, 0)  # (G-1, B·M, H)
         noise_w = jax.random.normal(kw, (G - 1, K, B * M, L), q_mean.dtype)
         zs, kl_path = posterior_sde_with_kl(
-            h, u, g, z0, grids, noise_w, scheme=self.scheme, step_inputs=cproj, checkpoint=self.checkpoint,
+            h, u, g, z0, grids, noise_w, scheme=self.solver_scheme, step_inputs=cproj, checkpoint=self.checkpoint,
             posterior_drift=self._posterior_base(nets),
         )
         if M == 1:
@@ -870,7 +891,7 @@ class LatentSDE(AbstractModel):
         fgrids = jax.vmap(lambda k: refine_grid(k, Sf))(knots)  # (B, G2)
         k_sde, k_walk = jax.random.split(key)
         noise = jax.random.normal(k_sde, (fgrids.shape[1] - 1, B, self.latent_dim), zs.dtype)
-        fpath = time_changed_solve(h, g_kappa, z_last, fgrids, noise, scheme=self.scheme)  # (G2, B, L)
+        fpath = time_changed_solve(h, g_kappa, z_last, fgrids, noise, scheme=self.solver_scheme)  # (G2, B, L)
         z_future = jnp.moveaxis(fpath[Sf::Sf], 0, 1)  # (B, T', L)
         z_past = jax.vmap(interp_linear)(grids, zs, qs)
         z_q = jnp.where((qs <= t_last[:, None])[..., None], z_past, z_future)
