@@ -482,6 +482,9 @@ def test_auto_scheme_is_heun_without_seasons_and_euler_with_them():
     assert loaded.scheme == "auto" and isinstance(loaded.solver_scheme, bd.solvers.Euler)
     with pytest.raises(ValueError, match="LatentSDE.scheme"):
         bd.models.LatentSDE(scheme="rk4")
+    with pytest.raises(ValueError, match=r"LatentSDE.solver_scheme: scheme='auto' depends on the seasons, and "
+                                         r"seasons='auto' is read from the data: adapt the model first"):
+        plain.solver_scheme
 
 
 def test_old_keywords_still_work_with_a_deprecation_warning():

@@ -541,9 +541,15 @@ class LatentSDE(AbstractModel):
     @property
     def solver_scheme(self) -> AbstractSDEScheme:
         """The scheme the SDEs are solved with: `scheme`, or for `"auto"` Heun without
-        seasons and Euler with them (read from the adapted `seasons`)."""
+        seasons and Euler with them."""
         if self.scheme != "auto":
             return self.scheme
+        if isinstance(self.seasons, str):  # "auto": the data decide, in `adapt`
+            raise ValueError(
+                "LatentSDE.solver_scheme: scheme='auto' depends on the seasons, and seasons='auto' is read from "
+                "the data: adapt the model first (model.adapt(data)), read post.model.solver_scheme after a fit, "
+                "or give seasons or scheme explicitly."
+            )
         return Euler() if self.seasons else Heun()
 
     def adapt(self, data: TimeSeries) -> "LatentSDE":
