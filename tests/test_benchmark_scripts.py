@@ -223,3 +223,30 @@ def test_restart_selection_picks_the_fit_with_the_lowest_held_back_score():
     assert summary["crps_highest_elbo"] == pytest.approx(0.85)
     with pytest.raises(SystemExit, match="dated"):
         rs.main(["--series", "elnino"])
+
+
+def test_standing_counts_a_cell_as_passing_only_inside_the_band_with_no_seed_below_the_floor(tmp_path):
+    """`benchmarks/standing.py`: a cell passes when its mean over seeds is inside [0.85, 0.95]
+    and no seed is below 0.80; plans of a tumour case are cells of their own; the table bolds
+    a failing cell and shows a third decimal where two would hide which side of an edge it is."""
+    st = _load("standing")
+    rows = ["process,model,region,seed,level,coverage,crps,crps_climatology,status"]
+    for seed, (a, b) in enumerate([(0.90, 0.79), (0.92, 0.95), (0.88, 0.96)]):
+        rows += [f"ou,M,forecast,{seed},0.9,{a},0.5,1.0,ok", f"regime,M,forecast,{seed},0.9,{b},1.0,1.0,ok",
+                 f"ou,M,forecast,{seed},0.5,0.5,0.5,1.0,ok"]
+    rows += ["tumor_gamma8,B,chemo (outside),0,0.9,0.7,0.2,1.0,ok", "tumor_gamma8,B,none (outside),0,0.9,0.9,0.1,1.0,ok",
+             "ou,M,forecast,3,0.9,0.1,0.5,1.0,error"]
+    path = tmp_path / "run.csv"
+    path.write_text("\n".join(rows) + "\n")
+    r = st.summarise(st.read_rows(path), truth={("ou", 0): 0.91})
+    ou, regime = r["cells"]["ou"], r["cells"]["regime"]
+    assert ou["seeds"] == [0, 1, 2] and ou["mean"] == pytest.approx(0.90) and ou["passes"]
+    assert ou["truth"] == []  # the truth is known for one seed of three: not shown
+    assert regime["in_band"] and not regime["passes"] and regime["worst"] == pytest.approx(0.79)
+    assert not r["cells"]["tumor_gamma8:chemo"]["passes"] and r["cells"]["tumor_gamma8:none"]["passes"]
+    assert (r["passing"], r["of"], r["seeds_below_floor"]) == (2, 4, 2)
+    assert r["coverage_by_level"]["0.5"] == pytest.approx(0.5)
+    assert r["crps_over_climatology"] == pytest.approx((3 * 0.5 + 3 * 1.0 + 0.2 + 0.1) / 8)
+    assert st._cell(ou) == "0.90 (0.88)" and st._cell(regime) == "**0.90 (0.79)**"
+    assert st._num(0.951, st._in_band) == "0.951" and st._num(0.796, st._above_floor) == "0.796"
+    assert st._num(0.948, st._in_band) == "0.95" and st._num(0.803, st._above_floor) == "0.80"
