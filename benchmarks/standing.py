@@ -38,8 +38,10 @@ from panel_spread import BAND, FLOOR, must_show, truth_cells  # noqa: E402
 
 #: Each configuration at its library defaults -> the committed panel run that measured it
 #: (file in `benchmarks/results/`). The latent SDE runs are Heun's scheme, which
-#: `scheme="auto"` gives these data (no seasons); FractionalSDE and BayesianNeuralODE have
-#: not changed since their runs.
+#: `scheme="auto"` gives these data (no seasons). FractionalSDE's and BayesianNeuralODE's
+#: defaults have not changed since their runs: later commits refactored or compiled their code,
+#: and one moved the point SVI starts from by about 2e-7 (ace4df4), which a long fit may grow
+#: into another draw of the same configuration.
 CONFIGS = {
     "LatentSDE()": "calibration_panel_full_heun_cpu.csv",
     'LatentSDE(family="langevin")': "calibration_panel_full_langevin_heun_cpu.csv",
