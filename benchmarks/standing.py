@@ -30,11 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from panel_spread import BAND, FLOOR, must_show, truth_cells  # noqa: E402
+from panel_spread import BAND, FLOOR, RESULTS, must_show, truth_cells  # noqa: E402
 
 #: Each configuration at its library defaults -> the committed panel run that measured it
 #: (file in `benchmarks/results/`). The latent SDE runs are Heun's scheme, which
