@@ -42,7 +42,7 @@ from panel_spread import BAND, FLOOR, RESULTS, must_show, truth_cells  # noqa: E
 #: into another draw of the same configuration.
 CONFIGS = {
     "LatentSDE()": "calibration_panel_full_heun_cpu.csv",
-    'LatentSDE(family="langevin")': "calibration_panel_full_langevin_heun_cpu.csv",
+    'LatentSDE(family="langevin")': "calibration_panel_full_langevin_heunfix_cpu.csv",
     'LatentSDE(family="linear-noise")': "calibration_panel_full_linear_noise_heun_cpu.csv",
     'LatentSDE(family="geometric")': "calibration_panel_full_geometric_heun_cpu.csv",
     'LatentSDE(encoder="ncde")': "calibration_panel_full_ncde_heun_cpu.csv",
