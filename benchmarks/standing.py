@@ -86,8 +86,8 @@ def summarise(rows, truth=None):
             c[k] = [c[k][i] for i in order]
         c["truth"] = [c["truth"][i] for i in order] if len(c["truth"]) == len(order) else []
         c["mean"], c["worst"] = float(np.mean(c["coverage"])), float(np.min(c["coverage"]))
-        c["in_band"] = bool(BAND[0] <= c["mean"] <= BAND[1])
-        c["passes"] = c["in_band"] and c["worst"] >= FLOOR
+        c["in_band"] = _in_band(c["mean"])
+        c["passes"] = c["in_band"] and _above_floor(c["worst"])
     by_seed = {(name, s): cov for name, c in cells.items() for s, cov in zip(c["seeds"], c["coverage"])}
     _, below = must_show(by_seed)
     levels = {f"{lv:g}": float(np.mean([float(r["coverage"]) for k, r in rows.items() if k[3] == lv])) for lv in LEVELS}
@@ -140,6 +140,11 @@ def _above_floor(x):
     return x >= FLOOR
 
 
+def _case_plans(cells):
+    """BNCDE's cells in order: `[(case, [its "case:plan" names in PLANS' order])]`."""
+    return [(case, [f"{case}:{plan}" for plan in PLANS.values()]) for case in sorted({k.split(":")[0] for k in cells})]
+
+
 def _cell(c):
     """`0.91 (0.88)`: mean over seeds (worst seed), bold where it fails the must-show."""
     text = f"{_num(c['mean'], _in_band)} ({_num(c['worst'], _above_floor)})"
@@ -161,10 +166,9 @@ def table(result):
         " / ".join(f"{v:.2f}" for v in c["coverage_by_level"].values()) for c in confs) + " |")
     lines.append("| CRPS / climatology's | | " + " | ".join(f"{c['crps_over_climatology']:.2f}" for c in confs) + " |")
     b = result["bncde"]["cells"]
-    cases = sorted({k.split(":")[0] for k in b})
     lines += ["", "| case | " + " | ".join(PLANS.values()) + " | CRPS / climatology's |", "| --- | --- | --- | --- | --- |"]
-    for case in cases:
-        cs = [b[f"{case}:{plan}"] for plan in PLANS.values()]
+    for case, names in _case_plans(b):
+        cs = [b[name] for name in names]
         crps = np.mean([x for c in cs for x in c["crps_over_climatology"]])
         lines.append(f"| `{case}` ({len(cs[0]['seeds'])} seeds) | " + " | ".join(_cell(c) for c in cs) + f" | {crps:.3f} |")
     return "\n".join(lines)
@@ -179,8 +183,7 @@ def _plot(result, path):
     panels = [*result["configurations"].items(), ("BNCDE() (quick sizes)", result["bncde"])]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, 1.35 * len(panels) + 0.6), sharey=True)
     for ax, (label, r) in zip(axes, panels):
-        names = list(PROCESSES) if label != panels[-1][0] else [
-            f"{case}:{plan}" for case in sorted({k.split(":")[0] for k in r["cells"]}) for plan in PLANS.values()]
+        names = list(PROCESSES) if label != panels[-1][0] else [n for _, ns in _case_plans(r["cells"]) for n in ns]
         ax.axhspan(*BAND, color="C2", alpha=0.15, lw=0)
         ax.axhline(FLOOR, color="C3", lw=0.8, ls="--")
         for i, name in enumerate(names):
