@@ -250,3 +250,28 @@ def test_standing_counts_a_cell_as_passing_only_inside_the_band_with_no_seed_bel
     assert st._cell(ou) == "0.90 (0.88)" and st._cell(regime) == "**0.90 (0.79)**"
     assert st._num(0.951, st._in_band) == "0.951" and st._num(0.796, st._above_floor) == "0.796"
     assert st._num(0.948, st._in_band) == "0.95" and st._num(0.803, st._above_floor) == "0.80"
+
+
+def test_issue_table_sets_before_beside_after_per_case_with_the_worst_seed():
+    it = _load("issue_table")
+    import bayesde as bd
+
+    # the issue's configuration on this version (`hidden` is now `width`) and the family's defaults
+    assert it._latent_sde(bd, "geometric", issue=True) == bd.models.LatentSDE(
+        latent_dim=2, context_dim=8, width=32, encoder="ncde", family="geometric")
+    assert it._latent_sde(bd, "langevin", issue=False) == bd.models.LatentSDE(family="langevin")
+    ou = dict(case="ou", config="issue", family="neural")
+    rows = [dict(ou, version="before", coverage_90=0.80, crps=1.0), dict(ou, version="before", coverage_90=0.70, crps=2.0),
+            dict(ou, version="after", coverage_90=0.90, crps=0.5), dict(ou, version="after", coverage_90=0.86, crps=0.7),
+            dict(case="bncde", version="before", chemo_coverage_90=0.63, none_coverage_90=0.92),
+            dict(case="bncde", version="after", chemo_coverage_90=0.89, none_coverage_90=0.93),
+            dict(case="demo", version="after", coverage_90=0.8, crps=3.0),
+            dict(case="ou", version="truth", coverage_90=0.88), dict(case="ou", version="truth", coverage_90=0.84)]
+    lines = it.table(dict(rows=rows)).splitlines()
+    assert lines[2] == "| OU, neural, 600 steps | 0.86 (0.84) | 0.75 (0.70) | 0.88 (0.86) | 1.50 (2.00) | 0.60 (0.70) |"
+    assert lines[3] == "| BNCDE γ = 6, under 'chemo' | – | 0.63 | 0.89 | | |"
+    assert lines[4] == "| BNCDE γ = 6, under 'none' | – | 0.92 | 0.93 | | |"
+    assert lines[5] == "| demo (hare–lynx, 10 counts) | – | – | 0.80 | – | 3.00 |"
+    assert len(lines) == 6  # the true law's rows are a column, not lines
+    with pytest.raises(SystemExit):
+        it.main(["--cases", "ou,hare"])
