@@ -384,6 +384,16 @@ def test_demo_quick_writes_the_tour(tmp_path):
     assert_user_error(again, "already exists", "--force")
 
 
+def test_demo_explains_a_held_out_coverage_an_honest_band_rarely_gives():
+    from bayesde._cli._demo import _coverage_note
+
+    note = _coverage_note(10, 7, 0.9)  # P(at most 7 of 10 inside an honest 90% band) = 0.070
+    assert note.startswith("note: 7/10 inside the 90% band; an honest band leaves 3 or more of 10 out 7% of the time.")
+    assert '--model-args \'{"discrepancy": "ou"}\'' in note
+    assert _coverage_note(10, 8, 0.9) is None  # 0.26: no note
+    assert _coverage_note(10, 3, 0.5) is None  # 0.17
+
+
 @pytest.mark.slow
 def test_refit_with_the_same_seed_gives_identical_forecasts(work):
     d = work["dir"]
