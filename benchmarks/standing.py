@@ -50,7 +50,7 @@ CONFIGS = {
     "BayesianNeuralODE(dim=D)": "calibration_panel_full_bnode_walk_cpu.csv",
 }
 #: BNCDE at its defaults on the tumour cases (quick panel sizes).
-BNCDE_RUN = "calibration_panel_bncde_stochastic_all_cpu.csv"
+BNCDE_RUN = "calibration_panel_bncde_v2_cpu.csv"
 PROCESSES = ("ou", "cir", "oscillator", "regime", "gbm", "lv_sde", "seasonal")
 PLANS = {"factual (inside)": "factual", "none (outside)": "none", "chemo (outside)": "chemo"}
 LEVELS = (0.5, 0.8, 0.9, 0.95)
