@@ -167,13 +167,16 @@ def simulate_ou(seed, quick, tmp):
     return (np.where(fut.mask, fut.ys, np.nan), np.where(hist.mask, hist.ys, np.nan), sd), truth
 
 
-def score(case, arrays, info, truth):
+def score(case, arrays, info, target):
+    """One fit's scores: the demo's own summary; an `ou` forecast's coverage, width and CRPS
+    against `target` (`simulate_ou`'s future, history and sd), as the panel scores; each BNCDE
+    plan's 50% and 90% coverage and 90% width of the true outcomes."""
     from calibration import _score, band
 
     if case == "demo":
         return {k: info[k] for k in ("coverage_50", "coverage_90", "crps", "n")}
     if case == "ou":
-        y, history, sd = truth
+        y, history, sd = target
         rows = {r["level"]: r for r in _score(arrays["samples"], y, history, sd)}
         return dict(coverage_50=rows[0.5]["coverage"], coverage_90=rows[0.9]["coverage"],
                     width_90=rows[0.9]["width"], crps=rows[0.9]["crps"],
@@ -188,6 +191,7 @@ def score(case, arrays, info, truth):
 
 
 def worktree(rev, tmp):
+    """A detached checkout of `rev` under `tmp` (removed by `main` when the run ends)."""
     path = tmp / f"bayesde-{rev}"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(path), rev], check=True,
                    capture_output=True)
@@ -195,6 +199,8 @@ def worktree(rev, tmp):
 
 
 def jobs_for(case, seed, args):
+    """The fits of one case and seed, each run once per version: for `ou` the issue's
+    configuration (600 steps) and the defaults for every family; one BNCDE fit; one demo."""
     steps = 60 if args.quick else 600
     draws = 100 if args.quick else 500
     if case == "ou":
@@ -209,6 +215,7 @@ def jobs_for(case, seed, args):
 
 
 def label(job):
+    """The row's name in the JSON (and `--resume`'s key with the version)."""
     extra = [job[k] for k in ("config", "family") if k in job]
     return " ".join([job["case"], *extra, f"seed {job['seed']}"])
 
@@ -254,12 +261,12 @@ def main(argv=None):
         try:
             for case in cases:
                 for seed in range(args.seeds):
-                    truth = None
+                    target = None
                     if case == "ou":
-                        truth, law = simulate_ou(seed, args.quick, tmp)
+                        target, law = simulate_ou(seed, args.quick, tmp)
                         if ("truth", f"ou seed {seed}") not in done:  # the true law's forecast, scored alike
                             rows.append(dict(version="truth", label=f"ou seed {seed}", case=case, seed=seed,
-                                             **score(case, dict(samples=law), {}, truth)))
+                                             **score(case, dict(samples=law), {}, target)))
                             out.write_text(json.dumps(record, indent=1, default=str))
                     for job in jobs_for(case, seed, args):
                         for version, root in roots.items():
@@ -274,7 +281,7 @@ def main(argv=None):
                             arrays = dict(np.load(tmp / f"job_{version}.npz"))
                             row = dict(version=version, label=label(job), **{k: v for k, v in job.items()
                                                                              if k not in ("tmp", "id", "version")})
-                            row.update(info, **score(case, arrays, info, truth))
+                            row.update(info, **score(case, arrays, info, target))
                             rows.append(row)
                             out.write_text(json.dumps(record, indent=1, default=str))
                             print(f"{version:6s} {label(job):40s} " + " ".join(
