@@ -124,8 +124,7 @@ def worker_demo(job, tmp):
     if job["quick"]:
         args.append("--quick")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from bayesde._cli import app; app()", *args], check=True,
-                   env=os.environ.copy())
+    subprocess.run([sys.executable, "-c", "from bayesde._cli import app; app()", *args], check=True)
     summary = json.loads((out / "summary.json").read_text())
     return {}, dict(fit_s=time.perf_counter() - t0, coverage_50=summary["coverage_50"],
                     coverage_90=summary["coverage_90"], crps=summary["crps"], n=summary["held_out_values"],

@@ -157,8 +157,8 @@ def _coverage_note(n: int, inside: int, level: float) -> Optional[str]:
             f"{chance:.0%} of the time. The ODE reads the pelts' departures from its cycle as independent noise, "
             "so its band does not widen over the forecast; a discrepancy from the path, an Ornstein-Uhlenbeck "
             "process, lets it: `bayesde fit --model ode-lv --model-args '{\"discrepancy\": \"ou\"}' --method "
-            "nuts` (on these years: 10/10 for three seeds, and not better on every predator-prey series; "
-            "docs/calibration.md).")
+            "nuts` (it is not better on every predator-prey series; what it gives on these years and where "
+            "it does not help: docs/calibration.md).")
 
 
 def _healthy(diag: dict) -> bool:
