@@ -275,3 +275,37 @@ def test_issue_table_sets_before_beside_after_per_case_with_the_worst_seed():
     assert len(lines) == 6  # the true law's rows are a column, not lines
     with pytest.raises(SystemExit):
         it.main(["--cases", "ou,hare"])
+
+
+def test_unseen_processes_simulate_reproducibly_and_the_truth_covers_its_own_forecast():
+    """The second panel's data: same seed, same numbers; every seed of the cycle's missing
+    fractions deletes about that share; the true law's forecast from the true state covers
+    its own held-out values near nominal (a wrong stepper or a misaligned future would not)."""
+    U = _load("unseen_processes")
+    C = _load("calibration")
+    covered, n = 0.0, 0
+    for name, proc in U.PROCESSES.items():
+        data, states, idx = U.simulate(proc, 1)
+        again, _, _ = U.simulate(proc, 1)
+        np.testing.assert_array_equal(np.nan_to_num(data.ys, nan=-99), np.nan_to_num(again.ys, nan=-99))
+        assert data.ys.shape == (U.N_SERIES, proc.n_times, len(proc.names))
+        assert 0.2 < np.isnan(data.ys).mean() < 0.4  # seed 1: 30% deleted
+        hist, fut, sd = C.panel_split(data)
+        cell = U._cell(U.oracle(proc, states, idx, hist, fut, 1), fut, hist, sd)
+        covered += cell["coverage_90"] * cell["n"]
+        n += cell["n"]
+        assert cell["crps"] < cell["crps_climatology"], name
+    assert 0.85 < covered / n < 0.95
+
+
+def test_unseen_processes_table_reads_mean_and_worst_seed(tmp_path):
+    U = _load("unseen_processes")
+    cell = lambda c: dict(coverage_50=0.5, coverage_80=0.8, coverage_90=c, coverage_95=0.95, width_90=1.0,  # noqa: E731
+                          crps=0.2, crps_climatology=0.4)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"cells": {"jump_ou|truth|0": cell(0.9), "jump_ou|LatentSDE|0": cell(0.8),
+                                          "jump_ou|LatentSDE|1": cell(0.9)}}))
+    assert U.summary(json.loads(path.read_text()))["jump_ou"]["LatentSDE"]["worst_90"] == 0.8
+    assert "| `jump_ou` | 0.90 (0.90), 0.50 | 0.85 (0.80), 0.50 |" in U.table([path])
+    with pytest.raises(SystemExit, match="unknown process or model 'nope'"):
+        U.main(["--processes", "nope", "--out", str(tmp_path / "x.json")])
