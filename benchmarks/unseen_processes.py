@@ -205,10 +205,13 @@ def run(args):
     cells = result.setdefault("cells", {})
     procs = [p for a in args.processes for p in a.split(",") if p] if args.processes else list(PROCESSES)
     models = [m for a in args.models for m in a.split(",") if m]
-    for name in procs + models:
-        if name not in PROCESSES and name not in C.PANEL_MODELS:
-            raise SystemExit(f"unseen_processes.py: unknown process or model {name!r}; processes "
-                             f"{list(PROCESSES)}, models {[m for m in C.PANEL_MODELS if m != 'BNCDE']}")
+    forecasters = [m for m, spec in C.PANEL_MODELS.items() if not spec.get("treatment")]
+    for name in procs:
+        if name not in PROCESSES:
+            raise SystemExit(f"unseen_processes.py: unknown process {name!r}; choose from {list(PROCESSES)}")
+    for name in models:
+        if name not in forecasters:
+            raise SystemExit(f"unseen_processes.py: unknown model {name!r}; choose from {forecasters}")
     for pname in procs:
         proc = PROCESSES[pname]
         for seed in range(args.seeds):

@@ -307,5 +307,7 @@ def test_unseen_processes_table_reads_mean_and_worst_seed(tmp_path):
                                           "jump_ou|LatentSDE|1": cell(0.9)}}))
     assert U.summary(json.loads(path.read_text()))["jump_ou"]["LatentSDE"]["worst_90"] == 0.8
     assert "| `jump_ou` | 0.90 (0.90), 0.50 | 0.85 (0.80), 0.50 |" in U.table([path])
-    with pytest.raises(SystemExit, match="unknown process or model 'nope'"):
+    with pytest.raises(SystemExit, match="unknown process 'nope'"):
         U.main(["--processes", "nope", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="unknown model 'BNCDE'"):  # a treatment model forecasts no series
+        U.main(["--models", "BNCDE", "--out", str(tmp_path / "x.json")])
