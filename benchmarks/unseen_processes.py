@@ -33,6 +33,7 @@ finished cells): per process, model and seed the 50/80/90/95% coverage, 90% widt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -205,6 +206,8 @@ def run(args):
     cells = result.setdefault("cells", {})
     procs = [p for a in args.processes for p in a.split(",") if p] if args.processes else list(PROCESSES)
     models = [m for a in args.models for m in a.split(",") if m]
+    options = C._model_options(args.model_options)
+    label = "".join(f"[{k}={v}]" for k, v in options.items())  # a variant is a column of its own
     forecasters = [m for m, spec in C.PANEL_MODELS.items() if not spec.get("treatment")]
     for name in procs:
         if name not in PROCESSES:
@@ -222,21 +225,21 @@ def run(args):
                 cells[key] = _cell(oracle(proc, states, idx, hist, fut, seed), fut, hist, sd)
             k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(2026), list(PROCESSES).index(pname)), seed)
             for m in models:
-                key = f"{pname}|{m}|{seed}"
+                key = f"{pname}|{m}{label}|{seed}"
                 if key in cells:
                     continue
                 k_fit, k_pred = C.panel_fit_keys(k_data, m)
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    post = bd.fit(C.PANEL_MODELS[m]["build"](data.dim), hist, key=k_fit, progress_bar=False,
-                                  warn=False)
+                    model = dataclasses.replace(C.PANEL_MODELS[m]["build"](data.dim), **options)
+                    post = bd.fit(model, hist, key=k_fit, progress_bar=False, warn=False)
                     pred = post.predict(fut.ts, key=k_pred, num_samples=NUM_PRED)
                 extra = dict(best_step=getattr(post.info, "best_step", None))
                 cells[key] = _cell(np.asarray(pred.samples), fut, hist, sd, time.perf_counter() - t0, extra)
                 out.write_text(json.dumps(result, indent=1))
                 c, t = cells[key], cells[f"{pname}|truth|{seed}"]
-                print(f"{pname} {m} seed={seed}: cov90 {c['coverage_90']:.2f} (truth {t['coverage_90']:.2f}), "
+                print(f"{pname} {m}{label} seed={seed}: cov90 {c['coverage_90']:.2f} (truth {t['coverage_90']:.2f}), "
                       f"CRPS {c['crps']:.3f} (truth {t['crps']:.3f}, climatology {c['crps_climatology']:.3f}), "
                       f"{c['seconds']:.0f}s", flush=True)
             out.write_text(json.dumps(result, indent=1))
@@ -288,6 +291,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="*", default=["LatentSDE"], help="calibration.PANEL_MODELS names")
     p.add_argument("--processes", nargs="*", default=None, help=f"of {list(PROCESSES)} (default all)")
+    p.add_argument("--model-options", nargs="*", default=None,
+                   help="fields of the model to change, name=value (JSON values), e.g. posterior_drift=own; "
+                        "the fits keep the default's keys and are a column of their own")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "unseen_processes_cpu.json"))
     p.add_argument("--resume", action="store_true", help="keep the cells of an earlier run of --out")
