@@ -94,13 +94,9 @@ def _vdp_drift(u):
     return np.stack([y, (1 - x**2) * y - x], axis=-1)
 
 
-def _phase_drift(u):
-    d = np.zeros_like(u)
-    d[..., 0] = u[..., 1]
-    return d
-
-
-def _walk_drift(u):
+def _rate_in_second(u):
+    """`dX = θ dt` with the per-series rate `θ` held in the state's second coordinate (the
+    phase's frequency, the walk's drift); the rate itself does not move."""
     d = np.zeros_like(u)
     d[..., 0] = u[..., 1]
     return d
@@ -131,10 +127,10 @@ PROCESSES = {p.name: p for p in [
             burn_in=5.0, names=("x", "y")),
     Process("phase_cycle", t_max=8.0, n_times=48, noise=0.05, state_dim=2, observe=lambda u: np.sin(u[..., :1]),
             init=lambda rng, n: np.stack([rng.uniform(0, 2 * np.pi, n), 2 * np.pi / rng.uniform(1.5, 2.5, n)], 1),
-            drift=_phase_drift, diffusion=_only_first(0.4)),
+            drift=_rate_in_second, diffusion=_only_first(0.4)),
     Process("drift_walk", t_max=10.0, n_times=40, noise=0.05, state_dim=2, observe=lambda u: u[..., :1],
             init=lambda rng, n: np.stack([rng.standard_normal(n), 0.5 * rng.standard_normal(n)], axis=1),
-            drift=_walk_drift, diffusion=_only_first(0.5)),
+            drift=_rate_in_second, diffusion=_only_first(0.5)),
 ]}
 
 
