@@ -1,7 +1,7 @@
 """How far each committed panel run lands from the truth on the very same data sets.
 
     python benchmarks/panel_spread.py                       # every full-size LatentSDE run in RUNS
-    python benchmarks/panel_spread.py --runs default=calibration_panel_full_default_cpu.csv
+    python benchmarks/panel_spread.py --runs default=calibration_panel_full_heun_cpu.csv
 
 The panel's must-show (90% coverage inside [0.85, 0.95] per process, mean over three
 seeds, no seed below 0.80) is noisy twice over: the data set is one draw of the process,
@@ -44,21 +44,29 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
-#: The committed full-size runs of the latent SDE's five configurations: each with the CRPS
-#: for its held-back tails (the default) and with the log score (`forecast_score="log"`),
-#: the default family with the linear drift term, and deep ensembles of 4
-#: (`calibration.py --members 4`, `--cross-fit`). Name -> CSV in `benchmarks/results/`.
+#: The committed full-size runs of the latent SDE's five configurations: each at today's
+#: defaults (Heun's scheme, the runs `standing.py` reads) and, on Euler's scheme (the default
+#: when they ran), with the CRPS for its held-back tails and with the log score
+#: (`forecast_score="log"`); the default family with the linear drift term and with twice
+#: the latent state, and deep ensembles of 4 (`calibration.py --members 4`, `--cross-fit`).
+#: Name -> CSV in `benchmarks/results/`.
 RUNS = {
-    "neural/gru, CRPS (default)": "calibration_panel_full_default_cpu.csv",
+    "neural/gru, Heun (default)": "calibration_panel_full_heun_cpu.csv",
+    "neural/gru, Heun, latent_dim=8": "calibration_panel_full_ld8_cpu.csv",
+    "langevin, Heun (default)": "calibration_panel_full_langevin_heunfix_cpu.csv",
+    "ncde encoder, Heun (default)": "calibration_panel_full_ncde_heun_cpu.csv",
+    "linear-noise, Heun (default)": "calibration_panel_full_linear_noise_heun_cpu.csv",
+    "geometric, Heun (default)": "calibration_panel_full_geometric_heun_cpu.csv",
+    "neural/gru, CRPS, Euler (then the default)": "calibration_panel_full_default_cpu.csv",
     "neural/gru, log score": "calibration_panel_full_logscore_cpu.csv",
     "neural/gru, linear drift": "calibration_panel_full_lineardrift_cpu.csv",
-    "langevin, CRPS (default)": "calibration_panel_full_langevin_v2_cpu.csv",
+    "langevin, CRPS, Euler (then the default)": "calibration_panel_full_langevin_v2_cpu.csv",
     "langevin, log score": "calibration_panel_full_langevin_logscore_cpu.csv",
-    "ncde encoder, CRPS (default)": "calibration_panel_full_ncde_cpu.csv",
+    "ncde encoder, CRPS, Euler (then the default)": "calibration_panel_full_ncde_cpu.csv",
     "ncde encoder, log score": "calibration_panel_full_ncde_logscore_cpu.csv",
-    "linear-noise, CRPS (default)": "calibration_panel_full_linear_noise_v2_cpu.csv",
+    "linear-noise, CRPS, Euler (then the default)": "calibration_panel_full_linear_noise_v2_cpu.csv",
     "linear-noise, log score": "calibration_panel_full_linear_noise_logscore_cpu.csv",
-    "geometric, CRPS (default)": "calibration_panel_full_geometric_v2_cpu.csv",
+    "geometric, CRPS, Euler (then the default)": "calibration_panel_full_geometric_v2_cpu.csv",
     "geometric, log score": "calibration_panel_full_geometric_logscore_cpu.csv",
     "neural/gru, ensemble of 4": "calibration_panel_full_ensemble4_cpu.csv",
     "neural/gru, ensemble of 4, cross-fitted": "calibration_panel_full_ensemble4_crossfit_cpu.csv",
@@ -76,27 +84,28 @@ RUNS = {
 #: Paired comparisons (run, against run) on the cells both hold: how many cells the first is
 #: closer to the truth on, and a two-sided sign test of that count.
 PAIRS = [
-    ("neural/gru, log score", "neural/gru, CRPS (default)"),
-    ("langevin, log score", "langevin, CRPS (default)"),
-    ("ncde encoder, log score", "ncde encoder, CRPS (default)"),
-    ("linear-noise, log score", "linear-noise, CRPS (default)"),
-    ("geometric, log score", "geometric, CRPS (default)"),
-    ("neural/gru, linear drift", "neural/gru, CRPS (default)"),
-    ("neural/gru, ensemble of 4", "neural/gru, CRPS (default)"),
-    ("neural/gru, ensemble of 4, cross-fitted", "neural/gru, CRPS (default)"),
+    ("neural/gru, Heun, latent_dim=8", "neural/gru, Heun (default)"),
+    ("neural/gru, log score", "neural/gru, CRPS, Euler (then the default)"),
+    ("langevin, log score", "langevin, CRPS, Euler (then the default)"),
+    ("ncde encoder, log score", "ncde encoder, CRPS, Euler (then the default)"),
+    ("linear-noise, log score", "linear-noise, CRPS, Euler (then the default)"),
+    ("geometric, log score", "geometric, CRPS, Euler (then the default)"),
+    ("neural/gru, linear drift", "neural/gru, CRPS, Euler (then the default)"),
+    ("neural/gru, ensemble of 4", "neural/gru, CRPS, Euler (then the default)"),
+    ("neural/gru, ensemble of 4, cross-fitted", "neural/gru, CRPS, Euler (then the default)"),
     ("neural/gru, ensemble of 4, cross-fitted", "neural/gru, ensemble of 4"),
-    ("ncde encoder, ensemble of 4", "ncde encoder, CRPS (default)"),
+    ("ncde encoder, ensemble of 4", "ncde encoder, CRPS, Euler (then the default)"),
     ("ncde encoder, ensemble of 4, cross-fitted", "ncde encoder, ensemble of 4"),
     ("neural/gru, cross-fitted, quantiles", "neural/gru, ensemble of 4, cross-fitted"),
-    ("neural/gru, cross-fitted, quantiles", "neural/gru, CRPS (default)"),
+    ("neural/gru, cross-fitted, quantiles", "neural/gru, CRPS, Euler (then the default)"),
     ("ncde encoder, cross-fitted, quantiles", "ncde encoder, ensemble of 4, cross-fitted"),
-    ("ncde encoder, cross-fitted, quantiles", "ncde encoder, CRPS (default)"),
+    ("ncde encoder, cross-fitted, quantiles", "ncde encoder, CRPS, Euler (then the default)"),
     ("langevin, cross-fitted, quantiles", "langevin, ensemble of 4, cross-fitted"),
-    ("langevin, cross-fitted, quantiles", "langevin, CRPS (default)"),
+    ("langevin, cross-fitted, quantiles", "langevin, CRPS, Euler (then the default)"),
     ("linear-noise, cross-fitted, quantiles", "linear-noise, ensemble of 4, cross-fitted"),
-    ("linear-noise, cross-fitted, quantiles", "linear-noise, CRPS (default)"),
+    ("linear-noise, cross-fitted, quantiles", "linear-noise, CRPS, Euler (then the default)"),
     ("geometric, cross-fitted, quantiles", "geometric, ensemble of 4, cross-fitted"),
-    ("geometric, cross-fitted, quantiles", "geometric, CRPS (default)"),
+    ("geometric, cross-fitted, quantiles", "geometric, CRPS, Euler (then the default)"),
 ]
 BAND = (0.85, 0.95)
 FLOOR = 0.80
@@ -228,7 +237,7 @@ def _plot(result, cells_of, truth, path):
         cells = cells_of[label]
         d = [cells[k] - truth[k] for k in sorted(set(cells) & set(truth))]
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(d))
-        ax.scatter(d, i + jitter, s=10, alpha=0.6, color="C0" if "default" in label else "C1")
+        ax.scatter(d, i + jitter, s=10, alpha=0.6, color="C0" if label.endswith("(default)") else "C1")
         ax.plot([result["runs"][label]["mean_d"]] * 2, [i - 0.3, i + 0.3], color="k", lw=1.5)
     ax.axvline(0.0, color="0.5", lw=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
