@@ -23,7 +23,13 @@ observation noise (sd 0.05; 0.03 for `logistic`), a fraction of the values delet
 Euler–Maruyama on that grid, and the true law's forecast with the same steps.
 
     python benchmarks/unseen_processes.py --models LatentSDE --seeds 3
+    python benchmarks/unseen_processes.py --models LatentSDE-ncde --members 4 --cross-fit --combine quantiles
     python benchmarks/unseen_processes.py --table benchmarks/results/unseen_processes_cpu.json
+
+`--members M` fits each case as a deep ensemble of `M` (`method="ensemble"`, `--cross-fit`:
+each member holds back its own fold) and scores its draws pooled and, with `--combine`, combined
+across the members the other ways `calibration.combine_members` knows (the same fits); each
+way is a column of its own, e.g. `LatentSDE-ncde[ensemble=4,cross-fit,quantiles]`.
 
 Writes `benchmarks/results/unseen_processes_cpu.json` after every fit (`--resume` keeps the
 finished cells): per process, model and seed the 50/80/90/95% coverage, 90% width and CRPS
@@ -204,6 +210,7 @@ def run(args):
     models = [m for a in args.models for m in a.split(",") if m]
     options = C._model_options(args.model_options)
     label = "".join(f"[{k}={v}]" for k, v in options.items())  # a variant is a column of its own
+    fit_options, labels = ensemble_options(args)
     forecasters = [m for m, spec in C.PANEL_MODELS.items() if not spec.get("treatment")]
     for name in procs:
         if name not in PROCESSES:
@@ -221,25 +228,52 @@ def run(args):
                 cells[key] = _cell(oracle(proc, states, idx, hist, fut, seed), fut, hist, sd)
             k_data = jax.random.fold_in(jax.random.fold_in(jax.random.key(2026), list(PROCESSES).index(pname)), seed)
             for m in models:
-                key = f"{pname}|{m}{label}|{seed}"
-                if key in cells:
+                keys = {how: f"{pname}|{m}{label}{tag}|{seed}" for how, tag in labels.items()}
+                if all(k in cells for k in keys.values()):
                     continue
                 k_fit, k_pred = C.panel_fit_keys(k_data, m)
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     model = dataclasses.replace(C.PANEL_MODELS[m]["build"](data.dim), **options)
-                    post = bd.fit(model, hist, key=k_fit, progress_bar=False, warn=False)
+                    post = bd.fit(model, hist, key=k_fit, progress_bar=False, warn=False, **fit_options)
                     pred = post.predict(fut.ts, key=k_pred, num_samples=NUM_PRED)
-                extra = dict(best_step=getattr(post.info, "best_step", None))
-                cells[key] = _cell(np.asarray(pred.samples), fut, hist, sd, time.perf_counter() - t0, extra)
+                seconds = time.perf_counter() - t0
+                member_steps = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
+                extra = dict(best_step=getattr(post.info, "best_step", None) if member_steps is None
+                             else "/".join(str(b) for b in member_steps))
+                t = cells[f"{pname}|truth|{seed}"]
+                for how, key in keys.items():
+                    draws = np.asarray(pred.samples)
+                    if member_steps is not None:
+                        draws = np.asarray(C.combine_members(draws, len(member_steps), how))
+                    cells[key] = c = _cell(draws, fut, hist, sd, seconds, extra)
+                    print(f"{pname} {key.split('|')[1]} seed={seed}: cov90 {c['coverage_90']:.2f} "
+                          f"(truth {t['coverage_90']:.2f}), CRPS {c['crps']:.3f} (truth {t['crps']:.3f}, "
+                          f"climatology {c['crps_climatology']:.3f}), {c['seconds']:.0f}s", flush=True)
                 out.write_text(json.dumps(result, indent=1))
-                c, t = cells[key], cells[f"{pname}|truth|{seed}"]
-                print(f"{pname} {m}{label} seed={seed}: cov90 {c['coverage_90']:.2f} (truth {t['coverage_90']:.2f}), "
-                      f"CRPS {c['crps']:.3f} (truth {t['crps']:.3f}, climatology {c['crps_climatology']:.3f}), "
-                      f"{c['seconds']:.0f}s", flush=True)
             out.write_text(json.dumps(result, indent=1))
     return result
+
+
+def ensemble_options(args):
+    """`(fit_options, labels)`: the engine's fields for `--members` / `--cross-fit`, and
+    `{combine: column suffix}` for each way the draws are scored (`{"pool": ""}` for one SVI
+    fit). Refuses the ensemble's options without `--members`."""
+    combines = list(dict.fromkeys(["pool"] + list(args.combine or [])))
+    unknown = [c for c in combines if c not in C.COMBINES]
+    if unknown:
+        raise SystemExit(f"unseen_processes.py: --combine {unknown}: choose from {list(C.COMBINES)}")
+    if not args.members:
+        if args.cross_fit or len(combines) > 1:
+            raise SystemExit("unseen_processes.py: --cross-fit and --combine are an ensemble's options; "
+                             "give --members too")
+        return {}, {"pool": ""}
+    if args.members < 2:
+        raise SystemExit(f"unseen_processes.py: --members {args.members}: an ensemble needs at least 2")
+    base = f"ensemble={args.members}" + (",cross-fit" if args.cross_fit else "")
+    labels = {c: f"[{base}{'' if c == 'pool' else ',' + c}]" for c in combines}
+    return dict(method="ensemble", num_members=args.members, cross_fit=args.cross_fit), labels
 
 
 def summary(result):
@@ -290,6 +324,12 @@ def main(argv=None):
     p.add_argument("--model-options", nargs="*", default=None,
                    help="fields of the model to change, name=value (JSON values), e.g. posterior_drift=own; "
                         "the fits keep the default's keys and are a column of their own")
+    p.add_argument("--members", type=int, default=None,
+                   help="fit each case as a deep ensemble of this many members (method='ensemble')")
+    p.add_argument("--cross-fit", action="store_true",
+                   help="with --members: each member holds back its own fold of series")
+    p.add_argument("--combine", nargs="*", default=None,
+                   help=f"with --members: also score the members' draws combined these ways {list(C.COMBINES)[1:]}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "unseen_processes_cpu.json"))
     p.add_argument("--resume", action="store_true", help="keep the cells of an earlier run of --out")

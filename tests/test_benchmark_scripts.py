@@ -1,6 +1,7 @@
 """The aggregation in `benchmarks/bncde_sweep.py` (pure Python: no fitting here) and the
 plan of `benchmarks/gpu.sh` (its dry run computes nothing)."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -311,3 +312,11 @@ def test_unseen_processes_table_reads_mean_and_worst_seed(tmp_path):
         U.main(["--processes", "nope", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="unknown model 'BNCDE'"):  # a treatment model forecasts no series
         U.main(["--models", "BNCDE", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="--cross-fit and --combine are an ensemble's options; give --members too"):
+        U.main(["--combine", "quantiles", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match=r"--combine \['mean'\]: choose from"):
+        U.main(["--members", "4", "--combine", "mean", "--out", str(tmp_path / "x.json")])
+    args = argparse.Namespace(members=4, cross_fit=True, combine=["quantiles"])
+    assert U.ensemble_options(args) == (dict(method="ensemble", num_members=4, cross_fit=True),
+                                        {"pool": "[ensemble=4,cross-fit]",
+                                         "quantiles": "[ensemble=4,cross-fit,quantiles]"})
