@@ -242,11 +242,10 @@ def run(args):
                 member_steps = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
                 extra = dict(best_step=getattr(post.info, "best_step", None) if member_steps is None
                              else "/".join(str(b) for b in member_steps))
-                t = cells[f"{pname}|truth|{seed}"]
+                t, samples = cells[f"{pname}|truth|{seed}"], np.asarray(pred.samples)
                 for how, key in keys.items():
-                    draws = np.asarray(pred.samples)
-                    if member_steps is not None:
-                        draws = np.asarray(C.combine_members(draws, len(member_steps), how))
+                    draws = samples if member_steps is None else np.asarray(
+                        C.combine_members(samples, len(member_steps), how))
                     cells[key] = c = _cell(draws, fut, hist, sd, seconds, extra)
                     print(f"{pname} {key.split('|')[1]} seed={seed}: cov90 {c['coverage_90']:.2f} "
                           f"(truth {t['coverage_90']:.2f}), CRPS {c['crps']:.3f} (truth {t['crps']:.3f}, "
