@@ -362,6 +362,27 @@ def panel_fit_keys(k_data, model_name):
 COMBINES = ("pool", "quantiles", "median-quantiles", "recentred")
 
 
+def ensemble_options(members, cross_fit, combine, prog):
+    """`(combines, fit_options)` of a script's `--members`, `--cross-fit` and `--combine`: the
+    ways of combining the draws to score (`"pool"`, the draws as they are, first) and the
+    engine's fields of a deep ensemble (`{}` for one SVI fit). Refuses, naming `prog`, an
+    unknown combination, an ensemble of fewer than 2, and the ensemble's options without
+    `--members` (before any earlier result is touched)."""
+    combines = list(dict.fromkeys(["pool"] + list(combine or [])))
+    unknown = [c for c in combines if c not in COMBINES]
+    if unknown:
+        raise SystemExit(f"{prog}: --combine {unknown}: choose from {list(COMBINES)}")
+    if not members:
+        if combines != ["pool"]:
+            raise SystemExit(f"{prog}: --combine combines an ensemble's members; give --members too")
+        if cross_fit:
+            raise SystemExit(f"{prog}: --cross-fit is an ensemble's option; give --members too")
+        return combines, {}
+    if members < 2:
+        raise SystemExit(f"{prog}: --members {members}: an ensemble needs at least 2")
+    return combines, dict(method="ensemble", num_members=members, cross_fit=cross_fit)
+
+
 def combine_members(samples, members: int, how: str):
     """An ensemble's predictive draws `samples (members * K, ...)` (member-major, as
     `post.predict` lays them out) combined across its members: `"pool"` the equal-weight
@@ -444,12 +465,9 @@ def run_panel(args):
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or ("calibration_panel" if args.steps_multiplier == 1 else
                          f"calibration_panel_steps{args.steps_multiplier:g}x")
-    combines = list(dict.fromkeys(["pool"] + list(args.combine or [])))
-    unknown = [c for c in combines if c not in COMBINES]
-    if unknown:
-        raise SystemExit(f"calibration.py: --combine {unknown}: choose from {list(COMBINES)}")
-    if combines != ["pool"] and not args.members:
-        raise SystemExit("calibration.py: --combine combines an ensemble's members; give --members too")
+    combines, ensemble = ensemble_options(args.members, args.cross_fit, args.combine, "calibration.py")
+    if ensemble and args.patience != "default":
+        raise SystemExit("calibration.py: --patience is an SVI option; an ensemble (--members) runs every step")
     # one file set per way of combining the members; `pool` (the ensemble's own mixture) keeps the plain name
     base_name, cpu = (name[:-4], "_cpu") if name.endswith("_cpu") else (name, "")
     stems = {c: name if c == "pool" else f"{base_name}_{c}{cpu}" for c in combines}
@@ -463,13 +481,9 @@ def run_panel(args):
         for path in csv_paths.values():
             path.unlink(missing_ok=True)
     key = jax.random.key(args.seed)
-    fit_options = {} if args.patience == "default" else dict(patience=args.patience)
-    if args.members:
-        if args.patience != "default":
-            raise SystemExit("calibration.py: --patience is an SVI option; an ensemble (--members) runs every step")
-        fit_options.update(method="ensemble", num_members=args.members, cross_fit=args.cross_fit)
-    elif args.cross_fit:
-        raise SystemExit("calibration.py: --cross-fit is an ensemble's option; give --members too")
+    fit_options = dict(ensemble)
+    if args.patience != "default":
+        fit_options["patience"] = args.patience
     if args.learning_rate is not None:
         fit_options["learning_rate"] = args.learning_rate
     model_options = _model_options(args.model_options)

@@ -256,23 +256,14 @@ def run(args):
 
 
 def ensemble_options(args):
-    """`(fit_options, labels)`: the engine's fields for `--members` / `--cross-fit`, and
-    `{combine: column suffix}` for each way the draws are scored (`{"pool": ""}` for one SVI
-    fit). Refuses the ensemble's options without `--members`."""
-    combines = list(dict.fromkeys(["pool"] + list(args.combine or [])))
-    unknown = [c for c in combines if c not in C.COMBINES]
-    if unknown:
-        raise SystemExit(f"unseen_processes.py: --combine {unknown}: choose from {list(C.COMBINES)}")
-    if not args.members:
-        if args.cross_fit or len(combines) > 1:
-            raise SystemExit("unseen_processes.py: --cross-fit and --combine are an ensemble's options; "
-                             "give --members too")
+    """`(fit_options, labels)`: the engine's fields for `--members` / `--cross-fit`
+    (`calibration.ensemble_options`, which refuses what does not fit together) and
+    `{combine: column suffix}` for each way the draws are scored (`{"pool": ""}` for one SVI fit)."""
+    combines, fit_options = C.ensemble_options(args.members, args.cross_fit, args.combine, "unseen_processes.py")
+    if not fit_options:
         return {}, {"pool": ""}
-    if args.members < 2:
-        raise SystemExit(f"unseen_processes.py: --members {args.members}: an ensemble needs at least 2")
     base = f"ensemble={args.members}" + (",cross-fit" if args.cross_fit else "")
-    labels = {c: f"[{base}{'' if c == 'pool' else ',' + c}]" for c in combines}
-    return dict(method="ensemble", num_members=args.members, cross_fit=args.cross_fit), labels
+    return fit_options, {c: f"[{base}{'' if c == 'pool' else ',' + c}]" for c in combines}
 
 
 def summary(result):

@@ -312,11 +312,24 @@ def test_unseen_processes_table_reads_mean_and_worst_seed(tmp_path):
         U.main(["--processes", "nope", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="unknown model 'BNCDE'"):  # a treatment model forecasts no series
         U.main(["--models", "BNCDE", "--out", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit, match="--cross-fit and --combine are an ensemble's options; give --members too"):
+    with pytest.raises(SystemExit, match="--combine combines an ensemble's members; give --members too"):
         U.main(["--combine", "quantiles", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="--cross-fit is an ensemble's option; give --members too"):
+        U.main(["--cross-fit", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match=r"--combine \['mean'\]: choose from"):
         U.main(["--members", "4", "--combine", "mean", "--out", str(tmp_path / "x.json")])
     args = argparse.Namespace(members=4, cross_fit=True, combine=["quantiles"])
     assert U.ensemble_options(args) == (dict(method="ensemble", num_members=4, cross_fit=True),
                                         {"pool": "[ensemble=4,cross-fit]",
                                          "quantiles": "[ensemble=4,cross-fit,quantiles]"})
+
+
+def test_calibration_panel_refuses_an_ensembles_options_before_touching_earlier_results(tmp_path):
+    """`--cross-fit` without `--members` is refused before the panel clears its files: an
+    earlier run's CSV stays as it was."""
+    C = _load("calibration")
+    earlier = tmp_path / "calibration_panel.csv"
+    earlier.write_text("process,model\nou,LatentSDE\n")
+    with pytest.raises(SystemExit, match="calibration.py: --cross-fit is an ensemble's option; give --members too"):
+        C.main(["--panel", "--cross-fit", "--out", str(tmp_path)])
+    assert earlier.read_text() == "process,model\nou,LatentSDE\n"
