@@ -405,8 +405,23 @@ def combine_members(samples, members: int, how: str):
     raise ValueError(f"combine_members: unknown combination {how!r}; choose from {COMBINES}")
 
 
+def _plan_draws(post, data, key, num_pred):
+    """A treatment case's forecasts under each plan of `TUMOR_PLANS` for `data.test`:
+    `{region: (draws, truth, history values)}`, the region `"<plan> (<inside|outside>)"`."""
+    plans = {p: data.plan(p) for p in TUMOR_PLANS}
+    eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=key, num_samples=num_pred)
+    hist_vals = np.where(data.test.mask, data.test.ys, np.nan)
+    return {f"{p} ({TUMOR_PLANS[p]})": (eff.outcomes[p].samples, data.counterfactual(p).ys, hist_vals)
+            for p in plans}
+
+
+def new_patients_region(region: str, n: int) -> str:
+    """The region of a plan scored on `n` test patients of a fresh cohort (`--new-patients`)."""
+    return f"{region}, {n} new patients"
+
+
 def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options=None, model_options=None,
-                combines=("pool",)):
+                combines=("pool",), new_patients=0):
     """Fit one model configuration on one simulated data set and score its forecast (or,
     for treatment cases, its outcomes under each plan). Returns `(missing, scored, info)`,
     `info` the SVI steps run and the step whose parameters were kept. `fit_options` are
@@ -414,7 +429,9 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
     the model (`steps_per_unit=16`) that replace its defaults, for comparisons. `scored`
     is `{combine: {region: rows}}`: the draws as they are (`"pool"`) and, for an ensemble,
     the same draws combined across its members in each other way of `combines`
-    (`combine_members`)."""
+    (`combine_members`). `new_patients` (treatment cases): also score the plans on this many
+    test patients of a fresh cohort of the same process and sizes (another data key; the fit is
+    the same), regions named by `new_patients_region`."""
     spec = PANEL_MODELS[model_name]
     build = lambda dim: dataclasses.replace(spec["build"](dim), **(model_options or {}))  # noqa: E731
     missing = panel_missing(seed) if case.kind == "forecast" else float("nan")
@@ -435,12 +452,12 @@ def _panel_case(case, model_name, seed, quick, steps, num_pred, key, fit_options
             train = data.train
             sd = np.nanstd(np.where(train.mask, train.ys, np.nan), axis=(0, 1))
             post = bd.fit(build(train.dim), train, key=k_fit, progress_bar=False, warn=False, **opts)
-            plans = {p: data.plan(p) for p in TUMOR_PLANS}
-            eff = bd.effects.counterfactual(post, data.test, plans=plans, horizon=data.horizon, key=k_pred,
-                                            num_samples=num_pred)
-            hist_vals = np.where(data.test.mask, data.test.ys, np.nan)
-            draws = {f"{p} ({TUMOR_PLANS[p]})": (eff.outcomes[p].samples, data.counterfactual(p).ys, hist_vals)
-                     for p in plans}
+            draws = _plan_draws(post, data, k_pred, num_pred)
+            if new_patients:
+                # the cohort `benchmarks/bncde_tails.py --new-patients` forecasts (the same data key)
+                fresh = case.simulate(key=jax.random.fold_in(k_data, 1), quick=quick, n_test=new_patients)
+                more = _plan_draws(post, fresh, jax.random.fold_in(k_pred, 1), num_pred)
+                draws.update({new_patients_region(r, new_patients): v for r, v in more.items()})
     best = getattr(post.info, "best_step", None)
     members = getattr(post.info, "member_best_step", None)  # an ensemble keeps a step per member
     if members is None and set(combines) != {"pool"}:
@@ -465,6 +482,8 @@ def run_panel(args):
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or ("calibration_panel" if args.steps_multiplier == 1 else
                          f"calibration_panel_steps{args.steps_multiplier:g}x")
+    if args.new_patients < 0:
+        raise SystemExit(f"calibration.py: --new-patients must be 0 (none) or a number of patients, got {args.new_patients}")
     combines, ensemble = ensemble_options(args.members, args.cross_fit, args.combine, "calibration.py")
     if ensemble and args.patience != "default":
         raise SystemExit("calibration.py: --patience is an SVI option; an ensemble (--members) runs every step")
@@ -508,7 +527,7 @@ def run_panel(args):
         rows = {c: [] for c in combines}
         try:
             missing, scored, info = _panel_case(cases[p], m, s, args.quick, steps, num_pred,
-                                                key, fit_options, model_options, combines)
+                                                key, fit_options, model_options, combines, args.new_patients)
             base.update(missing=missing, seconds=time.perf_counter() - t0, **info)
             for c in combines:
                 for region, rs in scored[c].items():
@@ -535,6 +554,7 @@ def run_panel(args):
                     fits_done=int(df.groupby(["process", "model", "seed"]).ngroups), steps=int(steps or bd.SVI().num_steps),
                     steps_multiplier=args.steps_multiplier, patience=args.patience, members=args.members,
                     cross_fit=args.cross_fit, combine=c, learning_rate=args.learning_rate, model_options=model_options,
+                    new_patients=args.new_patients,
                     processes=procs, models=models,
                     sizes={p: (cases[p].quick if args.quick else cases[p].sizes) for p in procs},
                     missing=list(PANEL_MISSING[:n_seeds]), levels=list(PANEL_LEVELS), num_pred=num_pred,
@@ -681,6 +701,10 @@ def main(argv=None):
     p.add_argument("--combine", nargs="*", default=None,
                    help=f"panel, with --members: also score the members' draws combined these ways {list(COMBINES)[1:]} "
                         "(same fits; each to its own files, NAME_<way>, before a closing _cpu)")
+    p.add_argument("--new-patients", type=int, default=0,
+                   help="panel, tumour cases: also score the plans on this many test patients of a fresh cohort of "
+                        "the same process (the fit unchanged; regions '<plan>, N new patients'): the quick sizes' "
+                        "30 test patients move a cell by about 0.05")
     p.add_argument("--name", default=None, help="panel: output file stem (default calibration_panel)")
     p.add_argument("--resume", action="store_true", help="panel: keep finished rows of an earlier run")
     p.add_argument("--budget-minutes", type=float, default=None,

@@ -333,3 +333,33 @@ def test_calibration_panel_refuses_an_ensembles_options_before_touching_earlier_
     with pytest.raises(SystemExit, match="calibration.py: --cross-fit is an ensemble's option; give --members too"):
         C.main(["--panel", "--cross-fit", "--out", str(tmp_path)])
     assert earlier.read_text() == "process,model\nou,LatentSDE\n"
+    with pytest.raises(SystemExit, match="--new-patients must be 0 .none. or a number of patients, got -3"):
+        C.main(["--panel", "--new-patients", "-3", "--out", str(tmp_path)])
+    assert earlier.read_text() == "process,model\nou,LatentSDE\n"
+
+
+def test_standing_reads_a_tumour_runs_fresh_cohort_and_keeps_its_own_test_patients_apart(tmp_path):
+    """A BNCDE run with `--new-patients 300` scores each plan twice; `standing.py` reads the
+    300 new patients as the cells and keeps the run's own 30 apart, both under the plan's name."""
+    C, st = _load("calibration"), _load("standing")
+    region = C.new_patients_region("chemo (outside)", 300)
+    assert region == "chemo (outside), 300 new patients"
+    rows = ["process,model,region,seed,level,coverage,crps,crps_climatology,status",
+            "tumor_gamma8,B,chemo (outside),0,0.9,0.6,0.2,1.0,ok",
+            f'tumor_gamma8,B,"{region}",0,0.9,0.8,0.3,1.0,ok']  # quoted, as pandas writes a comma
+    path = tmp_path / "run.csv"
+    path.write_text("\n".join(rows) + "\n")
+    fresh, own, n = st.split_new_patients(st.read_rows(path))
+    assert n == 300
+    assert st.summarise(fresh)["cells"]["tumor_gamma8:chemo"]["coverage"] == [0.8]
+    assert st.summarise(own)["cells"]["tumor_gamma8:chemo"]["coverage"] == [0.6]
+    # a CRPS that is not a number (draws not finite) reads as infinite, flags the cell and is null in the JSON
+    path.write_text("\n".join([rows[0], rows[1].replace("0.2,1.0", ",1.0")]) + "\n")
+    r = st.summarise(st.read_rows(path))
+    assert r["diverged"] == ["tumor_gamma8:chemo"] and r["crps_over_climatology"] == float("inf")
+    assert st._json_safe(r)["crps_over_climatology"] is None
+    path.write_text("\n".join(rows[:2]) + "\n")
+    assert st.split_new_patients(st.read_rows(path))[::2] == (None, None)
+    path.write_text("\n".join([*rows, rows[2].replace("300", "100")]) + "\n")
+    with pytest.raises(ValueError, match=r"several fresh cohorts \[100, 300\]"):
+        st.split_new_patients(st.read_rows(path))
